@@ -1,0 +1,32 @@
+//! # adsim: what sharing a messenger's phone numbers with a social network does to ads
+//!
+//! adsim simulates the 2016 WhatsApp ("M") to Facebook ("S") phone-number sharing, from a
+//! handful of users up to M's real billion. The pipeline, one module per stage:
+//!
+//! 1. [`scenario`]: a TOML scenario (size, seed, replications, knobs, reference data),
+//!    validated before any work; [`data`] holds the reference tables (countries, segments,
+//!    age bands) with their sources.
+//! 2. [`population`]: every user is a pure function of `(seed, replication, id)` through the
+//!    counter-based generators of [`rng`]; unique, valid phone numbers come from a keyed
+//!    bijection ([`permutation`]) onto each country's mobile number blocks ([`phone`]).
+//! 3. [`engine`]: users are generated in chunks on rayon and streamed onwards; no stage holds
+//!    all users, so memory does not grow with N, and the output does not depend on the thread
+//!    count or chunk size.
+//! 4. [`export`]: a population written to Parquet or CSV with polars, its columns described
+//!    by a data dictionary.
+//!
+//! The model is specified in the project's SPEC; every default number in `data/` carries its
+//! source or the word "assumption".
+#![deny(missing_docs)]
+
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod export;
+pub mod permutation;
+pub mod phone;
+pub mod population;
+pub mod rng;
+pub mod scenario;
+
+pub use error::{Error, Result};

@@ -1,0 +1,500 @@
+//! The synthetic M population (SPEC §3): any user, regenerated on demand from its id.
+//!
+//! [`Population::new`] turns a resolved scenario into per-country samplers for one
+//! replication: exact country counts as contiguous id ranges, integer thresholds for every
+//! Bernoulli draw, and the keyed permutations that give each user a unique phone number and a
+//! previous holder. [`Population::user`] is then a pure function of the id: the engine calls
+//! it from any thread, in any order, and gets the same user.
+//!
+//! Phone numbers: user `i`, the `k`-th user of country `c`, holds the number at position
+//! `phi_c(k)` of `c`'s number space, where `phi_c` is a keyed bijection of the space. Numbers
+//! are unique because `phi_c` is a bijection, and [`Population::holder_of`] inverts the map:
+//! that is S's phone index, never stored.
+//!
+//! Previous holders (SPEC §5): a keyed permutation `sigma_c` of `c`'s users orders them in a
+//! cycle; `pi_c(i) = sigma_c^-1(sigma_c(i) + 1)` is the user who held `i`'s number before (if
+//! `i`'s number is recycled) or who registered `i`'s shared phone on S (if it is shared).
+//! `pi_c` has no fixed point, and each account has exactly one candidate sender,
+//! `pi_c^-1(j)`: an account holds at most one foreign number.
+
+use crate::data::ReferenceData;
+use crate::error::{Error, Result};
+use crate::permutation::Permutation;
+use crate::phone::{NumberSpace, PhoneNumber};
+use crate::rng::{Categorical, Key, PermutationKind, Stream, Threshold, UserRng};
+use crate::scenario::Resolved;
+
+/// Where the user's current number came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum NumberHistory {
+    /// The number was new to the user (no one else's S account holds it).
+    #[default]
+    Fresh,
+    /// The number belonged to another user before (recycled).
+    Recycled,
+    /// The phone is shared with a household member, who registered it on S.
+    Shared,
+}
+
+impl NumberHistory {
+    /// The label used in exported tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            NumberHistory::Fresh => "fresh",
+            NumberHistory::Recycled => "recycled",
+            NumberHistory::Shared => "shared",
+        }
+    }
+}
+
+/// The user's S account and the phone number it holds on file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SAccount {
+    /// The user has no S account.
+    #[default]
+    None,
+    /// An S account with no phone number on file.
+    NoPhone,
+    /// The account holds the user's own current number.
+    Own,
+    /// The account holds the user's old number, now recycled to `sender`.
+    Stale {
+        /// The user who holds the number now.
+        sender: u64,
+    },
+    /// The account holds the number of a phone shared with `sender`, its M user.
+    Household {
+        /// The M user of the shared phone.
+        sender: u64,
+    },
+}
+
+impl SAccount {
+    /// Whether the user has an S account.
+    pub fn exists(self) -> bool {
+        self != SAccount::None
+    }
+
+    /// The label used in exported tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            SAccount::None => "none",
+            SAccount::NoPhone => "no_phone",
+            SAccount::Own => "own",
+            SAccount::Stale { .. } => "stale",
+            SAccount::Household { .. } => "household",
+        }
+    }
+
+    /// The M user whose number this account holds, when it is not the account holder's own.
+    pub fn foreign_sender(self) -> Option<u64> {
+        match self {
+            SAccount::Stale { sender } | SAccount::Household { sender } => Some(sender),
+            _ => None,
+        }
+    }
+}
+
+/// One synthetic M user.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct User {
+    /// Global user id, `0..N`.
+    pub id: u64,
+    /// Index of the country in the country table.
+    pub country: u16,
+    /// Index of the age band.
+    pub age_band: u8,
+    /// The user's current mobile number.
+    pub phone: PhoneNumber,
+    /// Bit `s` set: interested in segment `s`.
+    pub interests: u64,
+    /// Bit `s` set: a customer of a business in segment `s` (which holds the user's number).
+    pub customer_of: u64,
+    /// Bit `s` set: messages businesses of segment `s` on M.
+    pub messages_business: u64,
+    /// Where the user's number came from.
+    pub number_history: NumberHistory,
+    /// The user whose S account holds this user's number (previous owner or household
+    /// member), when the number is recycled or shared and that account has a phone on file.
+    pub number_on_file_of: Option<u64>,
+    /// The user's S account.
+    pub s_account: SAccount,
+    /// Latent propensity to opt out (SPEC §4), logistic scale.
+    pub privacy_score: f64,
+}
+
+impl Default for PhoneNumber {
+    fn default() -> Self {
+        PhoneNumber {
+            calling_code: 0,
+            national: crate::phone::National { number: 0, len: 0 },
+        }
+    }
+}
+
+/// Per-country samplers of one replication.
+#[derive(Clone, Debug)]
+struct CountryModel {
+    start: u64,
+    count: u64,
+    calling_code: u16,
+    space: NumberSpace,
+    phones: Permutation,
+    /// `sigma_c`, absent for a country with fewer than 2 users.
+    cycle: Option<Permutation>,
+    age: Categorical,
+    on_s: Threshold,
+    phone_on_file: Threshold,
+    recycled: Threshold,
+    shared: Threshold,
+    privacy_shift: f64,
+}
+
+/// Per-segment Bernoulli thresholds.
+#[derive(Clone, Debug)]
+struct SegmentModel {
+    /// `interest[band]` is the prevalence threshold in that age band.
+    interest: Vec<Threshold>,
+    customer: [Threshold; 2],
+    messages: [Threshold; 2],
+    privacy_shift: f64,
+}
+
+/// A population of `N` users for one replication of a resolved scenario.
+#[derive(Clone, Debug)]
+pub struct Population {
+    users: u64,
+    key: Key,
+    countries: Vec<CountryModel>,
+    segments: Vec<SegmentModel>,
+    band_shifts: Vec<f64>,
+    heterogeneity: f64,
+}
+
+/// Splits `n` users over countries by the largest-remainder method: every count is within 1 of
+/// `n * share`, and the counts sum to `n`.
+pub fn country_counts(n: u64, shares: &[f64]) -> Vec<u64> {
+    let total: f64 = shares.iter().sum();
+    let exact: Vec<f64> = shares.iter().map(|s| n as f64 * s / total).collect();
+    let mut counts: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
+    let assigned: u64 = counts.iter().sum();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    // Largest fractional part first; ties to the earlier country.
+    order.sort_by(|&a, &b| {
+        let (fa, fb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        fb.total_cmp(&fa).then(a.cmp(&b))
+    });
+    for &c in order
+        .iter()
+        .cycle()
+        .take(n.saturating_sub(assigned) as usize)
+    {
+        counts[c] += 1;
+    }
+    counts
+}
+
+impl Population {
+    /// The population of replication `replication` of `resolved`, with its own size and seed.
+    pub fn new(resolved: &Resolved, replication: u32) -> Result<Self> {
+        let s = &resolved.scenario;
+        Self::with(
+            &resolved.data,
+            &resolved.spaces,
+            s.population.users,
+            s.population.seed,
+            replication,
+            s.opt_out.heterogeneity,
+        )
+    }
+
+    /// The population of `users` users from validated data and number spaces.
+    pub fn with(
+        data: &ReferenceData,
+        spaces: &[NumberSpace],
+        users: u64,
+        seed: u64,
+        replication: u32,
+        heterogeneity: f64,
+    ) -> Result<Self> {
+        let key = Key::new(seed, replication);
+        let bands = &data.age_bands.band;
+        let global_age: Vec<f64> = bands.iter().map(|b| b.share).collect();
+        let table = &data.countries.country;
+        let counts = country_counts(users, &table.iter().map(|c| c.m_share).collect::<Vec<_>>());
+        let mut start = 0;
+        let mut countries = Vec::with_capacity(table.len());
+        for (i, ((c, space), &count)) in table.iter().zip(spaces).zip(&counts).enumerate() {
+            if count > space.capacity() {
+                return Err(Error::invalid(
+                    data.countries_file.clone(),
+                    format!("country[{i}].blocks"),
+                    format!("{} numbers", space.capacity()),
+                    format!(
+                        "room for the {count} users of {} at {users} users: add blocks or simulate fewer users",
+                        c.code
+                    ),
+                ));
+            }
+            countries.push(CountryModel {
+                start,
+                count,
+                calling_code: c.calling_code,
+                space: space.clone(),
+                phones: Permutation::new(
+                    space.capacity(),
+                    key.permutation_key(PermutationKind::PhoneNumbers, i),
+                ),
+                cycle: (count >= 2).then(|| {
+                    Permutation::new(
+                        count,
+                        key.permutation_key(PermutationKind::PreviousHolder, i),
+                    )
+                }),
+                age: Categorical::new(c.age_shares.as_deref().unwrap_or(&global_age)),
+                on_s: Threshold::new(c.also_on_s),
+                phone_on_file: Threshold::new(c.phone_on_file),
+                recycled: Threshold::new(c.recycled_rate),
+                shared: Threshold::new(c.shared_phone_rate),
+                privacy_shift: c.privacy_shift,
+            });
+            start += count;
+        }
+        let segments = data
+            .segments
+            .segment
+            .iter()
+            .map(|s| SegmentModel {
+                interest: (0..bands.len())
+                    .map(|b| {
+                        Threshold::new(
+                            s.prevalence * s.age_multipliers.as_ref().map_or(1.0, |m| m[b]),
+                        )
+                    })
+                    .collect(),
+                customer: [
+                    Threshold::new(s.customer_if_not),
+                    Threshold::new(s.customer_if_interested),
+                ],
+                messages: [
+                    Threshold::new(s.messages_if_not),
+                    Threshold::new(s.messages_if_interested),
+                ],
+                privacy_shift: s.privacy_shift,
+            })
+            .collect();
+        Ok(Population {
+            users,
+            key,
+            countries,
+            segments,
+            band_shifts: bands.iter().map(|b| b.privacy_shift).collect(),
+            heterogeneity,
+        })
+    }
+
+    /// How many users.
+    pub fn len(&self) -> u64 {
+        self.users
+    }
+
+    /// Whether there are no users (never: scenarios have at least one).
+    pub fn is_empty(&self) -> bool {
+        self.users == 0
+    }
+
+    /// The id range and count of each country, in table order.
+    pub fn country_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        self.countries
+            .iter()
+            .map(|c| c.start..c.start + c.count)
+            .collect()
+    }
+
+    /// The country index of user `id`.
+    #[inline]
+    pub fn country_of(&self, id: u64) -> usize {
+        self.countries.partition_point(|c| c.start + c.count <= id)
+    }
+
+    /// User `id` (below [`Population::len`]), generated from its id alone.
+    pub fn user(&self, id: u64) -> User {
+        let ci = self.country_of(id);
+        let c = &self.countries[ci];
+        let k = id - c.start;
+
+        let mut demo = self.key.user_rng(id, Stream::Demographics);
+        let age_band = c.age.draw(&mut demo);
+
+        let mut rng = self.key.user_rng(id, Stream::Interests);
+        let (mut interests, mut customer_of, mut messages_business) = (0u64, 0u64, 0u64);
+        let mut shift = c.privacy_shift + self.band_shifts[age_band as usize];
+        for (s, seg) in self.segments.iter().enumerate() {
+            let interested = rng.bernoulli(seg.interest[age_band as usize]);
+            let i = interested as usize;
+            let bit = 1u64 << s;
+            if interested {
+                interests |= bit;
+                shift += seg.privacy_shift;
+            }
+            if rng.bernoulli(seg.customer[i]) {
+                customer_of |= bit;
+            }
+            if rng.bernoulli(seg.messages[i]) {
+                messages_business |= bit;
+            }
+        }
+
+        let number_history = self.number_history(c, id);
+        let number_on_file_of = match (number_history, &c.cycle) {
+            (NumberHistory::Fresh, _) | (_, None) => None,
+            (_, Some(cycle)) => {
+                let n = c.count;
+                let holder = c.start + cycle.inverse((cycle.forward(k) + 1) % n);
+                (self.account_phone(c, holder) == Some(true)).then_some(holder)
+            }
+        };
+        let s_account = match self.account_phone(c, id) {
+            None => SAccount::None,
+            Some(false) => SAccount::NoPhone,
+            Some(true) => match &c.cycle {
+                None => SAccount::Own,
+                Some(cycle) => {
+                    let n = c.count;
+                    let sender = c.start + cycle.inverse((cycle.forward(k) + n - 1) % n);
+                    match self.number_history(c, sender) {
+                        NumberHistory::Fresh => SAccount::Own,
+                        NumberHistory::Recycled => SAccount::Stale { sender },
+                        NumberHistory::Shared => SAccount::Household { sender },
+                    }
+                }
+            },
+        };
+
+        let national = c.space.national(c.phones.forward(k));
+        let noise = self.key.user_rng(id, Stream::Privacy).logistic();
+        User {
+            id,
+            country: ci as u16,
+            age_band,
+            phone: PhoneNumber {
+                calling_code: c.calling_code,
+                national,
+            },
+            interests,
+            customer_of,
+            messages_business,
+            number_history,
+            number_on_file_of,
+            s_account,
+            privacy_score: self.heterogeneity * shift + noise,
+        }
+    }
+
+    /// Whether user `id` (of country `c`) has an S account, and if so whether it holds a phone.
+    #[inline]
+    fn account_phone(&self, c: &CountryModel, id: u64) -> Option<bool> {
+        let mut rng: UserRng = self.key.user_rng(id, Stream::SocialAccount);
+        let on_s = rng.bernoulli(c.on_s);
+        let phone = rng.bernoulli(c.phone_on_file);
+        on_s.then_some(phone)
+    }
+
+    /// Whether user `id`'s number is recycled, shared or fresh (recycling wins if both).
+    #[inline]
+    fn number_history(&self, c: &CountryModel, id: u64) -> NumberHistory {
+        let mut rng = self.key.user_rng(id, Stream::PhoneHistory);
+        let recycled = rng.bernoulli(c.recycled);
+        let shared = rng.bernoulli(c.shared);
+        if recycled {
+            NumberHistory::Recycled
+        } else if shared {
+            NumberHistory::Shared
+        } else {
+            NumberHistory::Fresh
+        }
+    }
+
+    /// The M user who holds `phone` now, if any: the inverse of the number map (S's phone
+    /// index, computed rather than stored).
+    pub fn holder_of(&self, phone: &PhoneNumber) -> Option<u64> {
+        self.countries
+            .iter()
+            .filter(|c| c.calling_code == phone.calling_code)
+            .find_map(|c| {
+                let position = c.space.position(phone.national)?;
+                let k = c.phones.inverse(position);
+                (k < c.count).then_some(c.start + k)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use std::path::Path;
+
+    fn population(users: u64) -> Population {
+        let mut s = Scenario::default();
+        s.population.users = users;
+        let r = s.resolve("test", Path::new(".")).unwrap();
+        Population::new(&r, 0).unwrap()
+    }
+
+    #[test]
+    fn counts_are_within_one_and_sum_to_n() {
+        let shares = [0.5, 0.3, 0.2 / 3.0, 0.2 / 3.0, 0.2 / 3.0];
+        for n in [1u64, 2, 7, 100, 12_345, 1_000_000_007] {
+            let counts = country_counts(n, &shares);
+            assert_eq!(counts.iter().sum::<u64>(), n);
+            for (c, s) in counts.iter().zip(shares) {
+                assert!((*c as f64 - n as f64 * s).abs() < 1.0, "n={n}: {counts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn users_are_pure_functions_of_their_id() {
+        let p = population(10_000);
+        let q = population(10_000);
+        for id in [0, 1, 4_999, 9_999] {
+            assert_eq!(p.user(id), q.user(id));
+        }
+    }
+
+    #[test]
+    fn holder_of_inverts_the_number_map() {
+        let p = population(50_000);
+        for id in (0..50_000).step_by(97) {
+            assert_eq!(p.holder_of(&p.user(id).phone), Some(id));
+        }
+    }
+
+    #[test]
+    fn foreign_numbers_on_file_point_both_ways() {
+        // j's account holds i's number exactly when i's number is on file with j.
+        let p = population(20_000);
+        let mut found = 0;
+        for id in 0..20_000 {
+            let u = p.user(id);
+            if let Some(sender) = u.s_account.foreign_sender() {
+                found += 1;
+                let s = p.user(sender);
+                assert_ne!(sender, id);
+                assert_eq!(s.number_on_file_of, Some(id));
+                assert_eq!(s.country, u.country);
+                let expected = if s.number_history == NumberHistory::Recycled {
+                    "stale"
+                } else {
+                    "household"
+                };
+                assert_eq!(u.s_account.label(), expected);
+            }
+            if let Some(holder) = u.number_on_file_of {
+                assert_eq!(p.user(holder).s_account.foreign_sender(), Some(id));
+            }
+        }
+        assert!(found > 200, "only {found} foreign numbers on file");
+    }
+}

@@ -1,0 +1,264 @@
+//! Counter-based randomness: every random quantity is a pure function of
+//! `(seed, replication, user, stream)` (SPEC §2).
+//!
+//! There is no sequential generator threaded through the engine. A [`Key`] mixes the scenario
+//! seed and the replication; [`Key::user_rng`] derives, from the key, a user id and a
+//! [`Stream`], the seed of a small generator ([`UserRng`], wyrand) used for that user's draws
+//! of that stream only. Results therefore do not depend on thread count, chunk size or shard
+//! layout, and any user can be regenerated from its id alone. Adding draws to one stream never
+//! changes another stream's values.
+
+/// SplitMix64's finalizer: a bijective 64-bit mixing function with full avalanche.
+#[inline(always)]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Hashes two words into one (not symmetric): used to derive keys and stream seeds.
+#[inline(always)]
+pub fn hash2(a: u64, b: u64) -> u64 {
+    mix64(a ^ mix64(b.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// The named random streams of a user. Each stream has its own generator, so draws in one
+/// never shift another. The discriminants are part of the output contract: changing one
+/// changes every result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    /// Age band.
+    Demographics = 1,
+    /// Interests, business relationships and M-side business messaging.
+    Interests = 2,
+    /// S account, phone on file.
+    SocialAccount = 3,
+    /// Whether the user's number is recycled or on a shared phone.
+    PhoneHistory = 4,
+    /// The logistic noise of the privacy score.
+    Privacy = 5,
+}
+
+/// Keys of the permutations (number maps, previous-holder maps) of one country.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum PermutationKind {
+    /// Index within the country to position in the country's number space.
+    PhoneNumbers = 101,
+    /// The cyclic order that pairs each user with the previous holder of its number.
+    PreviousHolder = 102,
+}
+
+/// The key of one replication of one scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(u64);
+
+impl Key {
+    /// The key of replication `replication` of a scenario with seed `seed`.
+    pub fn new(seed: u64, replication: u32) -> Self {
+        Key(hash2(
+            hash2(seed, 0x6164_7369_6d00_0000),
+            u64::from(replication),
+        ))
+    }
+
+    /// The generator of `stream` for user `user`.
+    #[inline(always)]
+    pub fn user_rng(self, user: u64, stream: Stream) -> UserRng {
+        UserRng::new(hash2(
+            self.0 ^ (stream as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+            user,
+        ))
+    }
+
+    /// The key of a per-country permutation.
+    pub fn permutation_key(self, kind: PermutationKind, country: usize) -> u64 {
+        hash2(hash2(self.0, kind as u64), country as u64)
+    }
+
+    /// A derived key for a purpose outside the per-user streams (calibration samples, block
+    /// checks), named by a constant tag.
+    pub fn derive(self, tag: u64) -> u64 {
+        hash2(self.0, tag)
+    }
+}
+
+/// wyrand: a 64-bit generator with one word of state, seeded per user and stream.
+#[derive(Clone, Debug)]
+pub struct UserRng {
+    state: u64,
+    /// A buffered 32-bit half of the last 64-bit output, drawn by [`UserRng::next_u32`].
+    spare: Option<u32>,
+}
+
+impl UserRng {
+    /// A generator from a 64-bit seed.
+    #[inline(always)]
+    pub fn new(seed: u64) -> Self {
+        UserRng {
+            state: seed,
+            spare: None,
+        }
+    }
+
+    /// The next 64 random bits.
+    #[inline(always)]
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    /// The next 32 random bits (two per 64-bit output).
+    #[inline(always)]
+    pub fn next_u32(&mut self) -> u32 {
+        match self.spare.take() {
+            Some(v) => v,
+            None => {
+                let x = self.next_u64();
+                self.spare = Some((x >> 32) as u32);
+                x as u32
+            }
+        }
+    }
+
+    /// A Bernoulli draw with a probability given as a [`Threshold`].
+    #[inline(always)]
+    pub fn bernoulli(&mut self, p: Threshold) -> bool {
+        u64::from(self.next_u32()) < p.0
+    }
+
+    /// A uniform draw in the open interval (0, 1), with 53 bits of resolution.
+    #[inline(always)]
+    pub fn open01(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A draw of the standard logistic distribution, Logistic(0, 1).
+    #[inline(always)]
+    pub fn logistic(&mut self) -> f64 {
+        let u = self.open01();
+        (u / (1.0 - u)).ln()
+    }
+}
+
+/// A probability as an integer threshold on a 32-bit uniform: `p` is drawn as
+/// `u32 < round(p * 2^32)`, exact to 2^-32, with 0 and 1 exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Threshold(u64);
+
+impl Threshold {
+    /// The threshold of probability `p`, clamped to [0, 1].
+    pub fn new(p: f64) -> Self {
+        Threshold((p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64)
+    }
+
+    /// The probability this threshold stands for.
+    pub fn probability(self) -> f64 {
+        self.0 as f64 / 4_294_967_296.0
+    }
+}
+
+/// A discrete distribution over at most 256 outcomes, drawn by comparing one 32-bit uniform
+/// with cumulative thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Categorical {
+    cumulative: Vec<u64>,
+}
+
+impl Categorical {
+    /// A distribution from weights (need not sum to 1; must not all be zero).
+    pub fn new(weights: &[f64]) -> Self {
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let mut cumulative: Vec<u64> = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                Threshold::new(acc).0
+            })
+            .collect();
+        if let Some(last) = cumulative.last_mut() {
+            *last = 1 << 32;
+        }
+        Categorical { cumulative }
+    }
+
+    /// Draws an outcome index.
+    #[inline(always)]
+    pub fn draw(&self, rng: &mut UserRng) -> u8 {
+        let u = u64::from(rng.next_u32());
+        self.cumulative.iter().take_while(|&&c| u >= c).count() as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_and_users_are_independent_generators() {
+        let key = Key::new(7, 0);
+        let a = key.user_rng(1, Stream::Interests).next_u64();
+        assert_ne!(a, key.user_rng(2, Stream::Interests).next_u64());
+        assert_ne!(a, key.user_rng(1, Stream::Demographics).next_u64());
+        assert_ne!(a, Key::new(7, 1).user_rng(1, Stream::Interests).next_u64());
+        assert_eq!(a, key.user_rng(1, Stream::Interests).next_u64());
+    }
+
+    #[test]
+    fn thresholds_are_exact_at_the_ends() {
+        let mut rng = UserRng::new(3);
+        assert!((0..10_000).all(|_| rng.bernoulli(Threshold::new(1.0))));
+        assert!((0..10_000).all(|_| !rng.bernoulli(Threshold::new(0.0))));
+    }
+
+    #[test]
+    fn uniform_bits_are_balanced() {
+        // 64 * 20_000 bits: each bit position's mean within 5 sigma of 1/2.
+        let mut rng = UserRng::new(11);
+        let mut ones = [0u32; 64];
+        let n = 20_000;
+        for _ in 0..n {
+            let x = rng.next_u64();
+            for (b, count) in ones.iter_mut().enumerate() {
+                *count += ((x >> b) & 1) as u32;
+            }
+        }
+        let sigma = (n as f64 * 0.25).sqrt();
+        for count in ones {
+            assert!((f64::from(count) - n as f64 / 2.0).abs() < 5.0 * sigma);
+        }
+    }
+
+    #[test]
+    fn categorical_matches_its_weights() {
+        let dist = Categorical::new(&[0.5, 0.25, 0.25]);
+        let mut rng = UserRng::new(5);
+        let mut counts = [0u32; 3];
+        let n = 100_000;
+        for _ in 0..n {
+            counts[dist.draw(&mut rng) as usize] += 1;
+        }
+        for (count, p) in counts.iter().zip([0.5, 0.25, 0.25]) {
+            let sd = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (f64::from(*count) - n as f64 * p).abs() < 5.0 * sd,
+                "{counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn logistic_has_median_zero_and_scale_one() {
+        let mut rng = UserRng::new(9);
+        let n = 200_000;
+        let draws: Vec<f64> = (0..n).map(|_| rng.logistic()).collect();
+        let below = draws.iter().filter(|&&x| x < 0.0).count() as f64 / n as f64;
+        assert!((below - 0.5).abs() < 0.005);
+        // P(X < ln 3) = 3/4 for Logistic(0, 1).
+        let q = draws.iter().filter(|&&x| x < 3f64.ln()).count() as f64 / n as f64;
+        assert!((q - 0.75).abs() < 0.005);
+    }
+}
