@@ -185,12 +185,15 @@ fn sums_to_one(xs: impl Iterator<Item = f64>) -> (bool, f64) {
     ((s - 1.0).abs() <= 1e-6, s)
 }
 
-/// How many numbers of each block [`check_blocks`] validates with the phonenumber crate.
-pub const BLOCK_SAMPLES: u64 = 24;
+/// How many numbers of each block [`check_blocks`] validates with the phonenumber crate: the
+/// first, the last, and one keyed random number under each of the 100 two-digit extensions of
+/// the prefix, so that a foreign or non-mobile range of a hundredth of the block is found
+/// (such as the Isle of Man's +44 7457 inside +44 74).
+pub const BLOCK_SAMPLES: u64 = 102;
 
 /// Checks a country's blocks: well formed, not overlapping, short enough for E.164, and every
-/// sampled number (first, last and keyed random ones) a valid mobile number of the country
-/// under the phonenumber crate's metadata.
+/// sampled number (see [`BLOCK_SAMPLES`]) a valid mobile number of the country under the
+/// phonenumber crate's metadata.
 pub fn check_blocks(country: &Country, file: &str, index: usize) -> Result<NumberSpace> {
     let mut blocks: Vec<Block> = Vec::with_capacity(country.blocks.len());
     ensure!(
@@ -225,10 +228,11 @@ pub fn check_blocks(country: &Country, file: &str, index: usize) -> Result<Numbe
             u64::from(country.calling_code),
         ));
         for s in 0..BLOCK_SAMPLES {
+            let hundredth = block.size() / 100;
             let offset = match s {
                 0 => 0,
                 1 => block.size() - 1,
-                _ => rng.next_u64() % block.size(),
+                _ => (s - 2) * hundredth + rng.next_u64() % hundredth.max(1),
             };
             let number = PhoneNumber {
                 calling_code: country.calling_code,

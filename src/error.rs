@@ -29,7 +29,7 @@ pub enum Error {
         message: String,
     },
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -50,7 +50,7 @@ pub enum Error {
         expected: String,
     },
     /// polars failed while building or writing a table.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Table {
         /// The output file.
         path: PathBuf,

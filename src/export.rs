@@ -211,7 +211,7 @@ fn write_to(
                 .with_key_value_metadata(Some(metadata))
                 .batched(&schema)
                 .map_err(table_err)?;
-            Sink::Parquet(writer)
+            Sink::Parquet(Box::new(writer))
         }
         Format::Csv => Sink::Csv(
             CsvWriter::new(BufWriter::new(file))
@@ -248,7 +248,7 @@ fn write_to(
 }
 
 enum Sink {
-    Parquet(polars::io::parquet::write::BatchedWriter<BufWriter<File>>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<BufWriter<File>>>),
     Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
 }
 

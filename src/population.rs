@@ -21,7 +21,7 @@ use crate::data::ReferenceData;
 use crate::error::{Error, Result};
 use crate::permutation::Permutation;
 use crate::phone::{NumberSpace, PhoneNumber};
-use crate::rng::{Categorical, Key, PermutationKind, Stream, Threshold, UserRng};
+use crate::rng::{Categorical, Key, PermutationKind, Stream, Threshold, Threshold16, UserRng};
 use crate::scenario::Resolved;
 
 /// Where the user's current number came from.
@@ -150,14 +150,15 @@ struct CountryModel {
     privacy_shift: f64,
 }
 
-/// Per-segment Bernoulli thresholds.
+/// Bernoulli thresholds of the segments, laid out for the per-user loop.
 #[derive(Clone, Debug)]
 struct SegmentModel {
-    /// `interest[band]` is the prevalence threshold in that age band.
+    /// `interest[band * segments + s]`: prevalence threshold of segment `s` in that band.
     interest: Vec<Threshold>,
-    customer: [Threshold; 2],
-    messages: [Threshold; 2],
-    privacy_shift: f64,
+    /// `business[s]`: customer if not interested, if interested; messages if not, if interested.
+    business: Vec<[Threshold16; 4]>,
+    /// Opt-out shift of each segment's interested users.
+    privacy_shift: Vec<f64>,
 }
 
 /// A population of `N` users for one replication of a resolved scenario.
@@ -166,7 +167,7 @@ pub struct Population {
     users: u64,
     key: Key,
     countries: Vec<CountryModel>,
-    segments: Vec<SegmentModel>,
+    segments: SegmentModel,
     band_shifts: Vec<f64>,
     heterogeneity: f64,
 }
@@ -260,29 +261,30 @@ impl Population {
             });
             start += count;
         }
-        let segments = data
-            .segments
-            .segment
-            .iter()
-            .map(|s| SegmentModel {
-                interest: (0..bands.len())
-                    .map(|b| {
-                        Threshold::new(
-                            s.prevalence * s.age_multipliers.as_ref().map_or(1.0, |m| m[b]),
-                        )
+        let segs = &data.segments.segment;
+        let segments = SegmentModel {
+            interest: (0..bands.len())
+                .flat_map(|b| {
+                    segs.iter().map(move |s| {
+                        let multiplier = s.age_multipliers.as_ref().map_or(1.0, |m| m[b]);
+                        Threshold::new(s.prevalence * multiplier)
                     })
-                    .collect(),
-                customer: [
-                    Threshold::new(s.customer_if_not),
-                    Threshold::new(s.customer_if_interested),
-                ],
-                messages: [
-                    Threshold::new(s.messages_if_not),
-                    Threshold::new(s.messages_if_interested),
-                ],
-                privacy_shift: s.privacy_shift,
-            })
-            .collect();
+                })
+                .collect(),
+            business: segs
+                .iter()
+                .map(|s| {
+                    [
+                        s.customer_if_not,
+                        s.customer_if_interested,
+                        s.messages_if_not,
+                        s.messages_if_interested,
+                    ]
+                    .map(Threshold16::new)
+                })
+                .collect(),
+            privacy_shift: segs.iter().map(|s| s.privacy_shift).collect(),
+        };
         Ok(Population {
             users,
             key,
@@ -326,23 +328,25 @@ impl Population {
         let mut demo = self.key.user_rng(id, Stream::Demographics);
         let age_band = c.age.draw(&mut demo);
 
+        // One 64-bit word per segment: 32 bits decide the interest, 16 the customer
+        // relationship and 16 the business messaging, both conditional on the interest.
         let mut rng = self.key.user_rng(id, Stream::Interests);
         let (mut interests, mut customer_of, mut messages_business) = (0u64, 0u64, 0u64);
+        let segs = &self.segments;
+        let n_segs = segs.business.len();
+        let band_interest = &segs.interest[age_band as usize * n_segs..][..n_segs];
+        for (s, (threshold, business)) in band_interest.iter().zip(&segs.business).enumerate() {
+            let w = rng.next_u64();
+            let interested = threshold.hit(w as u32) as usize;
+            interests |= (interested as u64) << s;
+            customer_of |= (business[interested].hit((w >> 32) as u16) as u64) << s;
+            messages_business |= (business[2 + interested].hit((w >> 48) as u16) as u64) << s;
+        }
         let mut shift = c.privacy_shift + self.band_shifts[age_band as usize];
-        for (s, seg) in self.segments.iter().enumerate() {
-            let interested = rng.bernoulli(seg.interest[age_band as usize]);
-            let i = interested as usize;
-            let bit = 1u64 << s;
-            if interested {
-                interests |= bit;
-                shift += seg.privacy_shift;
-            }
-            if rng.bernoulli(seg.customer[i]) {
-                customer_of |= bit;
-            }
-            if rng.bernoulli(seg.messages[i]) {
-                messages_business |= bit;
-            }
+        let mut bits = interests;
+        while bits != 0 {
+            shift += segs.privacy_shift[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
         }
 
         let number_history = self.number_history(c, id);
@@ -350,7 +354,8 @@ impl Population {
             (NumberHistory::Fresh, _) | (_, None) => None,
             (_, Some(cycle)) => {
                 let n = c.count;
-                let holder = c.start + cycle.inverse((cycle.forward(k) + 1) % n);
+                let next = cycle.forward(k) + 1;
+                let holder = c.start + cycle.inverse(if next == n { 0 } else { next });
                 (self.account_phone(c, holder) == Some(true)).then_some(holder)
             }
         };
@@ -361,7 +366,8 @@ impl Population {
                 None => SAccount::Own,
                 Some(cycle) => {
                     let n = c.count;
-                    let sender = c.start + cycle.inverse((cycle.forward(k) + n - 1) % n);
+                    let at = cycle.forward(k);
+                    let sender = c.start + cycle.inverse(if at == 0 { n - 1 } else { at - 1 });
                     match self.number_history(c, sender) {
                         NumberHistory::Fresh => SAccount::Own,
                         NumberHistory::Recycled => SAccount::Stale { sender },

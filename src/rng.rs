@@ -88,18 +88,13 @@ impl Key {
 #[derive(Clone, Debug)]
 pub struct UserRng {
     state: u64,
-    /// A buffered 32-bit half of the last 64-bit output, drawn by [`UserRng::next_u32`].
-    spare: Option<u32>,
 }
 
 impl UserRng {
     /// A generator from a 64-bit seed.
     #[inline(always)]
     pub fn new(seed: u64) -> Self {
-        UserRng {
-            state: seed,
-            spare: None,
-        }
+        UserRng { state: seed }
     }
 
     /// The next 64 random bits.
@@ -110,23 +105,11 @@ impl UserRng {
         ((t >> 64) as u64) ^ (t as u64)
     }
 
-    /// The next 32 random bits (two per 64-bit output).
-    #[inline(always)]
-    pub fn next_u32(&mut self) -> u32 {
-        match self.spare.take() {
-            Some(v) => v,
-            None => {
-                let x = self.next_u64();
-                self.spare = Some((x >> 32) as u32);
-                x as u32
-            }
-        }
-    }
-
-    /// A Bernoulli draw with a probability given as a [`Threshold`].
+    /// A Bernoulli draw with a probability given as a [`Threshold`] (uses 32 fresh bits of a
+    /// 64-bit output; the other 32 are dropped).
     #[inline(always)]
     pub fn bernoulli(&mut self, p: Threshold) -> bool {
-        u64::from(self.next_u32()) < p.0
+        p.hit(self.next_u64() as u32)
     }
 
     /// A uniform draw in the open interval (0, 1), with 53 bits of resolution.
@@ -154,9 +137,38 @@ impl Threshold {
         Threshold((p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64)
     }
 
+    /// Whether the 32-bit uniform `u` falls below the threshold (probability `p`).
+    #[inline(always)]
+    pub fn hit(self, u: u32) -> bool {
+        u64::from(u) < self.0
+    }
+
     /// The probability this threshold stands for.
     pub fn probability(self) -> f64 {
         self.0 as f64 / 4_294_967_296.0
+    }
+}
+
+/// A probability as an integer threshold on a 16-bit uniform, exact to 2^-16 (1.5e-5): four
+/// draws from one 64-bit word, for the many small business-relationship draws of a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Threshold16(u32);
+
+impl Threshold16 {
+    /// The threshold of probability `p`, clamped to [0, 1].
+    pub fn new(p: f64) -> Self {
+        Threshold16((p.clamp(0.0, 1.0) * 65_536.0).round() as u32)
+    }
+
+    /// Whether the 16-bit uniform `u` falls below the threshold.
+    #[inline(always)]
+    pub fn hit(self, u: u16) -> bool {
+        u32::from(u) < self.0
+    }
+
+    /// The probability this threshold stands for.
+    pub fn probability(self) -> f64 {
+        f64::from(self.0) / 65_536.0
     }
 }
 
@@ -188,7 +200,7 @@ impl Categorical {
     /// Draws an outcome index.
     #[inline(always)]
     pub fn draw(&self, rng: &mut UserRng) -> u8 {
-        let u = u64::from(rng.next_u32());
+        let u = rng.next_u64() >> 32;
         self.cumulative.iter().take_while(|&&c| u >= c).count() as u8
     }
 }

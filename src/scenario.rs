@@ -37,7 +37,9 @@ pub struct Scenario {
     pub opt_out: OptOutConfig,
     /// Reference data: built in, replaced or overridden.
     pub data: DataConfig,
-    /// Engine tuning (never changes results).
+    /// Engine tuning. It never changes results, so it is left out of the resolved scenario
+    /// written beside outputs (which must not differ between runs that differ only in tuning).
+    #[serde(skip_serializing)]
     pub engine: EngineConfig,
 }
 
@@ -224,23 +226,30 @@ impl Scenario {
     pub fn resolve(self, source: &str, base: &Path) -> Result<Resolved> {
         self.validate(source)?;
         let mut data = ReferenceData::builtin()?;
-        let load = |path: &Path| -> Result<(String, String)> {
+        let load = |key: &str, path: &Path| -> Result<(String, String)> {
             let full = base.join(path);
-            let text = std::fs::read_to_string(&full).map_err(|e| Error::io(&full, e))?;
+            let text = std::fs::read_to_string(&full).map_err(|e| {
+                Error::invalid(
+                    source,
+                    key,
+                    full.display(),
+                    format!("a readable TOML file ({e})"),
+                )
+            })?;
             Ok((text, full.display().to_string()))
         };
         if let Some(p) = &self.data.countries {
-            let (text, file) = load(p)?;
+            let (text, file) = load("data.countries", p)?;
             data.countries = parse_toml::<CountryTable>(&text, &file)?;
             data.countries_file = file;
         }
         if let Some(p) = &self.data.segments {
-            let (text, file) = load(p)?;
+            let (text, file) = load("data.segments", p)?;
             data.segments = parse_toml::<SegmentTable>(&text, &file)?;
             data.segments_file = file;
         }
         if let Some(p) = &self.data.age_bands {
-            let (text, file) = load(p)?;
+            let (text, file) = load("data.age_bands", p)?;
             data.age_bands = parse_toml::<AgeBandTable>(&text, &file)?;
             data.age_bands_file = file;
         }
