@@ -6,11 +6,14 @@
 //! - `statistics`: exact country counts; age bands, interests and relationships match the
 //!   data within sampling error.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
+//! - `docs`: documentation that must match the code (the data dictionary).
 
 #[path = "suite/cli.rs"]
 mod cli;
 #[path = "suite/common.rs"]
 mod common;
+#[path = "suite/docs.rs"]
+mod docs;
 #[path = "suite/determinism.rs"]
 mod determinism;
 #[path = "suite/phones.rs"]
