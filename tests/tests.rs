@@ -12,10 +12,10 @@
 mod cli;
 #[path = "suite/common.rs"]
 mod common;
-#[path = "suite/docs.rs"]
-mod docs;
 #[path = "suite/determinism.rs"]
 mod determinism;
+#[path = "suite/docs.rs"]
+mod docs;
 #[path = "suite/phones.rs"]
 mod phones;
 #[path = "suite/statistics.rs"]

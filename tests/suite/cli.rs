@@ -76,8 +76,8 @@ fn bad_scenarios_are_refused_with_the_key_and_write_nothing() {
         ),
         (
             "foreign range inside a block",
-            "[data.country_overrides.GB]\nblocks = [\"74/10\"]\n".into(),
-            vec!["country[9].blocks[0]", "belongs to region IM"],
+            "[data.country_overrides.GB]\nblocks = [\"75/10\"]\n".into(),
+            vec!["country[9].blocks[0]", "belongs to region JE"],
         ),
         (
             "malformed block",
