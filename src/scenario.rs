@@ -336,30 +336,26 @@ mod tests {
         assert_eq!(s, Scenario::default());
     }
 
+    fn with_german_shift(shift: f64) -> Scenario {
+        let mut s = Scenario::default();
+        let o = CountryOverride {
+            privacy_shift: Some(shift),
+            ..Default::default()
+        };
+        s.data.country_overrides.insert("DE".into(), o);
+        s
+    }
+
     #[test]
     fn toml_round_trips() {
-        let mut s = Scenario::default();
-        s.data.country_overrides.insert(
-            "DE".into(),
-            CountryOverride {
-                privacy_shift: Some(1.5),
-                ..Default::default()
-            },
-        );
+        let s = with_german_shift(1.5);
         let back: Scenario = parse_toml(&s.to_toml(), "x").unwrap();
         assert_eq!(back, s);
     }
 
     #[test]
     fn overrides_change_the_named_field_only() {
-        let mut s = Scenario::default();
-        s.data.country_overrides.insert(
-            "DE".into(),
-            CountryOverride {
-                privacy_shift: Some(1.5),
-                ..Default::default()
-            },
-        );
+        let s = with_german_shift(1.5);
         let r = s.resolve("t.toml", Path::new(".")).unwrap();
         let builtin = ReferenceData::builtin().unwrap();
         for (a, b) in r

@@ -20,6 +20,17 @@ pub fn population(users: u64, seed: u64) -> Population {
     Population::new(&resolved(users, seed), 0).expect("population builds")
 }
 
+/// The country codes of the built-in table, in table order (index = `User::country`).
+pub fn country_codes() -> Vec<String> {
+    resolved(1, 1)
+        .data
+        .countries
+        .country
+        .iter()
+        .map(|c| c.code.clone())
+        .collect()
+}
+
 /// Runs the adsim binary with `args` in `dir`, without a terminal.
 pub fn adsim(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adsim"))

@@ -5,7 +5,7 @@ use std::fs::File;
 
 use polars::prelude::*;
 
-use crate::common::{adsim, population, resolved, stderr};
+use crate::common::{adsim, country_codes, population, stderr};
 
 #[test]
 fn parquet_bytes_do_not_depend_on_threads_or_chunks() {
@@ -117,13 +117,7 @@ fn a_user_regenerated_by_id_equals_its_row() {
         .unwrap();
     assert_eq!(df.height(), 200_000);
     let pop = population(200_000, 5);
-    let codes: Vec<String> = resolved(1, 5)
-        .data
-        .countries
-        .country
-        .iter()
-        .map(|c| c.code.clone())
-        .collect();
+    let codes = country_codes();
     let col = |name: &str| df.column(name).unwrap().as_materialized_series().clone();
     let (ids, country, phone, interests, customer, messages, score, account) = (
         col("user_id"),

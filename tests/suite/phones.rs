@@ -6,19 +6,13 @@ use std::collections::HashMap;
 use adsim::engine;
 use adsim::phone::check_mobile;
 
-use crate::common::{population, resolved};
+use crate::common::{country_codes, population};
 
 #[test]
 fn a_million_numbers_are_valid_mobile_and_unique() {
     let n = 1_000_000;
     let pop = population(n, 2016);
-    let codes: Vec<String> = resolved(1, 2016)
-        .data
-        .countries
-        .country
-        .iter()
-        .map(|c| c.code.clone())
-        .collect();
+    let codes = country_codes();
     let mut numbers = Vec::with_capacity(n as usize);
     let mut per_country: HashMap<u16, u64> = HashMap::new();
     for range in engine::batches(0..n, 1 << 18) {
