@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use adsim::export::{DICTIONARY, ExportOptions, Format, write_population};
-use adsim::scenario::Scenario;
+use adsim::run::RunOptions;
+use adsim::scenario::{BUILTINS, Scenario};
 
 /// adsim: simulate what sharing a messenger's phone numbers with a social network does to ad
 /// relevance, revenue and privacy.
@@ -20,6 +21,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a scenario (a built-in name or a TOML file) and write its results folder.
+    #[command(
+        after_help = "Examples:\n  adsim run                          # whatsapp-2016 at 100,000 users, 5 replications\n  \
+        adsim run eu-pause-2016 --users 1000000 --out eu\n  adsim run my-scenario.toml --replications 10\n\n\
+        The folder holds scenario.toml (run it again to reproduce every file but run.json), cells.parquet,\n\
+        timeline_cells.parquet, summary.csv/.parquet/.json, segments.csv, countries.csv, timeline.csv, run.json."
+    )]
+    Run(RunArgs),
+    /// List the built-in scenarios, or print one as TOML.
+    #[command(after_help = "Examples:\n  adsim scenarios\n  adsim scenarios show opt-in > my.toml")]
+    Scenarios {
+        #[command(subcommand)]
+        action: Option<ScenariosAction>,
+    },
     /// Generate a synthetic M population and write it to Parquet or CSV, one row per user.
     #[command(
         after_help = "Example:\n  adsim generate --users 1000000 --seed 7 --out users.parquet\n\n\
@@ -27,6 +42,46 @@ enum Command {
         Columns: see docs/data-dictionary.md or `adsim generate --columns`."
     )]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ScenariosAction {
+    /// Print a built-in scenario as TOML, every default filled in.
+    Show {
+        /// The scenario's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A built-in scenario name (see `adsim scenarios`) or a TOML file.
+    #[arg(default_value = "whatsapp-2016")]
+    scenario: String,
+    /// Number of users per replication (overrides population.users).
+    #[arg(long)]
+    users: Option<u64>,
+    /// Seed (overrides population.seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replications (overrides population.replications).
+    #[arg(long)]
+    replications: Option<u32>,
+    /// Worker threads (default: all cores). Results are identical for any value.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Users per parallel task (overrides engine.chunk_size). Results are identical for any value.
+    #[arg(long)]
+    chunk_size: Option<u64>,
+    /// Results folder; a new folder under reports/runs/ if absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the results folder if it exists.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar and no table.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +129,21 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => generate(args),
+        Command::Run(args) => run_scenario(args),
+        Command::Scenarios { action: None } => {
+            for (name, _) in BUILTINS {
+                let (s, _) = Scenario::builtin(name)?;
+                println!("{name:<16} {}", s.description);
+            }
+            Ok(())
+        }
+        Command::Scenarios {
+            action: Some(ScenariosAction::Show { name }),
+        } => {
+            let (s, _) = Scenario::builtin(&name)?;
+            print!("{}", s.to_toml());
+            Ok(())
+        }
     }
 }
 
@@ -179,4 +249,136 @@ fn generate(args: GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A new folder under `reports/runs/` named after the scenario, size and seed.
+fn default_run_dir(name: &str, users: u64, seed: u64) -> PathBuf {
+    let dir = Path::new("reports/runs");
+    (1..)
+        .map(|k| {
+            let suffix = if k == 1 {
+                String::new()
+            } else {
+                format!("-{k}")
+            };
+            dir.join(format!("{name}-{users}u-seed{seed}{suffix}"))
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(name))
+}
+
+fn run_scenario(args: RunArgs) -> Result<()> {
+    let path = Path::new(&args.scenario);
+    let (mut scenario, source, base) = if path.exists() {
+        load_scenario(Some(path))?
+    } else {
+        let (s, source) = Scenario::builtin(&args.scenario)?;
+        (s, source, PathBuf::from("."))
+    };
+    if let Some(n) = args.users {
+        scenario.population.users = n;
+    }
+    if let Some(s) = args.seed {
+        scenario.population.seed = s;
+    }
+    if let Some(r) = args.replications {
+        scenario.population.replications = r;
+    }
+    if let Some(c) = args.chunk_size {
+        scenario.engine.chunk_size = c;
+    }
+    let resolved = scenario.resolve(&source, &base)?;
+    set_threads(args.threads)?;
+    let p = &resolved.scenario.population;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&resolved.scenario.name, p.users, p.seed));
+    let options = RunOptions {
+        out: out.clone(),
+        force: args.force,
+        progress: !args.quiet,
+    };
+    let result = adsim::run::run(&resolved, &options)?;
+    if !args.quiet {
+        print_headline(&result.estimates.summary, p.replications);
+        println!(
+            "wrote {} ({} users x {} replications simulated in {:.1} s, estimated and written in {:.1} s)",
+            out.display(),
+            p.users,
+            p.replications,
+            result.simulate_secs,
+            result.estimate_secs
+        );
+    }
+    Ok(())
+}
+
+/// A short table of headline results: every arm at rates 0, 0.1, 0.25 and 0.5 (where swept).
+fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
+    use polars::prelude::AnyValue;
+    let f = |name: &str, row: usize| -> Option<f64> {
+        match summary.column(name).ok()?.get(row).ok()? {
+            AnyValue::Float64(x) => Some(x),
+            _ => None,
+        }
+    };
+    let s = |name: &str, row: usize| -> String {
+        summary
+            .column(name)
+            .ok()
+            .and_then(|c| c.get(row).ok())
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    let with_ci = |name: &str, row: usize, scale: f64, digits: usize| -> String {
+        match (
+            f(name, row),
+            f(&format!("{name}_lo"), row),
+            f(&format!("{name}_hi"), row),
+        ) {
+            (Some(m), Some(lo), Some(hi)) => format!(
+                "{:.*} [{:.*}, {:.*}]",
+                digits,
+                m * scale,
+                digits,
+                lo * scale,
+                digits,
+                hi * scale
+            ),
+            (Some(m), _, _) => format!("{:.*}", digits, m * scale),
+            _ => "-".into(),
+        }
+    };
+    println!(
+        "{:<24} {:>6} {:>8} {:>24} {:>24} {:>24} {:>26}",
+        "arm", "rate", "achieved", "precision %", "CTR %", "CA match %", "revenue change $M/qtr"
+    );
+    for row in 0..summary.height() {
+        let rate = f("rate", row).unwrap_or(0.0);
+        let shown = [0.0, 0.1, 0.25, 0.5]
+            .iter()
+            .any(|r| (r - rate).abs() < 1e-9)
+            || summary.height() < 12;
+        if !shown {
+            continue;
+        }
+        println!(
+            "{:<24} {:>6.2} {:>8.3} {:>24} {:>24} {:>24} {:>26}",
+            s("arm", row),
+            rate,
+            f("achieved_rate", row).unwrap_or(f64::NAN),
+            with_ci("precision", row, 100.0, 2),
+            with_ci("ctr", row, 100.0, 3),
+            with_ci("ca_match_rate", row, 100.0, 2),
+            with_ci("revenue_change_musd", row, 1.0, 1),
+        );
+    }
+    if replications > 1 {
+        println!(
+            "[brackets]: 95% intervals over {replications} replications (Monte Carlo noise only, not parameter uncertainty)"
+        );
+    } else {
+        println!("one replication: no intervals");
+    }
 }

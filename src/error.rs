@@ -91,7 +91,8 @@ impl Error {
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $file:expr, $key:expr, $value:expr, $expected:expr $(,)?) => {
-        if !$cond {
+        let holds: bool = $cond;
+        if !holds {
             return Err($crate::error::Error::invalid(
                 $file, $key, $value, $expected,
             ));

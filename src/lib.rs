@@ -19,14 +19,22 @@
 //! source or the word "assumption".
 #![deny(missing_docs)]
 
+pub mod audiences;
+pub mod cells;
 pub mod data;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod metrics;
 pub mod permutation;
 pub mod phone;
+pub mod policy;
 pub mod population;
+pub mod revenue;
 pub mod rng;
+pub mod run;
 pub mod scenario;
+pub mod sweep;
+pub mod targeting;
 
 pub use error::{Error, Result};

@@ -305,6 +305,16 @@ impl Population {
         self.users == 0
     }
 
+    /// The key of this population's replication.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// How many segments the interest sets use.
+    pub fn segments(&self) -> usize {
+        self.segments.business.len()
+    }
+
     /// The id range and count of each country, in table order.
     pub fn country_ranges(&self) -> Vec<std::ops::Range<u64>> {
         self.countries

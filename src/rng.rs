@@ -38,6 +38,14 @@ pub enum Stream {
     PhoneHistory = 4,
     /// The logistic noise of the privacy score.
     Privacy = 5,
+    /// Whether the user reads the policy notice, and its Settings day.
+    Timing = 6,
+    /// Whether S links the user's shared data through metadata.
+    Linking = 7,
+    /// The detectors of the user's S account, per segment.
+    Detection = 8,
+    /// Formatting faults of the user's number in businesses' customer lists, per segment.
+    Audiences = 9,
 }
 
 /// Keys of the permutations (number maps, previous-holder maps) of one country.

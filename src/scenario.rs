@@ -11,10 +11,31 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audiences::AudienceConfig;
 use crate::data::{AgeBandTable, CountryTable, ReferenceData, SegmentTable, parse_toml};
 use crate::ensure;
 use crate::error::{Error, Result};
 use crate::phone::NumberSpace;
+use crate::policy::PolicyConfig;
+use crate::revenue::RevenueConfig;
+use crate::targeting::TargetingConfig;
+
+/// The built-in scenarios: name, file text.
+pub const BUILTINS: &[(&str, &str)] = &[
+    (
+        "whatsapp-2016",
+        include_str!("../data/scenarios/whatsapp-2016.toml"),
+    ),
+    ("opt-in", include_str!("../data/scenarios/opt-in.toml")),
+    (
+        "whatsapp-2021",
+        include_str!("../data/scenarios/whatsapp-2021.toml"),
+    ),
+    (
+        "eu-pause-2016",
+        include_str!("../data/scenarios/eu-pause-2016.toml"),
+    ),
+];
 
 /// The largest population a scenario may ask for (the number spaces bound it further).
 pub const MAX_USERS: u64 = 100_000_000_000;
@@ -35,6 +56,14 @@ pub struct Scenario {
     pub population: PopulationConfig,
     /// The opt-out model.
     pub opt_out: OptOutConfig,
+    /// Policy arms, the rate grid and opt-out timing.
+    pub policy: PolicyConfig,
+    /// Detectors and click-through rates.
+    pub targeting: TargetingConfig,
+    /// Custom Audience list quality.
+    pub audiences: AudienceConfig,
+    /// Revenue anchoring.
+    pub revenue: RevenueConfig,
     /// Reference data: built in, replaced or overridden.
     pub data: DataConfig,
     /// Engine tuning. It never changes results, so it is left out of the resolved scenario
@@ -50,6 +79,10 @@ impl Default for Scenario {
             description: "The built-in reference data at a size that runs in seconds.".into(),
             population: PopulationConfig::default(),
             opt_out: OptOutConfig::default(),
+            policy: PolicyConfig::default(),
+            targeting: TargetingConfig::default(),
+            audiences: AudienceConfig::default(),
+            revenue: RevenueConfig::default(),
             data: DataConfig::default(),
             engine: EngineConfig::default(),
         }
@@ -179,6 +212,21 @@ impl Scenario {
         parse_toml(&text, &path.display().to_string())
     }
 
+    /// A built-in scenario by name, with the source name used in errors.
+    pub fn builtin(name: &str) -> Result<(Scenario, String)> {
+        let names: Vec<&str> = BUILTINS.iter().map(|b| b.0).collect();
+        let (_, text) = BUILTINS
+            .iter()
+            .find(|b| b.0 == name)
+            .ok_or_else(|| Error::Argument {
+                name: "scenario".into(),
+                value: name.into(),
+                expected: format!("a TOML file or a built-in scenario: {}", names.join(", ")),
+            })?;
+        let source = format!("data/scenarios/{name}.toml (built in)");
+        Ok((parse_toml(text, &source)?, source))
+    }
+
     /// The scenario as TOML, defaults filled in.
     pub fn to_toml(&self) -> String {
         toml::to_string(self)
@@ -255,6 +303,16 @@ impl Scenario {
         }
         self.apply_overrides(&mut data, source)?;
         let spaces = data.validate()?;
+        let codes: Vec<String> = data
+            .countries
+            .country
+            .iter()
+            .map(|c| c.code.clone())
+            .collect();
+        self.policy.validate(source, &codes)?;
+        self.targeting.validate(source)?;
+        self.audiences.validate(source)?;
+        self.revenue.validate(source)?;
         Ok(Resolved {
             scenario: self,
             source: source.to_string(),

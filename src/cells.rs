@@ -1,0 +1,270 @@
+//! The engine's output: integer counts ("cells", SPEC §10), and their layout.
+//!
+//! Counts are kept per arm as one flat vector indexed by `(level, country, age band,
+//! measure)`, where a measure is either per segment ([`SEGMENT_MEASURES`]) or for all
+//! segments together ([`ALL_MEASURES`]). The engine adds each user's contribution to a level
+//! range `[k0, k1)` as `+c` at `k0` and `-c` at `k1` (difference arrays); [`Counts::finish`]
+//! takes prefix sums. Merging is addition, so chunks, threads, replications and shards combine
+//! exactly in any order. The long form written to `cells.parquet` has one row per non-zero
+//! count: `(arm, level, rate, replication, country, age_band, segment, measure, count)`, with
+//! `segment = "all"` for the measures of [`ALL_MEASURES`].
+
+/// Measures counted per segment, in index order.
+pub const SEGMENT_MEASURES: &[&str] = &[
+    "interested",
+    "audience",
+    "true_positive",
+    "impressions_interested_linked",
+    "impressions_other_linked",
+    "impressions_interested_unlinked",
+    "impressions_other_unlinked",
+    "ca_uploaded",
+    "ca_matched_right",
+    "ca_matched_wrong",
+];
+
+/// Index of a per-segment measure.
+#[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
+pub enum Seg {
+    Interested,
+    Audience,
+    TruePositive,
+    ImpInterestedLinked,
+    ImpOtherLinked,
+    ImpInterestedUnlinked,
+    ImpOtherUnlinked,
+    CaUploaded,
+    CaRight,
+    CaWrong,
+}
+
+/// Measures counted over all segments (`segment = "all"`), in index order.
+pub const ALL_MEASURES: &[&str] = &[
+    "users",
+    "accounts",
+    "opted_out",
+    "shared",
+    "shared_with_account",
+    "ad_use",
+    "link_true",
+    "link_metadata",
+    "link_mislink",
+    "link_none",
+    "mislink_received",
+    "exposure_days",
+    "linked_accounts",
+    "impressions_untargeted_linked",
+    "impressions_untargeted_unlinked",
+];
+
+/// Index of an all-segment measure.
+#[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
+pub enum All {
+    Users,
+    Accounts,
+    OptedOut,
+    Shared,
+    SharedWithAccount,
+    AdUse,
+    LinkTrue,
+    LinkMetadata,
+    LinkMislink,
+    LinkNone,
+    MislinkReceived,
+    ExposureDays,
+    LinkedAccounts,
+    ImpUntargetedLinked,
+    ImpUntargetedUnlinked,
+}
+
+/// Timeline channels: the day a user acted at the notice or in Settings (opting out, opting
+/// in or leaving, by arm), and the users whose data is in ad use that day.
+pub const TIMELINE_CHANNELS: &[&str] = &["notice", "settings", "in_ad_use"];
+
+/// The shape of the counts of one scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Countries.
+    pub countries: usize,
+    /// Age bands.
+    pub ages: usize,
+    /// Segments.
+    pub segments: usize,
+    /// Levels of each arm.
+    pub levels: Vec<usize>,
+    /// Days of the timeline (day 0 to the horizon).
+    pub days: usize,
+}
+
+impl Layout {
+    /// Measures per (country, age band) cell.
+    pub fn measures(&self) -> usize {
+        self.segments * SEGMENT_MEASURES.len() + ALL_MEASURES.len()
+    }
+
+    /// Index of a per-segment measure within a cell.
+    #[inline]
+    pub fn seg(&self, segment: usize, m: Seg) -> usize {
+        segment * SEGMENT_MEASURES.len() + m as usize
+    }
+
+    /// Index of an all-segment measure within a cell.
+    #[inline]
+    pub fn all(&self, m: All) -> usize {
+        self.segments * SEGMENT_MEASURES.len() + m as usize
+    }
+
+    /// Offset of cell (country, age) within a level.
+    #[inline]
+    pub fn cell(&self, country: usize, age: usize) -> usize {
+        (country * self.ages + age) * self.measures()
+    }
+
+    /// Values per level.
+    pub fn per_level(&self) -> usize {
+        self.countries * self.ages * self.measures()
+    }
+
+    /// Values per timeline level.
+    pub fn timeline_per_level(&self) -> usize {
+        (self.days + 1) * TIMELINE_CHANNELS.len()
+    }
+}
+
+/// Counts of one replication (or a part of it): per arm, levels x cells x measures, and the
+/// timeline, levels x days x channels. During accumulation they hold differences.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counts {
+    /// Per arm, `(levels + 1) * per_level` values.
+    pub arms: Vec<Vec<i64>>,
+    /// Per arm, `(levels + 1) * timeline_per_level` values.
+    pub timeline: Vec<Vec<i64>>,
+}
+
+impl Counts {
+    /// All zero.
+    pub fn zeros(layout: &Layout) -> Self {
+        Counts {
+            arms: layout
+                .levels
+                .iter()
+                .map(|&l| vec![0; (l + 1) * layout.per_level()])
+                .collect(),
+            timeline: layout
+                .levels
+                .iter()
+                .map(|&l| vec![0; (l + 1) * layout.timeline_per_level()])
+                .collect(),
+        }
+    }
+
+    /// Adds `other` to `self`.
+    pub fn merge(mut self, other: Counts) -> Self {
+        for (a, b) in self
+            .arms
+            .iter_mut()
+            .zip(other.arms)
+            .chain(self.timeline.iter_mut().zip(other.timeline))
+        {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self
+    }
+
+    /// Turns differences over levels (and, for `in_ad_use`, over days) into counts.
+    pub fn finish(mut self, layout: &Layout) -> Self {
+        let per = layout.per_level();
+        for v in &mut self.arms {
+            prefix_over_levels(v, per);
+        }
+        let tper = layout.timeline_per_level();
+        let ch = TIMELINE_CHANNELS.len();
+        for v in &mut self.timeline {
+            prefix_over_levels(v, tper);
+            for level in v.chunks_mut(tper) {
+                let mut acc = 0;
+                for day in 0..=layout.days {
+                    acc += level[day * ch + 2];
+                    level[day * ch + 2] = acc;
+                }
+            }
+        }
+        self
+    }
+
+    /// The count of one value after [`Counts::finish`].
+    pub fn get(
+        &self,
+        layout: &Layout,
+        arm: usize,
+        level: usize,
+        country: usize,
+        age: usize,
+        measure: usize,
+    ) -> i64 {
+        self.arms[arm][level * layout.per_level() + layout.cell(country, age) + measure]
+    }
+}
+
+fn prefix_over_levels(v: &mut [i64], per: usize) {
+    let levels = v.len() / per;
+    for k in 1..levels {
+        let (before, after) = v.split_at_mut(k * per);
+        for (x, p) in after[..per].iter_mut().zip(&before[(k - 1) * per..]) {
+            *x += *p;
+        }
+    }
+}
+
+/// A buffer of `(index, amount)` contributions of one user to one level range.
+#[derive(Clone, Debug, Default)]
+pub struct Contributions(pub Vec<(usize, i64)>);
+
+impl Contributions {
+    /// Adds `amount` at `index` within the current cell.
+    #[inline]
+    pub fn push(&mut self, index: usize, amount: i64) {
+        if amount != 0 {
+            self.0.push((index, amount));
+        }
+    }
+
+    /// Applies the buffer to levels `[k0, k1)` of `diff` at cell offset `base`.
+    #[inline]
+    pub fn apply(&self, diff: &mut [i64], per_level: usize, base: usize, k0: usize, k1: usize) {
+        for &(i, a) in &self.0 {
+            diff[k0 * per_level + base + i] += a;
+            diff[k1 * per_level + base + i] -= a;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn difference_ranges_become_counts() {
+        let layout = Layout {
+            countries: 1,
+            ages: 1,
+            segments: 1,
+            levels: vec![4],
+            days: 2,
+        };
+        let mut c = Counts::zeros(&layout);
+        let mut buf = Contributions::default();
+        buf.push(layout.all(All::Users), 1);
+        buf.apply(&mut c.arms[0], layout.per_level(), 0, 1, 3);
+        buf.apply(&mut c.arms[0], layout.per_level(), 0, 0, 4);
+        let c = c.finish(&layout);
+        let users: Vec<i64> = (0..4)
+            .map(|k| c.get(&layout, 0, k, 0, 0, layout.all(All::Users)))
+            .collect();
+        assert_eq!(users, vec![1, 2, 2, 1]);
+    }
+}

@@ -1,0 +1,700 @@
+//! Policy arms and opt-out (SPEC §4): who opts out, when, and what each arm does with the data.
+//!
+//! Who: the latent privacy score of [`crate::population`]. At target rate `r` the users whose
+//! score lies above the `1 - r` quantile of a fixed calibration sample opt out. The sample
+//! ([`CALIBRATION_TAG`]) is its own population of `calibration_users` users, keyed by the seed
+//! and the replication but not the run's users, so thresholds do not depend on N or on shards.
+//! Thresholds fall as the rate rises, so opt-out sets are nested across levels: a user is out
+//! at every level from its *flip level* on ([`Thresholds::flip`]).
+//!
+//! When: a user who reads the notice acts on day 0; the others act in Settings on a day of the
+//! window drawn from a decaying hazard (half-life `settings_half_life_days`).
+//!
+//! What: an [`Arm`] says, for a user's state at a level, whether its number went to S, whether
+//! its data is in ad use (in the steady state after the window, regional rules applied), on
+//! which day its ad use starts and ends, and how many person-days of ad use came before its
+//! opt-out took effect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ensure;
+use crate::error::{Error, Result};
+use crate::population::Population;
+use crate::rng::{Key, Stream, Threshold, UserRng};
+
+/// Derives the calibration population's seed from the scenario seed.
+pub const CALIBRATION_TAG: u64 = 0x6361_6c69_6272_6174;
+
+/// What an arm does with M's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArmKind {
+    /// No sharing: the counterfactual every lift is measured against.
+    None,
+    /// 2016: sharing on by default; untick at the notice (day 0) or opt out in Settings on
+    /// days 1..W.
+    OptOutWindow,
+    /// Sharing only for users who actively agree.
+    OptIn,
+    /// 2021: no opt-out; users who object leave M.
+    NoChoice,
+}
+
+/// What an opt-out stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// 2016 reality: the data still goes to S, but is not used for ads.
+    #[default]
+    Ads,
+    /// Nothing is shared.
+    All,
+}
+
+/// A regional rule's effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// Ad use off from the start.
+    Off,
+    /// Ad use paused from day `from_day`.
+    Pause,
+}
+
+/// Ad use off, or paused from a day, for listed countries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionalRule {
+    /// ISO codes of the countries the rule covers.
+    pub countries: Vec<String>,
+    /// Off, or paused.
+    pub rule: RuleKind,
+    /// For `pause`: the first day without ad use (day 0 is the notice).
+    #[serde(default)]
+    pub from_day: u32,
+}
+
+/// One policy arm of a scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Name in outputs (unique).
+    pub name: String,
+    /// What the arm does.
+    pub kind: ArmKind,
+    /// What an opt-out stops (`opt_out_window` only).
+    #[serde(default)]
+    pub scope: Scope,
+    /// Regional rules on top.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regional: Vec<RegionalRule>,
+}
+
+/// Whether rates are swept or derived from the policy design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Sweep a grid of target opt-out rates.
+    #[default]
+    Rate,
+    /// Derive each arm's rate from its design (notice, default, friction, window).
+    Behavioral,
+}
+
+/// Design parameters of `behavioral` mode. Defaults reproduce the published default effects
+/// (SPEC §15): an opt-out default keeps over 90% sharing, opt-in keeps under 30%.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviorConfig {
+    /// Share of notice readers who untick the box (opt-out default). Assumption: 0.20.
+    pub untick_if_read: f64,
+    /// Share of the others who would opt out in Settings within the window were the path
+    /// frictionless. Assumption: 0.05.
+    pub settings_opt_out: f64,
+    /// Share deterred by the settings path (0 = none, 1 = all). Assumption: 0.5.
+    pub settings_friction: f64,
+    /// Share of notice readers who tick the box (opt-in default). Assumption: 0.50.
+    pub agree_if_read: f64,
+    /// Share of the others who would opt in later in Settings were the path frictionless.
+    /// Assumption: 0.10.
+    pub agree_later: f64,
+    /// Share of users who leave M when given no choice (2021). Assumption: 0.03, after 25M
+    /// new Telegram users in 72 hours (SPEC §15) against some 2 billion M users.
+    pub leave_rate: f64,
+}
+
+impl Default for BehaviorConfig {
+    fn default() -> Self {
+        BehaviorConfig {
+            untick_if_read: 0.20,
+            settings_opt_out: 0.05,
+            settings_friction: 0.5,
+            agree_if_read: 0.50,
+            agree_later: 0.10,
+            leave_rate: 0.03,
+        }
+    }
+}
+
+/// `[policy]`: arms, the rate grid and the timing of opt-outs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `rate` (sweep `rates`) or `behavioral` (derive rates from `behavior`).
+    pub mode: Mode,
+    /// Target opt-out rates, strictly increasing, in [0, 1] (rate mode).
+    pub rates: Vec<f64>,
+    /// Days of the Settings window after the notice. 2016: 30.
+    pub window_days: u32,
+    /// Days the timeline covers (day 0 is the notice; 91 = one quarter).
+    pub horizon_days: u32,
+    /// Share of users who read the policy notice. Assumption: 0.35.
+    pub notice_read_rate: f64,
+    /// Half-life, in days, of the hazard of opting out in Settings. Assumption: 3.
+    pub settings_half_life_days: f64,
+    /// Users in the calibration sample that sets the score thresholds (at least 1024).
+    pub calibration_users: u32,
+    /// The arms, compared on one population.
+    pub arms: Vec<ArmConfig>,
+    /// Design parameters of behavioral mode.
+    pub behavior: BehaviorConfig,
+}
+
+/// The default rate grid: 0.00 to 1.00 by 0.05.
+pub fn default_rates() -> Vec<f64> {
+    (0..=20).map(|k| f64::from(k) / 20.0).collect()
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::Rate,
+            rates: default_rates(),
+            window_days: 30,
+            horizon_days: 91,
+            notice_read_rate: 0.35,
+            settings_half_life_days: 3.0,
+            calibration_users: 1 << 20,
+            arms: vec![
+                ArmConfig {
+                    name: "none".into(),
+                    kind: ArmKind::None,
+                    scope: Scope::Ads,
+                    regional: vec![],
+                },
+                ArmConfig {
+                    name: "opt_out_window".into(),
+                    kind: ArmKind::OptOutWindow,
+                    scope: Scope::Ads,
+                    regional: vec![],
+                },
+                ArmConfig {
+                    name: "opt_out_window_all".into(),
+                    kind: ArmKind::OptOutWindow,
+                    scope: Scope::All,
+                    regional: vec![],
+                },
+            ],
+            behavior: BehaviorConfig::default(),
+        }
+    }
+}
+
+fn unit(x: f64) -> bool {
+    (0.0..=1.0).contains(&x)
+}
+
+impl PolicyConfig {
+    /// Checks the section; `file` names the scenario, `countries` the known country codes.
+    pub fn validate(&self, file: &str, countries: &[String]) -> Result<()> {
+        ensure!(
+            !self.rates.is_empty() && self.rates.len() <= 1001,
+            file,
+            "policy.rates",
+            format!("{} rates", self.rates.len()),
+            "1 to 1001 rates"
+        );
+        for (i, &r) in self.rates.iter().enumerate() {
+            ensure!(
+                unit(r),
+                file,
+                format!("policy.rates[{i}]"),
+                r,
+                "a rate in [0, 1]"
+            );
+            if i > 0 {
+                ensure!(
+                    r > self.rates[i - 1],
+                    file,
+                    format!("policy.rates[{i}]"),
+                    r,
+                    format!("rates strictly increasing (after {})", self.rates[i - 1])
+                );
+            }
+        }
+        ensure!(
+            (1..=365).contains(&self.window_days),
+            file,
+            "policy.window_days",
+            self.window_days,
+            "1 to 365 days"
+        );
+        ensure!(
+            (self.window_days..=3650).contains(&self.horizon_days),
+            file,
+            "policy.horizon_days",
+            self.horizon_days,
+            format!("{} (the window) to 3650 days", self.window_days)
+        );
+        ensure!(
+            unit(self.notice_read_rate),
+            file,
+            "policy.notice_read_rate",
+            self.notice_read_rate,
+            "a share in [0, 1]"
+        );
+        let hl = self.settings_half_life_days;
+        ensure!(
+            hl > 0.0 && hl <= 3650.0,
+            file,
+            "policy.settings_half_life_days",
+            hl,
+            "days > 0"
+        );
+        ensure!(
+            (1024..=1 << 26).contains(&self.calibration_users),
+            file,
+            "policy.calibration_users",
+            self.calibration_users,
+            "1024 to 2^26 users"
+        );
+        ensure!(
+            !self.arms.is_empty() && self.arms.len() <= 16,
+            file,
+            "policy.arms",
+            format!("{} arms", self.arms.len()),
+            "1 to 16 arms"
+        );
+        let nones = self.arms.iter().filter(|a| a.kind == ArmKind::None).count();
+        ensure!(
+            nones == 1,
+            file,
+            "policy.arms",
+            format!("{nones} arms of kind \"none\""),
+            "exactly one arm of kind \"none\", the counterfactual"
+        );
+        for (i, arm) in self.arms.iter().enumerate() {
+            let key = format!("policy.arms[{i}]");
+            let valid_name = !arm.name.is_empty()
+                && arm
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+            ensure!(
+                valid_name,
+                file,
+                format!("{key}.name"),
+                format!("{:?}", arm.name),
+                "a name of letters, digits, '_' and '-'"
+            );
+            ensure!(
+                !self.arms[..i].iter().any(|a| a.name == arm.name),
+                file,
+                format!("{key}.name"),
+                format!("{:?}", arm.name),
+                "a name used once"
+            );
+            for (j, rule) in arm.regional.iter().enumerate() {
+                let rk = format!("{key}.regional[{j}]");
+                ensure!(
+                    arm.kind != ArmKind::None,
+                    file,
+                    &rk,
+                    "a rule",
+                    "no regional rules on a `none` arm (it shares nothing)"
+                );
+                for (k, code) in rule.countries.iter().enumerate() {
+                    ensure!(
+                        countries.contains(code),
+                        file,
+                        format!("{rk}.countries[{k}]"),
+                        format!("{code:?}"),
+                        format!("a country of the country table: {}", countries.join(", "))
+                    );
+                }
+                ensure!(
+                    rule.from_day <= self.horizon_days,
+                    file,
+                    format!("{rk}.from_day"),
+                    rule.from_day,
+                    format!(
+                        "a day from 0 to policy.horizon_days = {}",
+                        self.horizon_days
+                    )
+                );
+            }
+        }
+        let b = &self.behavior;
+        for (k, v) in [
+            ("untick_if_read", b.untick_if_read),
+            ("settings_opt_out", b.settings_opt_out),
+            ("settings_friction", b.settings_friction),
+            ("agree_if_read", b.agree_if_read),
+            ("agree_later", b.agree_later),
+            ("leave_rate", b.leave_rate),
+        ] {
+            ensure!(
+                unit(v),
+                file,
+                format!("policy.behavior.{k}"),
+                v,
+                "a share in [0, 1]"
+            );
+        }
+        Ok(())
+    }
+
+    /// Share of the hazard of a Settings opt-out that falls within the window.
+    fn window_share(&self) -> f64 {
+        1.0 - 0.5f64.powf(f64::from(self.window_days) / self.settings_half_life_days)
+    }
+
+    /// The opt-out rate an arm's design produces in behavioral mode ("opt-out" always means:
+    /// data not in ad use by the user's own choice).
+    pub fn behavioral_rate(&self, kind: ArmKind) -> f64 {
+        let b = &self.behavior;
+        let read = self.notice_read_rate;
+        let later = (1.0 - b.settings_friction) * self.window_share();
+        match kind {
+            ArmKind::None => 0.0,
+            ArmKind::OptOutWindow => {
+                let at_notice = read * b.untick_if_read;
+                at_notice + (1.0 - at_notice) * b.settings_opt_out * later
+            }
+            ArmKind::OptIn => {
+                let at_notice = read * b.agree_if_read;
+                1.0 - (at_notice + (1.0 - at_notice) * b.agree_later * later)
+            }
+            ArmKind::NoChoice => b.leave_rate,
+        }
+    }
+}
+
+/// One arm, resolved: its levels and, per country, the first day without ad use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arm {
+    /// Name in outputs.
+    pub name: String,
+    /// What the arm does.
+    pub kind: ArmKind,
+    /// What an opt-out stops.
+    pub scope: Scope,
+    /// Target opt-out rates of its levels (one level at rate 0 for `none`).
+    pub rates: Vec<f64>,
+    /// Per country: `None` = ad use allowed; `Some(d)` = no ad use from day `d` (0 = never).
+    pub ad_use_ends: Vec<Option<u32>>,
+}
+
+/// How a user acts: at the notice, or on a day of the Settings window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Whether the user read the notice (and so acts on day 0).
+    pub read_notice: bool,
+    /// The Settings day (1..=W) on which the user would act if it did not read the notice.
+    pub settings_day: u32,
+}
+
+impl Timing {
+    /// The day the user acts.
+    pub fn day(self) -> u32 {
+        if self.read_notice {
+            0
+        } else {
+            self.settings_day
+        }
+    }
+}
+
+/// A user's state in one arm at one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct State {
+    /// The user opted out (did not opt in, or left) at this level.
+    pub out: bool,
+    /// Its number and signals went to S (at some point).
+    pub shared: bool,
+    /// Its data is in ad use in the steady state after the window.
+    pub ad_use: bool,
+    /// Days of ad use before its opt-out took effect.
+    pub exposure_days: u32,
+    /// Days `[start, end)` on which its data was in ad use, within the horizon.
+    pub ad_use_days: (u32, u32),
+}
+
+impl Arm {
+    /// The state of a user of `country` that is `out` (or not) at a level, acting on `timing`.
+    pub fn state(&self, country: usize, out: bool, timing: Timing, horizon: u32) -> State {
+        let end_rule = self.ad_use_ends[country]
+            .unwrap_or(horizon + 1)
+            .min(horizon + 1);
+        let day = timing.day();
+        let (shared, days, exposure) = match self.kind {
+            ArmKind::None => (false, (0, 0), 0),
+            // Notice opt-outs of scope `all` never send; later ones already had.
+            ArmKind::OptOutWindow => {
+                let shared = !out || self.scope == Scope::Ads || !timing.read_notice;
+                let end = if out { day } else { horizon + 1 };
+                (shared, (0, end), if out { day } else { 0 })
+            }
+            ArmKind::OptIn => (!out, if out { (0, 0) } else { (day, horizon + 1) }, 0),
+            ArmKind::NoChoice => {
+                let end = if out { day } else { horizon + 1 };
+                (
+                    !out || !timing.read_notice,
+                    (0, end),
+                    if out { day } else { 0 },
+                )
+            }
+        };
+        let (start, end) = (days.0, days.1.min(end_rule));
+        let ad_use_days = if start < end { (start, end) } else { (0, 0) };
+        State {
+            out: out && self.kind != ArmKind::None,
+            shared,
+            ad_use: self.kind != ArmKind::None && !out && self.ad_use_ends[country].is_none(),
+            exposure_days: exposure.min(end_rule),
+            ad_use_days,
+        }
+    }
+}
+
+/// The arms of a scenario, resolved against its country table.
+pub fn resolve_arms(config: &PolicyConfig, countries: &[String]) -> Vec<Arm> {
+    config
+        .arms
+        .iter()
+        .map(|a| {
+            let rates = match (a.kind, config.mode) {
+                (ArmKind::None, _) => vec![0.0],
+                (_, Mode::Rate) => config.rates.clone(),
+                (kind, Mode::Behavioral) => vec![config.behavioral_rate(kind)],
+            };
+            let mut ad_use_ends = vec![None; countries.len()];
+            for rule in &a.regional {
+                let day = match rule.rule {
+                    RuleKind::Off => 0,
+                    RuleKind::Pause => rule.from_day,
+                };
+                for code in &rule.countries {
+                    if let Some(c) = countries.iter().position(|x| x == code) {
+                        ad_use_ends[c] = Some(ad_use_ends[c].map_or(day, |d: u32| d.min(day)));
+                    }
+                }
+            }
+            Arm {
+                name: a.name.clone(),
+                kind: a.kind,
+                scope: a.scope,
+                rates,
+                ad_use_ends,
+            }
+        })
+        .collect()
+}
+
+/// Score thresholds of one arm's levels: a user is out at level `k` iff its score exceeds
+/// `thresholds[k]`. Thresholds do not increase with `k`, so opt-out sets are nested.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thresholds(Vec<f64>);
+
+impl Thresholds {
+    /// Thresholds at `rates` from sorted calibration scores.
+    pub fn new(rates: &[f64], sorted_scores: &[f64]) -> Self {
+        let m = sorted_scores.len();
+        Thresholds(
+            rates
+                .iter()
+                .map(|&r| {
+                    let out = (r * m as f64).round() as usize;
+                    if r <= 0.0 || m == 0 {
+                        f64::INFINITY
+                    } else if out >= m {
+                        f64::NEG_INFINITY
+                    } else {
+                        sorted_scores[m - out - 1]
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The first level at which a user with `score` is out (the number of levels if none).
+    #[inline]
+    pub fn flip(&self, score: f64) -> usize {
+        self.0.partition_point(|&q| score <= q)
+    }
+
+    /// How many levels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no levels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The sorted privacy scores of the calibration sample of replication `replication`.
+pub fn calibration_scores(
+    resolved: &crate::scenario::Resolved,
+    replication: u32,
+) -> Result<Vec<f64>> {
+    use rayon::prelude::*;
+    let s = &resolved.scenario;
+    let users = u64::from(s.policy.calibration_users);
+    let seed = crate::rng::hash2(s.population.seed, CALIBRATION_TAG);
+    let pop = Population::with(
+        &resolved.data,
+        &resolved.spaces,
+        users,
+        seed,
+        replication,
+        s.opt_out.heterogeneity,
+    )
+    .map_err(|e| {
+        Error::invalid(
+            resolved.source.clone(),
+            "policy.calibration_users",
+            users,
+            format!("a calibration sample the number blocks hold ({e})"),
+        )
+    })?;
+    let mut scores: Vec<f64> = (0..users)
+        .into_par_iter()
+        .map(|i| pop.user(i).privacy_score)
+        .collect();
+    scores.par_sort_unstable_by(f64::total_cmp);
+    Ok(scores)
+}
+
+/// Timing draws of users: who reads the notice, and the Settings day from a decaying hazard.
+#[derive(Clone, Debug)]
+pub struct TimingModel {
+    read: Threshold,
+    /// Cumulative day probabilities of days 1..=W as thresholds.
+    days: crate::rng::Categorical,
+}
+
+impl TimingModel {
+    /// The model of a policy section.
+    pub fn new(config: &PolicyConfig) -> Self {
+        let hl = config.settings_half_life_days;
+        let weights: Vec<f64> = (0..config.window_days)
+            .map(|d| 0.5f64.powf(f64::from(d) / hl))
+            .collect();
+        TimingModel {
+            read: Threshold::new(config.notice_read_rate),
+            days: crate::rng::Categorical::new(&weights),
+        }
+    }
+
+    /// User `id`'s timing in replication `key`.
+    #[inline]
+    pub fn draw(&self, key: Key, id: u64) -> Timing {
+        let mut rng: UserRng = key.user_rng(id, Stream::Timing);
+        let read_notice = rng.bernoulli(self.read);
+        let settings_day = 1 + u32::from(self.days.draw(&mut rng));
+        Timing {
+            read_notice,
+            settings_day,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_nest_and_hit_the_ends() {
+        let scores: Vec<f64> = (0..1000).map(f64::from).collect();
+        let t = Thresholds::new(&default_rates(), &scores);
+        assert_eq!(
+            t.flip(f64::MAX),
+            1,
+            "the top user is out from the first positive rate"
+        );
+        assert_eq!(t.flip(-1.0), 20, "everyone is out at rate 1");
+        // Exactly 5% of the calibration sample is out at level 1, 50% at level 10.
+        assert_eq!(scores.iter().filter(|&&s| t.flip(s) <= 1).count(), 50);
+        assert_eq!(scores.iter().filter(|&&s| t.flip(s) <= 10).count(), 500);
+        assert_eq!(
+            scores.iter().filter(|&&s| t.flip(s) == 0).count(),
+            0,
+            "no one out at rate 0"
+        );
+    }
+
+    #[test]
+    fn behavioral_defaults_reproduce_published_default_effects() {
+        let p = PolicyConfig::default();
+        let opt_out = p.behavioral_rate(ArmKind::OptOutWindow);
+        let opt_in = p.behavioral_rate(ArmKind::OptIn);
+        assert!(
+            1.0 - opt_out > 0.90,
+            "opt-out default keeps {:.3} sharing",
+            1.0 - opt_out
+        );
+        assert!(
+            1.0 - opt_in < 0.30 && 1.0 - opt_in > 0.10,
+            "opt-in keeps {:.3} sharing",
+            1.0 - opt_in
+        );
+    }
+
+    #[test]
+    fn states_follow_the_arm() {
+        let horizon = 91;
+        let arm = |kind, scope| Arm {
+            name: "a".into(),
+            kind,
+            scope,
+            rates: vec![0.5],
+            ad_use_ends: vec![None, Some(74)],
+        };
+        let late = Timing {
+            read_notice: false,
+            settings_day: 5,
+        };
+        let early = Timing {
+            read_notice: true,
+            settings_day: 5,
+        };
+        let ads = arm(ArmKind::OptOutWindow, Scope::Ads);
+        let all = arm(ArmKind::OptOutWindow, Scope::All);
+        assert!(
+            ads.state(0, true, early, horizon).shared,
+            "scope ads still shares"
+        );
+        assert!(
+            !all.state(0, true, early, horizon).shared,
+            "scope all at the notice never shares"
+        );
+        assert!(
+            all.state(0, true, late, horizon).shared,
+            "a Settings opt-out had shared already"
+        );
+        assert_eq!(all.state(0, true, late, horizon).exposure_days, 5);
+        assert!(!ads.state(0, true, late, horizon).ad_use);
+        assert!(ads.state(0, false, late, horizon).ad_use);
+        let paused = ads.state(1, false, late, horizon);
+        assert!(
+            !paused.ad_use && paused.ad_use_days == (0, 74),
+            "{paused:?}"
+        );
+        let opt_in = arm(ArmKind::OptIn, Scope::Ads).state(0, false, late, horizon);
+        assert_eq!((opt_in.ad_use_days, opt_in.exposure_days), ((5, 92), 0));
+        let none = arm(ArmKind::None, Scope::Ads).state(0, false, late, horizon);
+        assert!(!none.shared && !none.ad_use && !none.out);
+    }
+}

@@ -1,0 +1,446 @@
+//! A whole run (`adsim run`): simulate every replication, write the count tables, derive the
+//! estimates and write the results folder of SPEC §11.
+//!
+//! The folder is built under a temporary name beside its target and renamed into place when
+//! every file is written, so an interrupted run leaves nothing that looks complete. Every file
+//! but `run.json` (timings, host, paths) is a pure function of the resolved scenario.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use crate::cells::{ALL_MEASURES, Counts, Layout, SEGMENT_MEASURES, TIMELINE_CHANNELS};
+use crate::error::{Error, Result};
+use crate::metrics::{Context, Estimates, METRICS, PAIRED, estimate};
+use crate::policy::ArmKind;
+use crate::scenario::Resolved;
+use crate::sweep::Sweep;
+
+/// Version of the `cells` and `timeline_cells` tables' schemas.
+pub const CELLS_SCHEMA_VERSION: &str = "cells/1";
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The results folder.
+    pub out: PathBuf,
+    /// Replace an existing folder.
+    pub force: bool,
+    /// Show progress (only drawn on a terminal).
+    pub progress: bool,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// The estimated tables.
+    pub estimates: Estimates,
+    /// Wall time of the simulation, seconds.
+    pub simulate_secs: f64,
+    /// Wall time of estimation and writing, seconds.
+    pub estimate_secs: f64,
+}
+
+/// Simulates every replication and returns its counts.
+pub fn simulate(resolved: &Resolved, progress: bool) -> Result<(Layout, Vec<Counts>)> {
+    let sweep = Sweep::new(resolved);
+    let p = &resolved.scenario.population;
+    let bar = crate::export::progress_bar(p.users * u64::from(p.replications), progress);
+    let mut all = Vec::with_capacity(p.replications as usize);
+    for r in 0..p.replications {
+        // Replications run one after another; each is parallel over chunks of users.
+        let mut counts: Option<Counts> = None;
+        for range in crate::engine::batches(0..p.users, 1 << 22) {
+            let len = range.end - range.start;
+            let part = sweep.run(r, range)?;
+            counts = Some(match counts {
+                None => part,
+                Some(c) => c.merge(part),
+            });
+            bar.inc(len);
+        }
+        all.extend(counts);
+    }
+    bar.finish_and_clear();
+    Ok((sweep.layout.clone(), all))
+}
+
+/// The long-form `cells` table of finished counts: one row per non-zero count.
+pub fn cells_frame(
+    resolved: &Resolved,
+    layout: &Layout,
+    counts: &[Counts],
+) -> PolarsResult<DataFrame> {
+    let sweep = Sweep::new(resolved);
+    let countries: Vec<&str> = resolved
+        .data
+        .countries
+        .country
+        .iter()
+        .map(|c| c.code.as_str())
+        .collect();
+    let ages: Vec<&str> = resolved
+        .data
+        .age_bands
+        .band
+        .iter()
+        .map(|b| b.label.as_str())
+        .collect();
+    let seg_names: Vec<&str> = resolved
+        .data
+        .segments
+        .segment
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let nseg = SEGMENT_MEASURES.len() * layout.segments;
+    let measure_of = |i: usize| -> (&str, &str) {
+        if i < nseg {
+            (
+                seg_names[i / SEGMENT_MEASURES.len()],
+                SEGMENT_MEASURES[i % SEGMENT_MEASURES.len()],
+            )
+        } else {
+            ("all", ALL_MEASURES[i - nseg])
+        }
+    };
+    // Visit every non-zero count in a fixed order.
+    let visit = |f: &mut dyn FnMut(usize, usize, usize, usize, usize, usize, u64)| {
+        for (r, c) in counts.iter().enumerate() {
+            for (a, arm) in sweep.arms.iter().enumerate() {
+                for k in 0..arm.rates.len() {
+                    for country in 0..layout.countries {
+                        for age in 0..layout.ages {
+                            for m in 0..layout.measures() {
+                                let v = c.get(layout, a, k, country, age, m);
+                                if v != 0 {
+                                    f(r, a, k, country, age, m, v.max(0) as u64);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let mut rows = 0usize;
+    visit(&mut |_, _, _, _, _, _, _| rows += 1);
+    let (mut arm, mut level, mut rate, mut rep) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut country, mut age, mut seg, mut meas, mut count) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    visit(&mut |r, a, k, c, g, m, v| {
+        arm.push(sweep.arms[a].name.as_str());
+        level.push(k as u32);
+        rate.push(sweep.arms[a].rates[k]);
+        rep.push(r as u32);
+        country.push(countries[c]);
+        age.push(ages[g]);
+        let (s, name) = measure_of(m);
+        seg.push(s);
+        meas.push(name);
+        count.push(v);
+    });
+    let s = |name: &str, v: Vec<&str>| {
+        StringChunked::from_iter_values(name.into(), v.into_iter()).into_column()
+    };
+    DataFrame::new(
+        rows,
+        vec![
+            s("arm", arm),
+            Series::from_vec("level".into(), level).into_column(),
+            Series::from_vec("rate".into(), rate).into_column(),
+            Series::from_vec("replication".into(), rep).into_column(),
+            s("country", country),
+            s("age_band", age),
+            s("segment", seg),
+            s("measure", meas),
+            Series::from_vec("count".into(), count).into_column(),
+        ],
+    )
+}
+
+/// The long-form `timeline_cells` table: every (arm, level, replication, day, channel).
+pub fn timeline_frame(
+    resolved: &Resolved,
+    layout: &Layout,
+    counts: &[Counts],
+) -> PolarsResult<DataFrame> {
+    let sweep = Sweep::new(resolved);
+    let (mut arm, mut level, mut rate, mut rep, mut day, mut channel, mut count) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let ch = TIMELINE_CHANNELS.len();
+    for (r, c) in counts.iter().enumerate() {
+        for (a, spec) in sweep.arms.iter().enumerate() {
+            if spec.kind == ArmKind::None {
+                continue;
+            }
+            for k in 0..spec.rates.len() {
+                let base = k * layout.timeline_per_level();
+                for d in 0..=layout.days {
+                    for (j, name) in TIMELINE_CHANNELS.iter().enumerate() {
+                        arm.push(spec.name.as_str());
+                        level.push(k as u32);
+                        rate.push(spec.rates[k]);
+                        rep.push(r as u32);
+                        day.push(d as u32);
+                        channel.push(*name);
+                        count.push(c.timeline[a][base + d * ch + j].max(0) as u64);
+                    }
+                }
+            }
+        }
+    }
+    let n = arm.len();
+    DataFrame::new(
+        n,
+        vec![
+            StringChunked::from_iter_values("arm".into(), arm.into_iter()).into_column(),
+            Series::from_vec("level".into(), level).into_column(),
+            Series::from_vec("rate".into(), rate).into_column(),
+            Series::from_vec("replication".into(), rep).into_column(),
+            Series::from_vec("day".into(), day).into_column(),
+            StringChunked::from_iter_values("channel".into(), channel.into_iter()).into_column(),
+            Series::from_vec("count".into(), count).into_column(),
+        ],
+    )
+}
+
+/// The estimation context of a resolved scenario.
+pub fn context(resolved: &Resolved) -> Context {
+    let s = &resolved.scenario;
+    let regions = &resolved.data.countries.arpu_region;
+    Context {
+        users: s.population.users,
+        replications: s.population.replications,
+        none_arm: s
+            .policy
+            .arms
+            .iter()
+            .find(|a| a.kind == ArmKind::None)
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
+        targeting: s.targeting.clone(),
+        revenue: s.revenue.clone(),
+        regions: resolved
+            .data
+            .countries
+            .country
+            .iter()
+            .map(|c| {
+                let arpu = regions
+                    .iter()
+                    .find(|r| r.name == c.arpu_region)
+                    .map_or(0.0, |r| r.arpu_q2_2016_usd);
+                (c.code.clone(), c.arpu_region.clone(), arpu)
+            })
+            .collect(),
+        k_anonymity: 100.0,
+    }
+}
+
+/// Runs `resolved` and writes its results folder.
+pub fn run(resolved: &Resolved, options: &RunOptions) -> Result<RunOutput> {
+    let out = &options.out;
+    if out.exists() && !options.force {
+        return Err(Error::Exists(out.clone()));
+    }
+    let start = Instant::now();
+    let (layout, counts) = simulate(resolved, options.progress)?;
+    let simulate_secs = start.elapsed().as_secs_f64();
+    let table = |source| Error::Table {
+        path: out.clone(),
+        source,
+    };
+    let mut cells = cells_frame(resolved, &layout, &counts).map_err(table)?;
+    let mut timeline = timeline_frame(resolved, &layout, &counts).map_err(table)?;
+
+    let estimates = estimate(&cells, &timeline, &context(resolved)).map_err(table)?;
+
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = crate::export::temp_path(out);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = write_folder(resolved, &tmp, &mut cells, &mut timeline, &estimates);
+
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let estimate_secs = start.elapsed().as_secs_f64() - simulate_secs;
+    let run_json = serde_json::json!({
+        "program": format!("adsim {}", env!("CARGO_PKG_VERSION")),
+        "scenario_source": resolved.source,
+        "out": out.display().to_string(),
+        "threads": rayon::current_num_threads(),
+        "simulate_secs": simulate_secs,
+        "estimate_and_write_secs": estimate_secs,
+        "users_per_second": (resolved.scenario.population.users * u64::from(resolved.scenario.population.replications)) as f64 / simulate_secs,
+        "host": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+    });
+    write_text(
+        &tmp.join("run.json"),
+        &format!(
+            "{}\n",
+            serde_json::to_string_pretty(&run_json).unwrap_or_default()
+        ),
+    )?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(RunOutput {
+        estimates,
+        simulate_secs,
+        estimate_secs,
+    })
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
+}
+
+fn write_parquet(path: &Path, df: &mut DataFrame, schema: &str) -> Result<()> {
+    let f = File::create(path).map_err(|e| Error::io(path, e))?;
+    let meta = polars::io::parquet::write::KeyValueMetadata::from_static(vec![
+        ("adsim.schema_version".into(), schema.into()),
+        ("adsim.version".into(), env!("CARGO_PKG_VERSION").into()),
+    ]);
+    ParquetWriter::new(BufWriter::new(f))
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(meta))
+        .finish(df)
+        .map_err(|source| Error::Table {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
+    let f = File::create(path).map_err(|e| Error::io(path, e))?;
+    CsvWriter::new(BufWriter::new(f))
+        .with_float_precision(Some(6))
+        .finish(df)
+        .map_err(|source| Error::Table {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn write_folder(
+    resolved: &Resolved,
+    dir: &Path,
+    cells: &mut DataFrame,
+    timeline: &mut DataFrame,
+    e: &Estimates,
+) -> Result<()> {
+    let header = format!(
+        "# Resolved scenario: every default filled in. adsim {} reproduces every file of this folder\n\
+         # but run.json from it: adsim run scenario.toml --out OTHER\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    write_text(
+        &dir.join("scenario.toml"),
+        &format!("{header}{}", resolved.scenario.to_toml()),
+    )?;
+    write_parquet(&dir.join("cells.parquet"), cells, CELLS_SCHEMA_VERSION)?;
+    write_parquet(
+        &dir.join("timeline_cells.parquet"),
+        timeline,
+        CELLS_SCHEMA_VERSION,
+    )?;
+    let (mut summary, mut segments, mut countries, mut tl) = (
+        e.summary.clone(),
+        e.segments.clone(),
+        e.countries.clone(),
+        e.timeline.clone(),
+    );
+    write_csv(&dir.join("summary.csv"), &mut summary)?;
+    write_parquet(
+        &dir.join("summary.parquet"),
+        &mut summary,
+        crate::metrics::SCHEMA_VERSION,
+    )?;
+    write_csv(&dir.join("segments.csv"), &mut segments)?;
+    write_csv(&dir.join("countries.csv"), &mut countries)?;
+    write_csv(&dir.join("timeline.csv"), &mut tl)?;
+    write_text(
+        &dir.join("summary.json"),
+        &summary_json(resolved, &e.summary),
+    )?;
+    Ok(())
+}
+
+/// The headline figures: every metric of every arm's levels, with intervals.
+fn summary_json(resolved: &Resolved, summary: &DataFrame) -> String {
+    let s = &resolved.scenario;
+    let get = |name: &str, row: usize| -> serde_json::Value {
+        summary
+            .column(name)
+            .ok()
+            .and_then(|c| c.get(row).ok())
+            .map(|v| match v {
+                AnyValue::Float64(x) if x.is_finite() => serde_json::json!(x),
+                AnyValue::UInt32(x) => serde_json::json!(x),
+                AnyValue::String(x) => serde_json::json!(x),
+                _ => serde_json::Value::Null,
+            })
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut names: Vec<String> = METRICS.iter().map(|(n, _)| n.to_string()).collect();
+    names.extend(PAIRED.iter().map(|p| format!("{p}_vs_none")));
+    let rows: Vec<serde_json::Value> = (0..summary.height())
+        .map(|i| {
+            let mut o = serde_json::Map::new();
+            o.insert("arm".into(), get("arm", i));
+            o.insert("level".into(), get("level", i));
+            o.insert("rate".into(), get("rate", i));
+            for n in &names {
+                o.insert(n.clone(), serde_json::json!({"mean": get(n, i), "lo": get(&format!("{n}_lo"), i), "hi": get(&format!("{n}_hi"), i)}));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let json = serde_json::json!({
+        "schema_version": crate::metrics::SCHEMA_VERSION,
+        "scenario": s.name,
+        "users": s.population.users,
+        "replications": s.population.replications,
+        "seed": s.population.seed,
+        "intervals": if s.population.replications > 1 {
+            "95% intervals across replications (Monte Carlo noise only, not parameter uncertainty)"
+        } else {
+            "one replication: no interval"
+        },
+        "rows": rows,
+    });
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    )
+}

@@ -1,0 +1,354 @@
+//! The simulation pass: invariants, one-pass equivalence, limits, determinism and validation
+//! of the policy, targeting, audience and revenue keys.
+
+use std::path::Path;
+
+use adsim::cells::{All, Counts, Layout, Seg};
+use adsim::scenario::{Resolved, Scenario};
+use adsim::sweep::Sweep;
+use proptest::prelude::*;
+
+use crate::common::{adsim, stderr};
+
+/// A small scenario: `users` users, 4096 calibration users, the given rates.
+fn small(users: u64, seed: u64, rates: &[f64], edit: impl FnOnce(&mut Scenario)) -> Resolved {
+    let mut s = Scenario::default();
+    s.population.users = users;
+    s.population.seed = seed;
+    s.population.replications = 1;
+    s.policy.calibration_users = 4096;
+    s.policy.rates = rates.to_vec();
+    edit(&mut s);
+    s.resolve("test", Path::new("."))
+        .expect("scenario resolves")
+}
+
+fn simulate(r: &Resolved) -> (Layout, Counts) {
+    let sweep = Sweep::new(r);
+    let counts = sweep.run(0, 0..r.scenario.population.users).expect("runs");
+    (sweep.layout.clone(), counts)
+}
+
+/// Sum of a measure over countries and ages, for an arm and level.
+fn total(l: &Layout, c: &Counts, arm: usize, level: usize, measure: usize) -> i64 {
+    (0..l.countries)
+        .flat_map(|co| (0..l.ages).map(move |a| (co, a)))
+        .map(|(co, a)| c.get(l, arm, level, co, a, measure))
+        .sum()
+}
+
+fn seg_total(l: &Layout, c: &Counts, arm: usize, level: usize, m: Seg) -> i64 {
+    (0..l.segments)
+        .map(|s| total(l, c, arm, level, l.seg(s, m)))
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold(users in 200u64..3000, seed: u64, h in 0.0f64..3.0, cut in 0.05f64..0.95) {
+        let r = small(users, seed, &[0.0, cut, 1.0], |s| s.opt_out.heterogeneity = h);
+        let (l, c) = simulate(&r);
+        for arm in 0..l.levels.len() {
+            let mut previous_out = -1;
+            for level in 0..l.levels[arm] {
+                let t = |m| total(&l, &c, arm, level, l.all(m));
+                // Every user counted once per arm and level.
+                prop_assert_eq!(t(All::Users), users as i64);
+                // Nested opt-out sets: the count never falls as the rate rises.
+                prop_assert!(t(All::OptedOut) >= previous_out);
+                previous_out = t(All::OptedOut);
+                // Data in ad use only for users who did not opt out.
+                prop_assert!(t(All::AdUse) <= t(All::Users) - t(All::OptedOut));
+                // Links only for shared users, and each shared user at most once.
+                let links = t(All::LinkTrue) + t(All::LinkMetadata) + t(All::LinkMislink) + t(All::LinkNone);
+                prop_assert_eq!(links, t(All::Shared));
+                prop_assert!(t(All::Shared) <= t(All::Users));
+                prop_assert!(t(All::LinkedAccounts) <= t(All::Accounts));
+                for s in 0..l.segments {
+                    let g = |m| total(&l, &c, arm, level, l.seg(s, m));
+                    // Confusion counts add up to accounts.
+                    prop_assert!(g(Seg::TruePositive) <= g(Seg::Audience));
+                    prop_assert!(g(Seg::TruePositive) <= g(Seg::Interested));
+                    prop_assert!(g(Seg::Audience) - g(Seg::TruePositive) + g(Seg::Interested) <= t(All::Accounts));
+                    prop_assert!(g(Seg::CaRight) + g(Seg::CaWrong) <= g(Seg::CaUploaded));
+                }
+            }
+            // Rate 0: no one out; rate 1: everyone out (none arm has one level and no opt-outs).
+            let levels = l.levels[arm];
+            if levels == 3 {
+                prop_assert_eq!(total(&l, &c, arm, 0, l.all(All::OptedOut)), 0);
+                prop_assert_eq!(total(&l, &c, arm, 2, l.all(All::OptedOut)), users as i64);
+            }
+        }
+        // Scope ads still shares every number; scope all shares no notice opt-out's.
+        prop_assert_eq!(total(&l, &c, 1, 2, l.all(All::Shared)), users as i64);
+        prop_assert!(total(&l, &c, 2, 2, l.all(All::Shared)) < users as i64);
+    }
+}
+
+#[test]
+fn one_pass_equals_each_level_on_its_own() {
+    let rates = [0.0, 0.05, 0.3, 0.55, 0.9, 1.0];
+    let full = small(4000, 77, &rates, |_| {});
+    let (l, c) = simulate(&full);
+    for (k, &rate) in rates.iter().enumerate() {
+        let single = small(4000, 77, &[rate], |_| {});
+        let (ls, cs) = simulate(&single);
+        for arm in 1..l.levels.len() {
+            let per = l.per_level();
+            let whole = &c.arms[arm][k * per..(k + 1) * per];
+            let alone = &cs.arms[arm][..ls.per_level()];
+            assert!(
+                whole == alone,
+                "arm {arm}, rate {rate}: the sweep differs from the level run alone"
+            );
+        }
+    }
+}
+
+#[test]
+fn at_full_opt_out_every_arm_targets_like_none() {
+    let r = small(5000, 3, &[0.0, 0.5, 1.0], |_| {});
+    let (l, c) = simulate(&r);
+    for arm in 1..l.levels.len() {
+        for m in [
+            Seg::Audience,
+            Seg::TruePositive,
+            Seg::ImpInterestedUnlinked,
+            Seg::ImpOtherUnlinked,
+            Seg::CaRight,
+            Seg::CaWrong,
+        ] {
+            for s in 0..l.segments {
+                assert_eq!(
+                    total(&l, &c, arm, 2, l.seg(s, m)),
+                    total(&l, &c, 0, 0, l.seg(s, m)),
+                    "arm {arm} segment {s} {m:?}"
+                );
+            }
+        }
+        assert_eq!(total(&l, &c, arm, 2, l.all(All::LinkedAccounts)), 0);
+        // And at rate 0 sharing changes targeting (the test would pass vacuously otherwise).
+        assert_ne!(
+            seg_total(&l, &c, arm, 0, Seg::Audience),
+            seg_total(&l, &c, 0, 0, Seg::Audience)
+        );
+    }
+}
+
+#[test]
+fn without_recycled_or_shared_phones_there_are_no_mislinks() {
+    let r = small(6000, 5, &[0.0, 0.5], |s| {
+        for code in crate::common::country_codes() {
+            let o = s.data.country_overrides.entry(code).or_default();
+            o.recycled_rate = Some(0.0);
+            o.shared_phone_rate = Some(0.0);
+        }
+    });
+    let (l, c) = simulate(&r);
+    for arm in 0..l.levels.len() {
+        for level in 0..l.levels[arm] {
+            assert_eq!(total(&l, &c, arm, level, l.all(All::LinkMislink)), 0);
+            assert_eq!(total(&l, &c, arm, level, l.all(All::MislinkReceived)), 0);
+            assert_eq!(seg_total(&l, &c, arm, level, Seg::CaWrong), 0);
+        }
+    }
+    // With the default rates there are mislinks (the test is not vacuous).
+    let (l, c) = simulate(&small(6000, 5, &[0.0], |_| {}));
+    assert!(total(&l, &c, 1, 0, l.all(All::LinkMislink)) > 0);
+}
+
+#[test]
+fn without_metadata_links_custom_audiences_match_as_under_none() {
+    let r = small(6000, 8, &[0.0, 0.5, 1.0], |s| {
+        for code in crate::common::country_codes() {
+            s.data
+                .country_overrides
+                .entry(code)
+                .or_default()
+                .metadata_link_rate = Some(0.0);
+        }
+    });
+    let (l, c) = simulate(&r);
+    for arm in 1..l.levels.len() {
+        for level in 0..l.levels[arm] {
+            assert_eq!(
+                seg_total(&l, &c, arm, level, Seg::CaRight),
+                seg_total(&l, &c, 0, 0, Seg::CaRight)
+            );
+            assert_eq!(
+                seg_total(&l, &c, arm, level, Seg::CaWrong),
+                seg_total(&l, &c, 0, 0, Seg::CaWrong)
+            );
+        }
+    }
+    let (l, c) = simulate(&small(6000, 8, &[0.0], |_| {}));
+    assert!(
+        seg_total(&l, &c, 1, 0, Seg::CaRight) > seg_total(&l, &c, 0, 0, Seg::CaRight),
+        "metadata links add matches"
+    );
+}
+
+#[test]
+fn at_heterogeneity_zero_opt_outs_ignore_country_and_age() {
+    // At rate 0.5 with h = 0 every country's and age band's opt-out share is 0.5 within
+    // binomial noise; at h = 1 Germany (+0.8) and India (-0.3) differ by far more.
+    let check = |h: f64| -> f64 {
+        let r = small(60_000, 21, &[0.5], |s| s.opt_out.heterogeneity = h);
+        let (l, c) = simulate(&r);
+        let mut worst: f64 = 0.0;
+        for co in 0..l.countries {
+            for a in 0..l.ages {
+                let n = c.get(&l, 1, 0, co, a, l.all(All::Users)) as f64;
+                if n < 50.0 {
+                    continue;
+                }
+                let out = c.get(&l, 1, 0, co, a, l.all(All::OptedOut)) as f64;
+                let calibrated = total(&l, &c, 1, 0, l.all(All::OptedOut)) as f64
+                    / total(&l, &c, 1, 0, l.all(All::Users)) as f64;
+                let z = (out - n * calibrated) / (n * calibrated * (1.0 - calibrated)).sqrt();
+                worst = worst.max(z.abs());
+            }
+        }
+        worst
+    };
+    let uniform = check(0.0);
+    assert!(
+        uniform < 4.5,
+        "largest |z| of a country x age cell at h = 0: {uniform:.2}"
+    );
+    assert!(check(1.0) > 8.0, "h = 1 makes cells differ");
+}
+
+#[test]
+fn results_do_not_depend_on_threads_or_chunks_and_rerun_from_scenario_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |threads: &'static str, chunk: &'static str, out: &'static str| {
+        vec![
+            "run",
+            "whatsapp-2016",
+            "--users",
+            "3000",
+            "--replications",
+            "2",
+            "--threads",
+            threads,
+            "--chunk-size",
+            chunk,
+            "--out",
+            out,
+            "--quiet",
+        ]
+    };
+    for (t, c, o) in [("1", "100", "a"), ("2", "977", "b")] {
+        let out = adsim(dir.path(), &args(t, c, o));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = adsim(
+        dir.path(),
+        &["run", "a/scenario.toml", "--out", "c", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = [
+        "scenario.toml",
+        "cells.parquet",
+        "timeline_cells.parquet",
+        "summary.csv",
+        "summary.parquet",
+        "segments.csv",
+        "countries.csv",
+        "timeline.csv",
+        "summary.json",
+    ];
+    for f in files {
+        let a = std::fs::read(dir.path().join("a").join(f)).unwrap();
+        for other in ["b", "c"] {
+            let b = std::fs::read(dir.path().join(other).join(f)).unwrap();
+            assert!(a == b, "{f} differs between a and {other}");
+        }
+    }
+    assert!(dir.path().join("a/run.json").exists());
+}
+
+#[test]
+fn bad_policy_keys_are_refused_with_the_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "rates not increasing",
+            "[policy]\nrates = [0.0, 0.5, 0.4]\n",
+            &["policy.rates[2]", "strictly increasing"],
+        ),
+        (
+            "rate out of range",
+            "[policy]\nrates = [0.0, 1.5]\n",
+            &["policy.rates[1]", "1.5", "[0, 1]"],
+        ),
+        (
+            "unknown arm kind",
+            "[[policy.arms]]\nname = \"x\"\nkind = \"maybe\"\n",
+            &["policy.arms[0].kind", "unknown variant `maybe`"],
+        ),
+        (
+            "duplicate arm",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"none\"\nkind = \"opt_in\"\n",
+            &["policy.arms[1].name", "used once"],
+        ),
+        (
+            "no none arm",
+            "[[policy.arms]]\nname = \"a\"\nkind = \"opt_in\"\n",
+            &["policy.arms", "exactly one arm of kind \"none\""],
+        ),
+        (
+            "regional unknown country",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"w\"\nkind = \"opt_out_window\"\nregional = [{ countries = [\"XX\"], rule = \"off\" }]\n",
+            &["policy.arms[1].regional[0].countries[0]", "\"XX\""],
+        ),
+        (
+            "window zero",
+            "[policy]\nwindow_days = 0\n",
+            &["policy.window_days", "1 to 365"],
+        ),
+        (
+            "mode unknown",
+            "[policy]\nmode = \"guess\"\n",
+            &["policy.mode", "unknown variant `guess`"],
+        ),
+        (
+            "targeting out of range",
+            "[targeting]\nm_recall = 2.0\n",
+            &["targeting.m_recall", "2", "[0, 1]"],
+        ),
+        (
+            "normalization unknown",
+            "[audiences]\nnormalization = \"loose\"\n",
+            &["audiences.normalization", "unknown variant `loose`"],
+        ),
+        (
+            "revenue negative",
+            "[revenue]\ncost_per_click_usd = -1.0\n",
+            &["revenue.cost_per_click_usd", "-1", "positive"],
+        ),
+        (
+            "behavior out of range",
+            "[policy.behavior]\nagree_if_read = 1.2\n",
+            &["policy.behavior.agree_if_read", "1.2"],
+        ),
+    ];
+    for (name, text, fragments) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+        let out = adsim(dir.path(), &["run", "bad.toml", "--out", "res", "--quiet"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("bad.toml"), "{name}: {err}");
+        for f in *fragments {
+            assert!(err.contains(f), "{name}: {f:?} missing from {err}");
+        }
+        assert!(
+            !dir.path().join("res").exists(),
+            "{name}: a results folder was written"
+        );
+    }
+}
