@@ -170,7 +170,8 @@ const MEASURES: &[&str] = &[
     "ad_use",
     "link_true",
     "link_metadata",
-    "link_mislink",
+    "link_mislink_recycled",
+    "link_mislink_shared",
     "mislink_received",
     "exposure_days",
     "interested",
@@ -274,7 +275,10 @@ fn per_replication(cells: LazyFrame, keys: &[&str], ctx: &Context) -> LazyFrame 
             ratio(c("ca_matched_wrong"), c("ca_uploaded")).alias("ca_wrong_rate"),
             ratio(
                 c("link_true") + c("link_metadata"),
-                c("link_true") + c("link_metadata") + c("link_mislink"),
+                c("link_true")
+                    + c("link_metadata")
+                    + c("link_mislink_recycled")
+                    + c("link_mislink_shared"),
             )
             .alias("link_precision"),
             ratio(
@@ -284,7 +288,8 @@ fn per_replication(cells: LazyFrame, keys: &[&str], ctx: &Context) -> LazyFrame 
             .alias("link_recall"),
             (c("shared") * lit(scale)).alias("people_shared"),
             (c("ad_use") * lit(scale)).alias("people_in_ad_use"),
-            (c("link_mislink") * lit(scale)).alias("people_mislinked"),
+            ((c("link_mislink_recycled") + c("link_mislink_shared")) * lit(scale))
+                .alias("people_mislinked"),
             (c("mislink_received") * lit(scale)).alias("accounts_received_foreign"),
             (c("exposure_days") * lit(scale)).alias("exposure_person_days"),
         ])
@@ -307,7 +312,7 @@ fn revenue(cells: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         col("level"),
         col("rate"),
         col("replication"),
-        col("country"),
+        col("country").cast(DataType::String),
         col("clicks"),
         col("accounts"),
     ])

@@ -126,48 +126,79 @@ pub fn cells_frame(
             }
         }
     };
-    let mut rows = 0usize;
-    visit(&mut |_, _, _, _, _, _, _| rows += 1);
-    let (mut arm, mut level, mut rate, mut rep) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    let (mut country, mut age, mut seg, mut meas, mut count) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
+    // Compact keys first; each string column is then built and turned into a categorical one
+    // at a time, so the table never holds millions of repeated strings.
+    struct Row {
+        replication: u32,
+        arm: u16,
+        level: u32,
+        country: u16,
+        age: u16,
+        measure: u32,
+        count: u64,
+    }
+    let mut rows: Vec<Row> = Vec::new();
     visit(&mut |r, a, k, c, g, m, v| {
-        arm.push(sweep.arms[a].name.as_str());
-        level.push(k as u32);
-        rate.push(sweep.arms[a].rates[k]);
-        rep.push(r as u32);
-        country.push(countries[c]);
-        age.push(ages[g]);
-        let (s, name) = measure_of(m);
-        seg.push(s);
-        meas.push(name);
-        count.push(v);
+        rows.push(Row {
+            replication: r as u32,
+            arm: a as u16,
+            level: k as u32,
+            country: c as u16,
+            age: g as u16,
+            measure: m as u32,
+            count: v,
+        });
     });
-    let s = |name: &str, v: Vec<&str>| {
-        StringChunked::from_iter_values(name.into(), v.into_iter()).into_column()
-    };
+    let categorical = DataType::from_categories(Categories::global());
+    fn cat<'a>(
+        rows: &[Row],
+        name: &str,
+        dtype: &DataType,
+        f: impl Fn(&Row) -> &'a str,
+    ) -> PolarsResult<Column> {
+        StringChunked::from_iter_values(name.into(), rows.iter().map(f))
+            .into_column()
+            .cast(dtype)
+    }
+    let n = rows.len();
     DataFrame::new(
-        rows,
+        n,
         vec![
-            s("arm", arm),
-            Series::from_vec("level".into(), level).into_column(),
-            Series::from_vec("rate".into(), rate).into_column(),
-            Series::from_vec("replication".into(), rep).into_column(),
-            s("country", country),
-            s("age_band", age),
-            s("segment", seg),
-            s("measure", meas),
-            Series::from_vec("count".into(), count).into_column(),
+            cat(&rows, "arm", &categorical, |r| {
+                sweep.arms[r.arm as usize].name.as_str()
+            })?,
+            Series::from_vec(
+                "level".into(),
+                rows.iter().map(|r| r.level).collect::<Vec<_>>(),
+            )
+            .into_column(),
+            Series::from_vec(
+                "rate".into(),
+                rows.iter()
+                    .map(|r| sweep.arms[r.arm as usize].rates[r.level as usize])
+                    .collect::<Vec<_>>(),
+            )
+            .into_column(),
+            Series::from_vec(
+                "replication".into(),
+                rows.iter().map(|r| r.replication).collect::<Vec<_>>(),
+            )
+            .into_column(),
+            cat(&rows, "country", &categorical, |r| {
+                countries[r.country as usize]
+            })?,
+            cat(&rows, "age_band", &categorical, |r| ages[r.age as usize])?,
+            cat(&rows, "segment", &categorical, |r| {
+                measure_of(r.measure as usize).0
+            })?,
+            cat(&rows, "measure", &categorical, |r| {
+                measure_of(r.measure as usize).1
+            })?,
+            Series::from_vec(
+                "count".into(),
+                rows.iter().map(|r| r.count).collect::<Vec<_>>(),
+            )
+            .into_column(),
         ],
     )
 }

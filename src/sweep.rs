@@ -25,7 +25,7 @@ use crate::audiences::Uploads;
 use crate::cells::{All, Contributions, Counts, Layout, Seg};
 use crate::error::Result;
 use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, calibration_scores, resolve_arms};
-use crate::population::{Population, SAccount, User};
+use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
 use crate::targeting::{Detectors, IMPRESSION_UNITS};
@@ -257,7 +257,10 @@ impl<'a> Sweep<'a> {
             let m = match link {
                 Link::True => All::LinkTrue,
                 Link::Metadata => All::LinkMetadata,
-                Link::Mislink => All::LinkMislink,
+                Link::Mislink if u.number_history == NumberHistory::Shared => {
+                    All::LinkMislinkShared
+                }
+                Link::Mislink => All::LinkMislinkRecycled,
                 Link::None => All::LinkNone,
             };
             buf.push(l.all(m), 1);

@@ -62,7 +62,7 @@ proptest! {
                 // Data in ad use only for users who did not opt out.
                 prop_assert!(t(All::AdUse) <= t(All::Users) - t(All::OptedOut));
                 // Links only for shared users, and each shared user at most once.
-                let links = t(All::LinkTrue) + t(All::LinkMetadata) + t(All::LinkMislink) + t(All::LinkNone);
+                let links = t(All::LinkTrue) + t(All::LinkMetadata) + t(All::LinkMislinkRecycled) + t(All::LinkMislinkShared) + t(All::LinkNone);
                 prop_assert_eq!(links, t(All::Shared));
                 prop_assert!(t(All::Shared) <= t(All::Users));
                 prop_assert!(t(All::LinkedAccounts) <= t(All::Accounts));
@@ -150,14 +150,19 @@ fn without_recycled_or_shared_phones_there_are_no_mislinks() {
     let (l, c) = simulate(&r);
     for arm in 0..l.levels.len() {
         for level in 0..l.levels[arm] {
-            assert_eq!(total(&l, &c, arm, level, l.all(All::LinkMislink)), 0);
+            assert_eq!(
+                total(&l, &c, arm, level, l.all(All::LinkMislinkRecycled)),
+                0
+            );
+            assert_eq!(total(&l, &c, arm, level, l.all(All::LinkMislinkShared)), 0);
             assert_eq!(total(&l, &c, arm, level, l.all(All::MislinkReceived)), 0);
             assert_eq!(seg_total(&l, &c, arm, level, Seg::CaWrong), 0);
         }
     }
     // With the default rates there are mislinks (the test is not vacuous).
     let (l, c) = simulate(&small(6000, 5, &[0.0], |_| {}));
-    assert!(total(&l, &c, 1, 0, l.all(All::LinkMislink)) > 0);
+    assert!(total(&l, &c, 1, 0, l.all(All::LinkMislinkRecycled)) > 0);
+    assert!(total(&l, &c, 1, 0, l.all(All::LinkMislinkShared)) > 0);
 }
 
 #[test]
@@ -351,4 +356,54 @@ fn bad_policy_keys_are_refused_with_the_key() {
             "{name}: a results folder was written"
         );
     }
+}
+
+#[test]
+fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
+    // Build S's phone index the way S would: SHA-256 of each number on file, to the account
+    // holding it. Upload every customer's hashed number and match. The engine's fast path (the
+    // inverse number map) must give the same right and wrong matches under `none`.
+    use std::collections::BTreeMap;
+
+    use adsim::audiences::Uploads;
+    use adsim::population::{Population, SAccount};
+
+    let r = small(20_000, 12, &[0.0], |_| {});
+    let pop = Population::new(&r, 0).unwrap();
+    let users: Vec<_> = (0..20_000).map(|i| pop.user(i)).collect();
+    let mut index: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for u in &users {
+        let on_file = match u.s_account {
+            SAccount::Own => Some(u.phone),
+            SAccount::Stale { sender } | SAccount::Household { sender } => {
+                Some(users[sender as usize].phone)
+            }
+            _ => None,
+        };
+        if let Some(phone) = on_file {
+            index.entry(phone.sha256_hex()).or_default().push(u.id);
+        }
+    }
+    let uploads = Uploads::new(&r.scenario.audiences);
+    let (mut right, mut wrong) = (0i64, 0i64);
+    for u in &users {
+        let usable = uploads.usable(pop.key(), u.id, u.customer_of);
+        let hash = u.phone.sha256_hex();
+        for s in 0..64 {
+            if usable >> s & 1 == 1 {
+                match index.get(&hash) {
+                    Some(holders) if holders.contains(&u.id) => right += 1,
+                    Some(_) => wrong += 1,
+                    None => {}
+                }
+            }
+        }
+    }
+    let (l, c) = simulate(&r);
+    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaRight), right);
+    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaWrong), wrong);
+    assert!(
+        wrong > 0 && right > 10 * wrong,
+        "right {right}, wrong {wrong}"
+    );
 }
