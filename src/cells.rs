@@ -23,6 +23,20 @@ pub const SEGMENT_MEASURES: &[&str] = &[
     "ca_matched_wrong",
 ];
 
+/// What each per-segment measure counts, in index order (the data dictionary's text).
+pub const SEGMENT_MEASURE_DOCS: &[&str] = &[
+    "S accounts whose holder is interested in the segment",
+    "S accounts in the segment's campaign audience (flagged)",
+    "flagged accounts whose holder is interested",
+    "impression units (1/720720 of an account's supply) to interested holders of accounts with M data in ad use",
+    "impression units to uninterested holders of accounts with M data in ad use",
+    "impression units to interested holders of accounts without M data in ad use",
+    "impression units to uninterested holders of accounts without M data in ad use",
+    "numbers of the segment's customers uploaded to Custom Audiences",
+    "uploads matched to the customer's own account",
+    "uploads matched only to someone else's account (stale or household number)",
+];
+
 /// Index of a per-segment measure.
 #[derive(Clone, Copy, Debug)]
 #[allow(missing_docs)]
@@ -57,6 +71,26 @@ pub const ALL_MEASURES: &[&str] = &[
     "linked_accounts",
     "impressions_untargeted_linked",
     "impressions_untargeted_unlinked",
+];
+
+/// What each all-segment measure counts, in index order (the data dictionary's text).
+pub const ALL_MEASURE_DOCS: &[&str] = &[
+    "M users",
+    "M users with an S account",
+    "users who opted out (did not opt in, or left)",
+    "users whose number went to S",
+    "users with an S account whose number went to S",
+    "users whose data is in ad use after the window",
+    "shared users linked to their own account by their number",
+    "shared users linked to their own account through metadata (S adds their number)",
+    "shared users whose data landed on the previous owner's account (recycled number)",
+    "shared users whose data landed on a household member's account (shared phone)",
+    "shared users not linked to any account",
+    "accounts that received someone else's data",
+    "days of ad use before an opt-out took effect, summed over users",
+    "accounts with M data in ad use (own or someone else's)",
+    "impression units of untargeted ads on accounts with M data in ad use",
+    "impression units of untargeted ads on accounts without M data in ad use",
 ];
 
 /// Index of an all-segment measure.

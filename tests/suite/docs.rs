@@ -9,7 +9,11 @@ fn dictionary_matches_the_code() {
         doc.contains(&format!("schema `{SCHEMA_VERSION}`")),
         "schema version {SCHEMA_VERSION} not in the doc"
     );
-    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    let population = doc.split("## Results folder").next().unwrap_or_default();
+    let rows: Vec<&str> = population
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .collect();
     assert_eq!(
         rows.len(),
         DICTIONARY.len(),
@@ -23,6 +27,36 @@ fn dictionary_matches_the_code() {
             *row, expected,
             "column {} differs between docs/data-dictionary.md and export::DICTIONARY",
             col.name
+        );
+    }
+}
+
+#[test]
+fn results_dictionary_matches_the_code() {
+    use adsim::cells::{ALL_MEASURE_DOCS, ALL_MEASURES, SEGMENT_MEASURE_DOCS, SEGMENT_MEASURES};
+    use adsim::metrics::METRICS;
+    let doc = include_str!("../../docs/data-dictionary.md");
+    for (name, text) in SEGMENT_MEASURES
+        .iter()
+        .zip(SEGMENT_MEASURE_DOCS)
+        .chain(ALL_MEASURES.iter().zip(ALL_MEASURE_DOCS))
+        .chain(METRICS.iter().map(|(n, d)| (n, d)))
+    {
+        let row = format!("| `{name}` | {text} |");
+        assert!(
+            doc.contains(&row),
+            "docs/data-dictionary.md lacks the row {row}"
+        );
+    }
+    assert_eq!(SEGMENT_MEASURES.len(), SEGMENT_MEASURE_DOCS.len());
+    assert_eq!(ALL_MEASURES.len(), ALL_MEASURE_DOCS.len());
+    for v in [
+        adsim::metrics::SCHEMA_VERSION,
+        adsim::run::CELLS_SCHEMA_VERSION,
+    ] {
+        assert!(
+            doc.contains(&format!("schema `{v}`")),
+            "schema version {v} not in the doc"
         );
     }
 }
