@@ -269,12 +269,16 @@ impl Contributions {
         }
     }
 
-    /// Applies the buffer to levels `[k0, k1)` of `diff` at cell offset `base`.
+    /// Applies the buffer to levels `[k0, k1)` of `diff` at cell offset `base`. The row past
+    /// the last level is never read, so a range that runs to the end writes only its start.
     #[inline]
     pub fn apply(&self, diff: &mut [i64], per_level: usize, base: usize, k0: usize, k1: usize) {
+        let end_is_read = (k1 + 1) * per_level < diff.len();
         for &(i, a) in &self.0 {
             diff[k0 * per_level + base + i] += a;
-            diff[k1 * per_level + base + i] -= a;
+            if end_is_read {
+                diff[k1 * per_level + base + i] -= a;
+            }
         }
     }
 }

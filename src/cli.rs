@@ -4,6 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+/// `println!` that ignores a closed stdout (`adsim ... | head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 use clap::{Parser, Subcommand};
 
 use adsim::export::{DICTIONARY, ExportOptions, Format, write_population};
@@ -133,7 +149,7 @@ pub fn run() -> Result<()> {
         Command::Scenarios { action: None } => {
             for (name, _) in BUILTINS {
                 let (s, _) = Scenario::builtin(name)?;
-                println!("{name:<16} {}", s.description);
+                say!("{name:<16} {}", s.description);
             }
             Ok(())
         }
@@ -141,7 +157,7 @@ pub fn run() -> Result<()> {
             action: Some(ScenariosAction::Show { name }),
         } => {
             let (s, _) = Scenario::builtin(&name)?;
-            print!("{}", s.to_toml());
+            say_raw!("{}", s.to_toml());
             Ok(())
         }
     }
@@ -196,7 +212,7 @@ fn default_out(users: u64, seed: u64, format: Format) -> PathBuf {
 fn generate(args: GenerateArgs) -> Result<()> {
     if args.columns {
         for c in DICTIONARY {
-            println!("{:<20} {:<10} {}", c.name, c.dtype, c.description);
+            say!("{:<20} {:<10} {}", c.name, c.dtype, c.description);
         }
         return Ok(());
     }
@@ -239,7 +255,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let summary = write_population(&resolved, args.replication, &options)?;
     if !args.quiet {
         let secs = start.elapsed().as_secs_f64();
-        println!(
+        say!(
             "wrote {} users to {} ({:.1} MB) in {:.1} s ({:.2} M users/s)",
             summary.rows,
             out.display(),
@@ -302,7 +318,7 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     let result = adsim::run::run(&resolved, &options)?;
     if !args.quiet {
         print_headline(&result.estimates.summary, p.replications);
-        println!(
+        say!(
             "wrote {} ({} users x {} replications simulated in {:.1} s, estimated and written in {:.1} s)",
             out.display(),
             p.users,
@@ -350,9 +366,16 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
             _ => "-".into(),
         }
     };
-    println!(
-        "{:<24} {:>6} {:>8} {:>24} {:>24} {:>24} {:>26}",
-        "arm", "rate", "achieved", "precision %", "CTR %", "CA match %", "revenue change $M/qtr"
+    say!(
+        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24} {:>10}",
+        "arm",
+        "rate",
+        "achieved",
+        "precision %",
+        "CTR %",
+        "CA match %",
+        "revenue change $M/qtr",
+        "to S (M)"
     );
     for row in 0..summary.height() {
         let rate = f("rate", row).unwrap_or(0.0);
@@ -363,8 +386,8 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         if !shown {
             continue;
         }
-        println!(
-            "{:<24} {:>6.2} {:>8.3} {:>24} {:>24} {:>24} {:>26}",
+        say!(
+            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
             s("arm", row),
             rate,
             f("achieved_rate", row).unwrap_or(f64::NAN),
@@ -372,13 +395,14 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
             with_ci("ctr", row, 100.0, 3),
             with_ci("ca_match_rate", row, 100.0, 2),
             with_ci("revenue_change_musd", row, 1.0, 1),
+            f("people_shared", row).unwrap_or(f64::NAN) / 1e6,
         );
     }
     if replications > 1 {
-        println!(
+        say!(
             "[brackets]: 95% intervals over {replications} replications (Monte Carlo noise only, not parameter uncertainty)"
         );
     } else {
-        println!("one replication: no intervals");
+        say!("one replication: no intervals");
     }
 }

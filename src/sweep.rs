@@ -16,6 +16,12 @@
 //!   through device and account metadata, with the country's probability; S then adds the M
 //!   number to that account's phone index;
 //! - no link.
+//!
+//! Memory: the accumulators are the main cost, one per rayon split, each holding
+//! `(levels + 1) x countries x age bands x measures` 64-bit counts per arm (8.3 MB for a
+//! 21-level arm with the built-in data). Users of a chunk are consecutive ids, hence mostly one
+//! country, so a chunk touches one country's slice (about 0.4 MB per arm), which stays in
+//! cache. Memory does not grow with the number of users.
 
 use std::ops::Range;
 
