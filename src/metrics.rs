@@ -132,7 +132,8 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Metrics also given as paired differences against `none` (`<name>_vs_none`, with bounds).
+/// Metrics also given against `none` within each replication: the difference
+/// `<name>_vs_none` and the ratio (relevance lift, SPEC §6) `<name>_lift`, with bounds.
 pub const PAIRED: &[&str] = &[
     "precision",
     "recall",
@@ -544,11 +545,15 @@ pub fn estimate(
         .with_columns(
             PAIRED
                 .iter()
-                .map(|p| (col(*p) - col(format!("{p}_none"))).alias(format!("{p}_vs_none")))
+                .flat_map(|p| {
+                    [
+                        (col(*p) - col(format!("{p}_none"))).alias(format!("{p}_vs_none")),
+                        ratio(col(*p), col(format!("{p}_none"))).alias(format!("{p}_lift")),
+                    ]
+                })
                 .collect::<Vec<_>>(),
         );
-    let mut names: Vec<String> = METRICS.iter().map(|(n, _)| n.to_string()).collect();
-    names.extend(PAIRED.iter().map(|p| format!("{p}_vs_none")));
+    let names = summary_metric_names();
     let summary = across_replications(per_rep, &keys[..3], &names, ctx.replications).collect()?;
 
     let seg_names: Vec<String> = [
@@ -622,6 +627,16 @@ fn join_args(how: JoinType) -> JoinArgs {
     let mut args = JoinArgs::new(how);
     args.maintain_order = MaintainOrderJoin::Left;
     args
+}
+
+/// Every metric column of the summary table, in order (each with `_lo` and `_hi`).
+pub fn summary_metric_names() -> Vec<String> {
+    let mut names: Vec<String> = METRICS.iter().map(|(n, _)| n.to_string()).collect();
+    for p in PAIRED {
+        names.push(format!("{p}_vs_none"));
+        names.push(format!("{p}_lift"));
+    }
+    names
 }
 
 fn key_cols(keys: &[&str]) -> Vec<Expr> {

@@ -14,7 +14,7 @@ use polars::prelude::*;
 
 use crate::cells::{ALL_MEASURES, Counts, Layout, SEGMENT_MEASURES, TIMELINE_CHANNELS};
 use crate::error::{Error, Result};
-use crate::metrics::{Context, Estimates, METRICS, PAIRED, estimate};
+use crate::metrics::{Context, Estimates, estimate};
 use crate::policy::ArmKind;
 use crate::scenario::Resolved;
 use crate::sweep::Sweep;
@@ -443,8 +443,7 @@ fn summary_json(resolved: &Resolved, summary: &DataFrame) -> String {
             })
             .unwrap_or(serde_json::Value::Null)
     };
-    let mut names: Vec<String> = METRICS.iter().map(|(n, _)| n.to_string()).collect();
-    names.extend(PAIRED.iter().map(|p| format!("{p}_vs_none")));
+    let names = crate::metrics::summary_metric_names();
     let rows: Vec<serde_json::Value> = (0..summary.height())
         .map(|i| {
             let mut o = serde_json::Map::new();
