@@ -45,11 +45,47 @@ enum Command {
         timeline_cells.parquet, summary.csv/.parquet/.json, segments.csv, countries.csv, timeline.csv, run.json."
     )]
     Run(RunArgs),
+    /// Redraw the charts and the report of a results folder from its count tables.
+    #[command(
+        after_help = "Example:\n  adsim plot reports/runs/whatsapp-2016-100000u-seed2016\n  adsim plot RUN --out reports/gallery   # charts and report elsewhere"
+    )]
+    Plot {
+        /// A results folder written by `adsim run`.
+        dir: PathBuf,
+        /// Where to write the charts and report (default: the folder itself).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Set several runs side by side: a table (terminal and CSV) and overlaid charts.
+    #[command(
+        after_help = "Example:\n  adsim run whatsapp-2016 --out a && adsim run whatsapp-2021 --out b\n  adsim compare a b --out a-vs-b\n\n\
+        Runs must share their opt-out rate grid; others are refused with the reason."
+    )]
+    Compare {
+        /// Results folders written by `adsim run`.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Folder for compare.csv and the charts (default: a new folder under reports/runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the table as JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  adsim completions bash > /etc/bash_completion.d/adsim")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List the built-in scenarios, or print one as TOML.
     #[command(after_help = "Examples:\n  adsim scenarios\n  adsim scenarios show opt-in > my.toml")]
     Scenarios {
         #[command(subcommand)]
         action: Option<ScenariosAction>,
+        /// List as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate a synthetic M population and write it to Parquet or CSV, one row per user.
     #[command(
@@ -98,6 +134,9 @@ struct RunArgs {
     /// No progress bar and no table.
     #[arg(long)]
     quiet: bool,
+    /// Print summary.json on stdout instead of the table (for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,18 +185,40 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Run(args) => run_scenario(args),
-        Command::Scenarios { action: None } => {
+        Command::Scenarios { action: None, json } => {
+            let mut list = Vec::new();
             for (name, _) in BUILTINS {
                 let (s, _) = Scenario::builtin(name)?;
-                say!("{name:<16} {}", s.description);
+                list.push(serde_json::json!({"name": name, "description": s.description}));
+                if !json {
+                    say!("{name:<16} {}", s.description);
+                }
+            }
+            if json {
+                say!("{}", serde_json::to_string_pretty(&list)?);
             }
             Ok(())
         }
         Command::Scenarios {
             action: Some(ScenariosAction::Show { name }),
+            ..
         } => {
             let (s, _) = Scenario::builtin(&name)?;
             say_raw!("{}", s.to_toml());
+            Ok(())
+        }
+        Command::Plot { dir, out } => {
+            adsim::run::replot(&dir, out.as_deref())?;
+            say!(
+                "wrote the charts, report.md and report.html to {}",
+                out.as_deref().unwrap_or(&dir).display()
+            );
+            Ok(())
+        }
+        Command::Compare { dirs, out, json } => compare(&dirs, out, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "adsim", &mut std::io::stdout());
             Ok(())
         }
     }
@@ -313,10 +374,15 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     let options = RunOptions {
         out: out.clone(),
         force: args.force,
-        progress: !args.quiet,
+        progress: !args.quiet && !args.json,
     };
     let result = adsim::run::run(&resolved, &options)?;
-    if !args.quiet {
+    if args.json {
+        let path = out.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        say_raw!("{text}");
+    } else if !args.quiet {
         print_headline(&result.estimates.summary, p.replications);
         say!(
             "wrote {} ({} users x {} replications simulated in {:.1} s, estimated and written in {:.1} s)",
@@ -405,4 +471,74 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
     } else {
         say!("one replication: no intervals");
     }
+}
+
+fn compare(dirs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
+    use polars::prelude::{CsvWriter, SerWriter};
+    let mut table = adsim::run::compare(dirs)?;
+    let out = out.unwrap_or_else(|| default_run_dir("compare", dirs.len() as u64, 0));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let csv = out.join("compare.csv");
+    let file =
+        std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
+    CsvWriter::new(file)
+        .with_float_precision(Some(6))
+        .finish(&mut table)
+        .with_context(|| format!("writing {}", csv.display()))?;
+    for f in adsim::run::compare_figures(&table) {
+        adsim::charts::save(&f.chart, &out, f.stem)?;
+    }
+    let (runs, arms, rates) = (
+        adsim::report::texts(&table, "run"),
+        adsim::report::texts(&table, "arm"),
+        adsim::report::floats(&table, "rate"),
+    );
+    let metric = |name: &str| adsim::report::floats(&table, name);
+    let (prec, ctr, ca, rev) = (
+        metric("precision"),
+        metric("ctr"),
+        metric("ca_match_rate"),
+        metric("revenue_change_musd"),
+    );
+    if json {
+        let rows: Vec<serde_json::Value> = (0..table.height())
+            .map(|i| {
+                let v = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+                serde_json::json!({"run": runs[i], "arm": arms[i], "rate": rates[i], "precision": v(prec[i]), "ctr": v(ctr[i]), "ca_match_rate": v(ca[i]), "revenue_change_musd": v(rev[i])})
+            })
+            .collect();
+        say!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    say!(
+        "{:<36} {:<24} {:>5} {:>12} {:>8} {:>11} {:>16}",
+        "run",
+        "arm",
+        "rate",
+        "precision %",
+        "CTR %",
+        "CA match %",
+        "revenue $M/qtr"
+    );
+    for i in 0..table.height() {
+        if table.height() > 40
+            && ![0.0, 0.1, 0.25, 0.5]
+                .iter()
+                .any(|r| (r - rates[i]).abs() < 1e-9)
+        {
+            continue;
+        }
+        say!(
+            "{:<36} {:<24} {:>5.2} {:>12.2} {:>8.3} {:>11.2} {:>16.1}",
+            runs[i],
+            arms[i],
+            rates[i],
+            prec[i] * 100.0,
+            ctr[i] * 100.0,
+            ca[i] * 100.0,
+            rev[i]
+        );
+    }
+    say!("wrote {} and charts to {}", csv.display(), out.display());
+    Ok(())
 }

@@ -21,6 +21,7 @@
 
 pub mod audiences;
 pub mod cells;
+pub mod charts;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod permutation;
 pub mod phone;
 pub mod policy;
 pub mod population;
+pub mod report;
 pub mod revenue;
 pub mod rng;
 pub mod run;

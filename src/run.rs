@@ -424,7 +424,213 @@ fn write_folder(
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),
     )?;
-    Ok(())
+    crate::report::write(resolved, e, dir)
+}
+
+/// Reads a Parquet table of a results folder.
+fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|source| Error::Table {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Loads the resolved scenario of a results folder.
+pub fn load_folder_scenario(dir: &Path) -> Result<Resolved> {
+    let path = dir.join("scenario.toml");
+    if !path.exists() {
+        return Err(Error::Argument {
+            name: "results folder".into(),
+            value: dir.display().to_string(),
+            expected: "a folder written by `adsim run` (it has no scenario.toml)".into(),
+        });
+    }
+    let scenario = crate::scenario::Scenario::from_file(&path)?;
+    scenario.resolve(&path.display().to_string(), dir)
+}
+
+/// Redraws the charts and the report of a results folder from its count tables, without
+/// simulating again, into `out` (the folder itself by default).
+pub fn replot(dir: &Path, out: Option<&Path>) -> Result<()> {
+    let resolved = load_folder_scenario(dir)?;
+    let cells = read_parquet(&dir.join("cells.parquet"))?;
+    let timeline = read_parquet(&dir.join("timeline_cells.parquet"))?;
+    let estimates =
+        estimate(&cells, &timeline, &context(&resolved)).map_err(|source| Error::Table {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let target = out.unwrap_or(dir);
+    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    crate::report::write(&resolved, &estimates, target)
+}
+
+/// The metrics `adsim compare` sets side by side.
+pub const COMPARED: &[&str] = &[
+    "achieved_rate",
+    "precision",
+    "ctr",
+    "ca_match_rate",
+    "revenue_change_musd",
+    "people_mislinked",
+];
+
+/// Reads the summaries of several results folders into one long table, refusing folders whose
+/// rate axes differ (the comparison would set unlike levels side by side).
+pub fn compare(dirs: &[PathBuf]) -> Result<DataFrame> {
+    let mut frames = Vec::new();
+    let mut axis: Option<(PathBuf, Vec<f64>)> = None;
+    for dir in dirs {
+        let resolved = load_folder_scenario(dir)?;
+        let summary = read_parquet(&dir.join("summary.parquet"))?;
+        let kinds: Vec<(String, ArmKind)> = resolved
+            .scenario
+            .policy
+            .arms
+            .iter()
+            .map(|a| (a.name.clone(), a.kind))
+            .collect();
+        let arms = crate::report::texts(&summary, "arm");
+        let rates = crate::report::floats(&summary, "rate");
+        let mut grid: Vec<f64> = arms
+            .iter()
+            .zip(&rates)
+            .filter(|(a, _)| kinds.iter().any(|(n, k)| n == *a && *k != ArmKind::None))
+            .map(|(_, r)| (r * 1e9).round() / 1e9)
+            .collect();
+        grid.sort_by(f64::total_cmp);
+        grid.dedup();
+        match &axis {
+            None => axis = Some((dir.clone(), grid)),
+            Some((first, g)) if *g != grid => {
+                return Err(Error::Argument {
+                    name: "compare".into(),
+                    value: dir.display().to_string(),
+                    expected: format!(
+                        "the same opt-out rates as {}: it has {:?}, this folder {:?}; run both with the same policy.rates and mode",
+                        first.display(),
+                        g,
+                        grid
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let run = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let n = summary.height();
+        let mut cols = vec![
+            StringChunked::from_iter_values("run".into(), std::iter::repeat_n(run.as_str(), n))
+                .into_column(),
+            StringChunked::from_iter_values(
+                "scenario".into(),
+                std::iter::repeat_n(resolved.scenario.name.as_str(), n),
+            )
+            .into_column(),
+            StringChunked::from_iter_values("arm".into(), arms.iter().map(String::as_str))
+                .into_column(),
+            Series::from_vec("rate".into(), rates.clone()).into_column(),
+        ];
+        for m in COMPARED {
+            for suffix in ["", "_lo", "_hi"] {
+                let name = format!("{m}{suffix}");
+                cols.push(
+                    Series::from_vec(name.as_str().into(), crate::report::floats(&summary, &name))
+                        .into_column(),
+                );
+            }
+        }
+        frames.push(DataFrame::new(n, cols).map_err(|source| Error::Table {
+            path: dir.clone(),
+            source,
+        })?);
+    }
+    let mut all = frames.into_iter();
+    let first = all.next().ok_or_else(|| Error::Argument {
+        name: "compare".into(),
+        value: "no folders".into(),
+        expected: "at least one results folder".into(),
+    })?;
+    all.try_fold(first, |mut acc, df| {
+        acc.vstack_mut(&df)?;
+        Ok(acc)
+    })
+    .map_err(|source| Error::Table {
+        path: PathBuf::from("compare"),
+        source,
+    })
+}
+
+/// Overlaid charts of a comparison table: one line per run and sharing arm.
+pub fn compare_figures(table: &DataFrame) -> Vec<crate::report::Figure> {
+    use crate::charts::{Chart, Line, LineChart};
+    use crate::report::{floats, texts};
+    let (runs, arms, rates) = (
+        texts(table, "run"),
+        texts(table, "arm"),
+        floats(table, "rate"),
+    );
+    let mut keys: Vec<(String, String)> = runs.iter().cloned().zip(arms.iter().cloned()).collect();
+    keys.dedup();
+    let chart = |metric: &str, scale: f64, title: &str, y: &str| {
+        let (m, lo, hi) = (
+            floats(table, metric),
+            floats(table, &format!("{metric}_lo")),
+            floats(table, &format!("{metric}_hi")),
+        );
+        let lines = keys
+            .iter()
+            .map(|(run, arm)| Line {
+                label: format!("{run}: {arm}"),
+                points: (0..table.height())
+                    .filter(|&i| &runs[i] == run && &arms[i] == arm && m[i].is_finite())
+                    .map(|i| {
+                        (
+                            rates[i] * 100.0,
+                            m[i] * scale,
+                            (lo[i].is_finite() && hi[i].is_finite())
+                                .then(|| (lo[i] * scale, hi[i] * scale)),
+                        )
+                    })
+                    .collect(),
+            })
+            .filter(|l| l.points.len() > 1)
+            .collect();
+        Chart::Lines(LineChart {
+            title: title.into(),
+            x_label: "target opt-out rate (%)".into(),
+            y_label: y.into(),
+            lines,
+        })
+    };
+    vec![
+        crate::report::Figure {
+            stem: "compare_relevance",
+            caption: "Audience precision against the opt-out rate, every run and sharing arm."
+                .into(),
+            chart: chart(
+                "precision",
+                100.0,
+                "Targeting relevance vs opt-out rate",
+                "audience precision (%)",
+            ),
+        },
+        crate::report::Figure {
+            stem: "compare_revenue",
+            caption: "Revenue change against no sharing, every run and sharing arm.".into(),
+            chart: chart(
+                "revenue_change_musd",
+                1.0,
+                "Revenue change vs opt-out rate",
+                "revenue change ($M per quarter)",
+            ),
+        },
+    ]
 }
 
 /// The headline figures: every metric of every arm's levels, with intervals.

@@ -6,6 +6,7 @@
 //! - `statistics`: exact country counts; age bands, interests and relationships match the
 //!   data within sampling error.
 //! - `simulation`: the sweep's invariants, one-pass equivalence, limits, determinism, keys.
+//! - `reporting`: charts, report, plot, compare, JSON output and completions.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
 //! - `docs`: documentation that must match the code (the data dictionary).
 
@@ -19,6 +20,8 @@ mod determinism;
 mod docs;
 #[path = "suite/phones.rs"]
 mod phones;
+#[path = "suite/reporting.rs"]
+mod reporting;
 #[path = "suite/simulation.rs"]
 mod simulation;
 #[path = "suite/statistics.rs"]

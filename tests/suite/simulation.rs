@@ -266,6 +266,10 @@ fn results_do_not_depend_on_threads_or_chunks_and_rerun_from_scenario_toml() {
         "countries.csv",
         "timeline.csv",
         "summary.json",
+        "report.md",
+        "report.html",
+        "relevance_vs_rate.png",
+        "timeline.svg",
     ];
     for f in files {
         let a = std::fs::read(dir.path().join("a").join(f)).unwrap();

@@ -1,0 +1,755 @@
+//! The readable side of a run (SPEC §11): the charts, `report.md` and a self-contained
+//! `report.html`, all drawn from the estimated tables only.
+//!
+//! The report is built once as a list of blocks ([`Block`]) and rendered to Markdown and to
+//! HTML (charts inlined as base64 PNG), so the two never disagree.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use polars::prelude::*;
+
+use crate::charts::{BarChart, Chart, Line, LineChart, save};
+use crate::error::{Error, Result};
+use crate::metrics::Estimates;
+use crate::policy::{ArmKind, Mode};
+use crate::scenario::Resolved;
+
+/// One chart of the report.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// File stem (`relevance_vs_rate` gives `.png` and `.svg`).
+    pub stem: &'static str,
+    /// What the chart shows, one sentence.
+    pub caption: String,
+    /// The chart.
+    pub chart: Chart,
+}
+
+/// A piece of the report.
+#[derive(Clone, Debug)]
+pub enum Block {
+    /// A heading of level 1 to 3.
+    Heading(u8, String),
+    /// A paragraph (may hold inline `code`).
+    Para(String),
+    /// A table: header and rows.
+    Table(Vec<String>, Vec<Vec<String>>),
+    /// A chart image: file name and caption.
+    Image(String, String),
+}
+
+/// The values of a float column (NaN for nulls and missing columns).
+pub fn floats(df: &DataFrame, name: &str) -> Vec<f64> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.as_materialized_series().cast(&DataType::Float64).ok())
+        .and_then(|s| {
+            s.f64()
+                .ok()
+                .map(|ca| ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        })
+        .unwrap_or_else(|| vec![f64::NAN; df.height()])
+}
+
+/// The values of a column as text (categoricals included).
+pub fn texts(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.as_materialized_series().cast(&DataType::String).ok())
+        .and_then(|s| {
+            s.str()
+                .ok()
+                .map(|ca| ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
+        })
+        .unwrap_or_else(|| vec![String::new(); df.height()])
+}
+
+/// A row's value with its interval, formatted: `12.3 [11.9, 12.7]`, or `12.3` without one.
+fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize) -> String {
+    let get = |n: &str| floats(df, n).get(row).copied().unwrap_or(f64::NAN);
+    let (m, lo, hi) = (
+        get(name),
+        get(&format!("{name}_lo")),
+        get(&format!("{name}_hi")),
+    );
+    if !m.is_finite() {
+        "-".into()
+    } else if lo.is_finite() && hi.is_finite() {
+        format!(
+            "{:.*} [{:.*}, {:.*}]",
+            digits,
+            m * scale,
+            digits,
+            lo * scale,
+            digits,
+            hi * scale
+        )
+    } else {
+        format!("{:.*}", digits, m * scale)
+    }
+}
+
+struct ArmInfo {
+    name: String,
+    kind: ArmKind,
+}
+
+fn arms(resolved: &Resolved) -> Vec<ArmInfo> {
+    resolved
+        .scenario
+        .policy
+        .arms
+        .iter()
+        .map(|a| ArmInfo {
+            name: a.name.clone(),
+            kind: a.kind,
+        })
+        .collect()
+}
+
+/// Rows of `df` for arm `arm`, in rate order: (row index, rate).
+fn rows_of(df: &DataFrame, arm: &str) -> Vec<(usize, f64)> {
+    let names = texts(df, "arm");
+    let rates = floats(df, "rate");
+    let mut rows: Vec<(usize, f64)> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.as_str() == arm)
+        .map(|(i, _)| (i, rates[i]))
+        .collect();
+    rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    rows
+}
+
+/// A line of `metric` (times `scale`) against the rate in percent, for one arm.
+fn line_of(df: &DataFrame, arm: &str, metric: &str, scale: f64) -> Line {
+    let (m, lo, hi) = (
+        floats(df, metric),
+        floats(df, &format!("{metric}_lo")),
+        floats(df, &format!("{metric}_hi")),
+    );
+    Line {
+        label: arm.to_string(),
+        points: rows_of(df, arm)
+            .into_iter()
+            .filter(|&(i, _)| m[i].is_finite())
+            .map(|(i, r)| {
+                let ci = (lo[i].is_finite() && hi[i].is_finite())
+                    .then(|| (lo[i] * scale, hi[i] * scale));
+                (r * 100.0, m[i] * scale, ci)
+            })
+            .collect(),
+    }
+}
+
+/// The none arm's value drawn flat across the sharing arms' rates.
+fn flat_line(df: &DataFrame, none: &str, metric: &str, scale: f64, x: (f64, f64)) -> Option<Line> {
+    let l = line_of(df, none, metric, scale);
+    let (_, y, ci) = *l.points.first()?;
+    Some(Line {
+        label: format!("{none} (no sharing)"),
+        points: vec![(x.0, y, ci), (x.1, y, ci)],
+    })
+}
+
+/// The charts of a run.
+pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
+    let arms = arms(resolved);
+    let none = arms
+        .iter()
+        .find(|a| a.kind == ArmKind::None)
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
+    let sharing: Vec<&ArmInfo> = arms.iter().filter(|a| a.kind != ArmKind::None).collect();
+    let s = &e.summary;
+    let rates = floats(s, "rate");
+    let x = rates
+        .iter()
+        .copied()
+        .filter(|r| r.is_finite())
+        .fold((f64::MAX, f64::MIN), |(a, b), r| {
+            (a.min(r * 100.0), b.max(r * 100.0))
+        });
+    let intervals = if resolved.scenario.population.replications > 1 {
+        ", shaded: 95% interval"
+    } else {
+        ""
+    };
+    let rate_axis = "target opt-out rate (%)".to_string();
+    let lines_for = |metric: &str, scale: f64, with_none: bool| -> Vec<Line> {
+        let mut lines: Vec<Line> = sharing
+            .iter()
+            .map(|a| line_of(s, &a.name, metric, scale))
+            .collect();
+        if with_none {
+            lines.extend(flat_line(s, &none, metric, scale, x));
+        }
+        lines
+    };
+    let mut out = vec![
+        Figure {
+            stem: "relevance_vs_rate",
+            caption: format!("Audience precision against the opt-out rate, one line per arm{intervals}."),
+            chart: Chart::Lines(LineChart {
+                title: "Targeting relevance vs opt-out rate".into(),
+                x_label: rate_axis.clone(),
+                y_label: "audience precision (%)".into(),
+                lines: lines_for("precision", 100.0, true),
+            }),
+        },
+        Figure {
+            stem: "match_rate_vs_rate",
+            caption: format!("Custom Audience match rate (right or wrong person) against the opt-out rate{intervals}."),
+            chart: Chart::Lines(LineChart {
+                title: "Custom Audience match rate vs opt-out rate".into(),
+                x_label: rate_axis.clone(),
+                y_label: "uploads matched (%)".into(),
+                lines: lines_for("ca_match_rate", 100.0, true),
+            }),
+        },
+        Figure {
+            stem: "revenue_vs_rate",
+            caption: format!("Change in S's quarterly ad revenue from M users' accounts against no sharing, at full scale{intervals}."),
+            chart: Chart::Lines(LineChart {
+                title: "Revenue change vs opt-out rate".into(),
+                x_label: rate_axis.clone(),
+                y_label: "revenue change ($M per quarter)".into(),
+                lines: lines_for("revenue_change_musd", 1.0, false),
+            }),
+        },
+        Figure {
+            stem: "frontier",
+            caption: "Privacy/utility frontier: people whose number went to S against the gain in audience precision over no sharing, one point per rate level.".into(),
+            chart: Chart::Lines(LineChart {
+                title: "People exposed vs relevance gained".into(),
+                x_label: "people whose number went to S (millions)".into(),
+                y_label: "precision gain over no sharing (percentage points)".into(),
+                lines: sharing
+                    .iter()
+                    .map(|a| {
+                        let (p, g) = (floats(s, "people_shared"), floats(s, "precision_vs_none"));
+                        Line {
+                            label: a.name.clone(),
+                            points: rows_of(s, &a.name).into_iter().map(|(i, _)| (p[i] / 1e6, g[i] * 100.0, None)).filter(|p| p.0.is_finite() && p.1.is_finite()).collect(),
+                        }
+                    })
+                    .collect(),
+            }),
+        },
+    ];
+    if let Some(first) = sharing.first() {
+        out.push(segment_lift(resolved, e, &none, &first.name));
+        out.push(timeline(e, &first.name));
+        out.push(links_by_country(e, &first.name));
+    }
+    out
+}
+
+fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Figure {
+    let seg = &e.segments;
+    let names: Vec<String> = resolved
+        .data
+        .segments
+        .segment
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let (arms, segs, rates, precision) = (
+        texts(seg, "arm"),
+        texts(seg, "segment"),
+        floats(seg, "rate"),
+        floats(seg, "precision"),
+    );
+    let value = |a: &str, s: &str, r: f64| {
+        (0..seg.height())
+            .find(|&i| arms[i] == a && segs[i] == s && (rates[i] - r).abs() < 1e-9)
+            .map_or(f64::NAN, |i| precision[i])
+    };
+    let mut levels: Vec<f64> = (0..seg.height())
+        .filter(|&i| arms[i] == arm)
+        .map(|i| rates[i])
+        .collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let chosen: Vec<f64> = match levels.len() {
+        0 => vec![],
+        1 => vec![levels[0]],
+        _ => {
+            let half = levels
+                .iter()
+                .copied()
+                .min_by(|a, b| (a - 0.5).abs().total_cmp(&(b - 0.5).abs()))
+                .unwrap_or(levels[0]);
+            vec![levels[0], half]
+        }
+    };
+    let groups = chosen
+        .iter()
+        .map(|&r| {
+            let lifts = names
+                .iter()
+                .map(|s| (value(arm, s, r) / value(none, s, 0.0) - 1.0) * 100.0)
+                .collect();
+            (format!("{arm} at {:.0}% opt-out", r * 100.0), lifts)
+        })
+        .collect();
+    Figure {
+        stem: "segment_lift",
+        caption: format!(
+            "Per-segment lift in audience precision of {arm} over no sharing, at chosen opt-out rates."
+        ),
+        chart: Chart::Bars(BarChart {
+            title: "Per-segment relevance lift".into(),
+            x_label: "audience precision change over no sharing (%)".into(),
+            categories: names,
+            groups,
+        }),
+    }
+}
+
+fn timeline(e: &Estimates, arm: &str) -> Figure {
+    let t = &e.timeline;
+    let (arms, rates, days, channels, people) = (
+        texts(t, "arm"),
+        floats(t, "rate"),
+        floats(t, "day"),
+        texts(t, "channel"),
+        floats(t, "people"),
+    );
+    let mut levels: Vec<f64> = (0..t.height())
+        .filter(|&i| arms[i] == arm)
+        .map(|i| rates[i])
+        .collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let rate = levels
+        .iter()
+        .copied()
+        .min_by(|a, b| (a - 0.1).abs().total_cmp(&(b - 0.1).abs()))
+        .unwrap_or(0.0);
+    let series = |channel: &str, cumulative: bool| {
+        let mut pts: Vec<(f64, f64)> = (0..t.height())
+            .filter(|&i| arms[i] == arm && channels[i] == channel && (rates[i] - rate).abs() < 1e-9)
+            .map(|i| (days[i], people[i] / 1e6))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut acc = 0.0;
+        Line {
+            label: match channel {
+                "notice" => "acted at the notice (cumulative)".into(),
+                "settings" => "acted in Settings (cumulative)".into(),
+                _ => "data in ad use".into(),
+            },
+            points: pts
+                .into_iter()
+                .map(|(d, v)| {
+                    acc += v;
+                    (d, if cumulative { acc } else { v }, None)
+                })
+                .collect(),
+        }
+    };
+    Figure {
+        stem: "timeline",
+        caption: format!(
+            "{arm} at {:.0}% opt-out: users who acted at the notice and in Settings, cumulative, and users whose data is in ad use, by day.",
+            rate * 100.0
+        ),
+        chart: Chart::Lines(LineChart {
+            title: format!("Opt-out timeline, {arm} at {:.0}% opt-out", rate * 100.0),
+            x_label: "days after the notice".into(),
+            y_label: "people (millions)".into(),
+            lines: vec![
+                series("notice", true),
+                series("settings", true),
+                series("in_ad_use", false),
+            ],
+        }),
+    }
+}
+
+fn links_by_country(e: &Estimates, arm: &str) -> Figure {
+    let c = &e.countries;
+    let (arms, rates, countries) = (texts(c, "arm"), floats(c, "rate"), texts(c, "country"));
+    let (precision, recall) = (floats(c, "link_precision"), floats(c, "link_recall"));
+    let low = (0..c.height())
+        .filter(|&i| arms[i] == arm)
+        .map(|i| rates[i])
+        .fold(f64::MAX, f64::min);
+    let rows: Vec<usize> = (0..c.height())
+        .filter(|&i| arms[i] == arm && (rates[i] - low).abs() < 1e-9)
+        .collect();
+    Figure {
+        stem: "links_by_country",
+        caption: format!(
+            "{arm} at its lowest opt-out rate: share of links that reach the sender's own account (precision) and share of shared users with an account linked to it (recall), by country."
+        ),
+        chart: Chart::Bars(BarChart {
+            title: "Link outcomes by country".into(),
+            x_label: "share (%)".into(),
+            categories: rows.iter().map(|&i| countries[i].clone()).collect(),
+            groups: vec![
+                (
+                    "link precision".into(),
+                    rows.iter().map(|&i| precision[i] * 100.0).collect(),
+                ),
+                (
+                    "link recall".into(),
+                    rows.iter().map(|&i| recall[i] * 100.0).collect(),
+                ),
+            ],
+        }),
+    }
+}
+
+/// The blocks of the report.
+pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Block> {
+    let s = &resolved.scenario;
+    let p = &s.population;
+    let mut b = vec![
+        Block::Heading(1, format!("adsim report: {}", s.name)),
+        Block::Para(s.description.clone()),
+    ];
+    b.push(Block::Heading(2, "What was simulated".into()));
+    let arms_text: Vec<String> = s
+        .policy
+        .arms
+        .iter()
+        .map(|a| {
+            let mut t = format!("`{}` ({}", a.name, snake(&a.kind));
+            if a.kind == ArmKind::OptOutWindow {
+                t.push_str(&format!(", scope {}", snake(&a.scope)));
+            }
+            for r in &a.regional {
+                t.push_str(&format!(
+                    ", {} in {} from day {}",
+                    snake(&r.rule),
+                    r.countries.join("/"),
+                    r.from_day
+                ));
+            }
+            t.push(')');
+            t
+        })
+        .collect();
+    let mode = match s.policy.mode {
+        Mode::Rate => format!(
+            "a sweep of {} target opt-out rates from {:.0}% to {:.0}%",
+            s.policy.rates.len(),
+            s.policy.rates.first().unwrap_or(&0.0) * 100.0,
+            s.policy.rates.last().unwrap_or(&0.0) * 100.0
+        ),
+        Mode::Behavioral => "rates derived from each arm's design (behavioral mode)".into(),
+    };
+    b.push(Block::Para(format!(
+        "{} synthetic M users in each of {} replications (seed {}), scaled to {:.0} million real users; arms {}; {}. \
+         Who opts out follows a latent privacy score with heterogeneity {} (country, age and interest shifts from data/); \
+         {:.0}% of users read the notice (assumption), the others act in Settings within {} days.",
+        p.users,
+        p.replications,
+        p.seed,
+        s.revenue.m_users_millions,
+        arms_text.join(", "),
+        mode,
+        s.opt_out.heterogeneity,
+        s.policy.notice_read_rate * 100.0,
+        s.policy.window_days
+    )));
+    let t = &s.targeting;
+    b.push(Block::Table(
+        vec!["parameter".into(), "value".into(), "source".into()],
+        vec![
+            row([
+                "on-platform detection recall / false-positive rate",
+                &format!("{} / {}", t.on_platform_recall, t.on_platform_fpr),
+                "assumption (Pew 2019: 59% of users found their categories accurate)",
+            ]),
+            row([
+                "M evidence detection recall / false-positive rate",
+                &format!("{} / {}", t.m_recall, t.m_fpr),
+                "assumption",
+            ]),
+            row([
+                "CTR relevant / irrelevant / untargeted",
+                &format!(
+                    "{} / {} / {}",
+                    t.ctr_relevant, t.ctr_irrelevant, t.ctr_untargeted
+                ),
+                "assumption, average CTR near 0.9% (SPEC §14)",
+            ]),
+            row([
+                "Custom Audience formatting faults, normalization",
+                &format!(
+                    "{}, {}",
+                    s.audiences.fault_rate,
+                    snake(&s.audiences.normalization)
+                ),
+                "assumption",
+            ]),
+            row([
+                "revenue anchor",
+                &format!(
+                    "Q2 2016 ARPU by region, ad share {:.3}",
+                    s.revenue.ad_share()
+                ),
+                "Facebook Q2 2016 earnings (SPEC §14)",
+            ]),
+            row([
+                "countries, segments, age bands",
+                &format!(
+                    "{} / {} / {}",
+                    resolved.data.countries.country.len(),
+                    resolved.data.segments.segment.len(),
+                    resolved.data.age_bands.band.len()
+                ),
+                "data/*.toml, each number with its source or \"assumption\"",
+            ]),
+        ],
+    ));
+    b.push(Block::Heading(2, "Headline results".into()));
+    let sum = &e.summary;
+    let (names, rates) = (texts(sum, "arm"), floats(sum, "rate"));
+    let shown: Vec<usize> = (0..sum.height())
+        .filter(|&i| {
+            sum.height() <= 12
+                || [0.0, 0.1, 0.25, 0.5, 1.0]
+                    .iter()
+                    .any(|r| (r - rates[i]).abs() < 1e-9)
+        })
+        .collect();
+    b.push(Block::Table(
+        [
+            "arm",
+            "target rate",
+            "achieved",
+            "in ad use",
+            "precision (%)",
+            "CTR (%)",
+            "CA match (%)",
+            "revenue change ($M/qtr)",
+            "share of S ad revenue (%)",
+            "people mislinked (M)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        shown
+            .iter()
+            .map(|&i| {
+                vec![
+                    names[i].clone(),
+                    format!("{:.2}", rates[i]),
+                    with_ci(sum, "achieved_rate", i, 1.0, 3),
+                    with_ci(sum, "share_in_ad_use", i, 1.0, 3),
+                    with_ci(sum, "precision", i, 100.0, 2),
+                    with_ci(sum, "ctr", i, 100.0, 3),
+                    with_ci(sum, "ca_match_rate", i, 100.0, 1),
+                    with_ci(sum, "revenue_change_musd", i, 1.0, 1),
+                    with_ci(sum, "revenue_change_share", i, 100.0, 2),
+                    with_ci(sum, "people_mislinked", i, 1e-6, 1),
+                ]
+            })
+            .collect(),
+    ));
+    b.push(Block::Para(if p.replications > 1 {
+        format!("Brackets: 95% intervals over {} replications. They cover Monte Carlo noise only, not uncertainty in the assumed parameters.", p.replications)
+    } else {
+        "One replication: no intervals.".into()
+    }));
+    b.push(Block::Heading(2, "Charts".into()));
+    for f in figures {
+        b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
+    }
+    b.push(Block::Heading(2, "Calibration".into()));
+    let none = s
+        .policy
+        .arms
+        .iter()
+        .find(|a| a.kind == ArmKind::None)
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
+    let none_row = names.iter().position(|n| *n == none);
+    let first_sharing = s
+        .policy
+        .arms
+        .iter()
+        .find(|a| a.kind == ArmKind::OptOutWindow)
+        .and_then(|a| rows_of(sum, &a.name).first().map(|r| r.0));
+    let mut cal = Vec::new();
+    if let Some(i) = none_row {
+        cal.push(row([
+            "Custom Audience match rate, no sharing (%)",
+            &with_ci(sum, "ca_match_rate", i, 100.0, 1),
+            "typically 30-50%",
+        ]));
+        cal.push(row([
+            "average CTR, no sharing (%)",
+            &with_ci(sum, "ctr", i, 100.0, 3),
+            "about 0.9%",
+        ]));
+        cal.push(row([
+            "targeted / untargeted impression value",
+            &with_ci(sum, "value_ratio_targeted", i, 1.0, 2),
+            "2.68 (Beales 2010)",
+        ]));
+    }
+    if let Some(i) = first_sharing {
+        cal.push(row([
+            "linked / unlinked impression value, opt-out window",
+            &with_ci(sum, "value_ratio_linked", i, 1.0, 2),
+            "2.08: opted-out impressions earn 52% less (Johnson, Shriver & Du 2020)",
+        ]));
+    }
+    for a in s
+        .policy
+        .arms
+        .iter()
+        .filter(|a| a.kind != ArmKind::None && s.policy.mode == Mode::Behavioral)
+    {
+        if let Some((i, _)) = rows_of(sum, &a.name).first() {
+            let published = match a.kind {
+                ArmKind::OptIn => "15-26% share (app tracking opt-in, Flurry 2021)",
+                _ => "most keep sharing (82% organ donation, 99.8% AdChoices)",
+            };
+            cal.push(row([
+                &format!("share in ad use, {}", a.name),
+                &with_ci(sum, "share_in_ad_use", *i, 100.0, 1),
+                published,
+            ]));
+        }
+    }
+    b.push(Block::Table(
+        vec![
+            "figure".into(),
+            "model".into(),
+            "published (SPEC §14-15)".into(),
+        ],
+        cal,
+    ));
+    b.push(Block::Heading(2, "Caveats".into()));
+    for c in [
+        "Every number not marked with a source in data/ is an assumption; the intervals do not include their uncertainty.",
+        "Targeting outcomes are those of the steady state after the opt-out window; the timeline shows the path to it.",
+        "A linked account keeps its on-platform evidence, so the value of M data is smaller than that of all tracking data.",
+        "The smallest audience cell is resolved only to one simulated account (real people per simulated user); below 10^7 users the k-anonymity count cannot see cells under 100 people.",
+        "Country shares beyond the 22 listed countries are spread pro rata over them (assumption).",
+    ] {
+        b.push(Block::Para(c.into()));
+    }
+    b
+}
+
+/// The name a value has in scenario files (its serde form, such as `opt_out_window`).
+fn snake<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// The report as Markdown.
+pub fn markdown(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    for b in blocks {
+        match b {
+            Block::Heading(l, t) => out.push_str(&format!("{} {t}\n\n", "#".repeat(*l as usize))),
+            Block::Para(t) => out.push_str(&format!("{t}\n\n")),
+            Block::Table(h, rows) => {
+                out.push_str(&format!(
+                    "| {} |\n|{}\n",
+                    h.join(" | "),
+                    "---|".repeat(h.len())
+                ));
+                for r in rows {
+                    out.push_str(&format!("| {} |\n", r.join(" | ")));
+                }
+                out.push('\n');
+            }
+            Block::Image(file, caption) => {
+                out.push_str(&format!("![{caption}]({file})\n\n*{caption}*\n\n"))
+            }
+        }
+    }
+    out
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Inline `code` spans to `<code>`.
+fn inline(t: &str) -> String {
+    escape(t)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{part}</code>")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The report as one HTML file, charts inlined from `dir`.
+pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>adsim report</title>\n<style>\
+         body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
+         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+         th{background:#f2f2f2}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
+    );
+    for b in blocks {
+        match b {
+            Block::Heading(l, t) => out.push_str(&format!("<h{l}>{}</h{l}>\n", inline(t))),
+            Block::Para(t) => out.push_str(&format!("<p>{}</p>\n", inline(t))),
+            Block::Table(h, rows) => {
+                out.push_str("<table><tr>");
+                for c in h {
+                    out.push_str(&format!("<th>{}</th>", inline(c)));
+                }
+                out.push_str("</tr>\n");
+                for r in rows {
+                    out.push_str("<tr>");
+                    for c in r {
+                        out.push_str(&format!("<td>{}</td>", inline(c)));
+                    }
+                    out.push_str("</tr>\n");
+                }
+                out.push_str("</table>\n");
+            }
+            Block::Image(file, caption) => {
+                let path = dir.join(file);
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                out.push_str(&format!(
+                    "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{data}\"><figcaption>{0}</figcaption></figure>\n",
+                    escape(caption)
+                ));
+            }
+        }
+    }
+    out.push_str("</body></html>\n");
+    Ok(out)
+}
+
+/// Draws every chart into `dir` and writes `report.md` and `report.html` there.
+pub fn write(resolved: &Resolved, e: &Estimates, dir: &Path) -> Result<()> {
+    let figs = figures(resolved, e);
+    for f in &figs {
+        save(&f.chart, dir, f.stem)?;
+    }
+    let blocks = blocks(resolved, e, &figs);
+    let md = dir.join("report.md");
+    std::fs::write(&md, markdown(&blocks)).map_err(|err| Error::io(&md, err))?;
+    let page = html(&blocks, dir)?;
+    let h = dir.join("report.html");
+    std::fs::write(&h, page).map_err(|err| Error::io(&h, err))
+}

@@ -1,0 +1,217 @@
+//! Charts, the report, `plot`, `compare`, completions and JSON output, on the real binary.
+
+use std::path::Path;
+
+use crate::common::{adsim, stderr};
+
+const CHARTS: &[&str] = &[
+    "relevance_vs_rate",
+    "match_rate_vs_rate",
+    "revenue_vs_rate",
+    "frontier",
+    "segment_lift",
+    "timeline",
+    "links_by_country",
+];
+
+fn run(dir: &Path, args: &[&str]) {
+    let out = adsim(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+/// Width and height of a PNG from its IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[test]
+fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        dir.path(),
+        &[
+            "run",
+            "--users",
+            "3000",
+            "--replications",
+            "2",
+            "--out",
+            "r",
+            "--quiet",
+        ],
+    );
+    let r = dir.path().join("r");
+    for c in CHARTS {
+        let png = std::fs::read(r.join(format!("{c}.png"))).unwrap();
+        assert_eq!(png_size(&png), (1200, 800), "{c}");
+        let svg = std::fs::read_to_string(r.join(format!("{c}.svg"))).unwrap();
+        assert!(
+            svg.contains("<text"),
+            "{c}.svg has no text: the bundled font was not used"
+        );
+    }
+    let svg = std::fs::read_to_string(r.join("relevance_vs_rate.svg")).unwrap();
+    assert!(
+        svg.contains("Targeting relevance vs opt-out rate")
+            && svg.contains("audience precision (%)")
+    );
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    for c in CHARTS {
+        assert!(md.contains(&format!("({c}.png)")), "report.md lacks {c}");
+    }
+    for section in [
+        "## What was simulated",
+        "## Headline results",
+        "## Calibration",
+        "## Caveats",
+        "95% intervals over 2 replications",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section:?}");
+    }
+    let html = std::fs::read_to_string(r.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("data:image/png;base64,").count(),
+        CHARTS.len(),
+        "report.html inlines every chart"
+    );
+    assert!(
+        !html.contains("src=\"relevance_vs_rate.png\""),
+        "report.html must not link files"
+    );
+
+    // `plot` redraws everything from the count tables, byte for byte.
+    let saved: Vec<Vec<u8>> = [
+        "report.md",
+        "report.html",
+        "timeline.png",
+        "segment_lift.svg",
+    ]
+    .iter()
+    .map(|f| std::fs::read(r.join(f)).unwrap())
+    .collect();
+    run(dir.path(), &["plot", "r", "--out", "again"]);
+    for (f, before) in [
+        "report.md",
+        "report.html",
+        "timeline.png",
+        "segment_lift.svg",
+    ]
+    .iter()
+    .zip(saved)
+    {
+        let after = std::fs::read(dir.path().join("again").join(f)).unwrap();
+        assert!(after == before, "{f} differs after adsim plot");
+    }
+}
+
+#[test]
+fn compare_sets_aligned_runs_side_by_side_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        dir.path(),
+        &[
+            "run",
+            "whatsapp-2016",
+            "--users",
+            "2000",
+            "--replications",
+            "2",
+            "--out",
+            "a",
+            "--quiet",
+        ],
+    );
+    run(
+        dir.path(),
+        &[
+            "run",
+            "whatsapp-2021",
+            "--users",
+            "2000",
+            "--replications",
+            "2",
+            "--out",
+            "b",
+            "--quiet",
+        ],
+    );
+    run(
+        dir.path(),
+        &[
+            "run",
+            "opt-in",
+            "--users",
+            "2000",
+            "--replications",
+            "2",
+            "--out",
+            "c",
+            "--quiet",
+        ],
+    );
+    let out = adsim(dir.path(), &["compare", "a", "b", "--out", "ab"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no_choice") && text.contains("opt_out_window_all"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("ab/compare.csv")).unwrap();
+    // whatsapp-2016: 1 + 21 + 21 rows; whatsapp-2021: 1 + 21; plus the header.
+    assert_eq!(csv.lines().count(), 1 + 43 + 22);
+    assert!(dir.path().join("ab/compare_relevance.png").exists());
+
+    let out = adsim(dir.path(), &["compare", "a", "c", "--out", "ac"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("c") && err.contains("the same opt-out rates as a"),
+        "{err}"
+    );
+    let out = adsim(dir.path(), &["compare", "a", "nowhere"]);
+    assert!(stderr(&out).contains("nowhere") && !out.status.success());
+}
+
+#[test]
+fn json_modes_and_completions_print_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = adsim(
+        dir.path(),
+        &[
+            "run",
+            "--users",
+            "1500",
+            "--replications",
+            "2",
+            "--out",
+            "j",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run --json prints JSON");
+    assert_eq!(v["users"], 1500);
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(43));
+    let out = adsim(dir.path(), &["scenarios", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("scenarios --json prints JSON");
+    assert_eq!(v.as_array().map(Vec::len), Some(4));
+    let out = adsim(dir.path(), &["completions", "bash"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("adsim"));
+    for cmd in [
+        "run",
+        "generate",
+        "plot",
+        "compare",
+        "scenarios",
+        "completions",
+    ] {
+        let out = adsim(dir.path(), &[cmd, "--help"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Example"),
+            "{cmd} --help has no example"
+        );
+    }
+}
