@@ -45,6 +45,22 @@ enum Command {
         timeline_cells.parquet, summary.csv/.parquet/.json, segments.csv, countries.csv, timeline.csv, run.json."
     )]
     Run(RunArgs),
+    /// Merge shard folders (from `adsim run --shard K/N`) into one results folder.
+    #[command(
+        after_help = "Example:\n  for k in 0 1 2 3; do adsim run --users 4000000 --shard $k/4 --out shard-$k; done\n  adsim merge shard-0 shard-1 shard-2 shard-3 --out merged\n\n\
+        The merged folder equals a single-machine run but for run.json. Missing, duplicate and foreign shards are refused."
+    )]
+    Merge {
+        /// The shard folders, in any order.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The results folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the results folder if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Redraw the charts and the report of a results folder from its count tables.
     #[command(
         after_help = "Example:\n  adsim plot reports/runs/whatsapp-2016-100000u-seed2016\n  adsim plot RUN --out reports/gallery   # charts and report elsewhere"
@@ -137,6 +153,10 @@ struct RunArgs {
     /// Print summary.json on stdout instead of the table (for scripts).
     #[arg(long)]
     json: bool,
+    /// Simulate only shard K of N (user ids K*users/N up to (K+1)*users/N) and write its
+    /// partial counts; `adsim merge` joins the shards.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +236,16 @@ pub fn run() -> Result<()> {
             Ok(())
         }
         Command::Compare { dirs, out, json } => compare(&dirs, out, json),
+        Command::Merge { dirs, out, force } => {
+            let options = RunOptions {
+                out: out.clone(),
+                force,
+                progress: false,
+            };
+            adsim::shard::merge(&dirs, &options)?;
+            say!("merged {} shards into {}", dirs.len(), out.display());
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "adsim", &mut std::io::stdout());
@@ -371,6 +401,29 @@ fn run_scenario(args: RunArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_run_dir(&resolved.scenario.name, p.users, p.seed));
+    if let Some(text) = &args.shard {
+        let shard = adsim::shard::Shard::parse(text)?;
+        let out = args.out.clone().unwrap_or_else(|| {
+            default_run_dir(
+                &format!(
+                    "{}-shard{}of{}",
+                    resolved.scenario.name, shard.index, shard.count
+                ),
+                p.users,
+                p.seed,
+            )
+        });
+        adsim::shard::run_shard(&resolved, shard, &out, args.force, !args.quiet)?;
+        if !args.quiet {
+            say!(
+                "wrote shard {}/{} to {}",
+                shard.index,
+                shard.count,
+                out.display()
+            );
+        }
+        return Ok(());
+    }
     let options = RunOptions {
         out: out.clone(),
         force: args.force,

@@ -36,6 +36,7 @@ pub mod revenue;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod sweep;
 pub mod targeting;
 

@@ -46,14 +46,24 @@ pub struct RunOutput {
 
 /// Simulates every replication and returns its counts.
 pub fn simulate(resolved: &Resolved, progress: bool) -> Result<(Layout, Vec<Counts>)> {
+    simulate_range(resolved, 0..resolved.scenario.population.users, progress)
+}
+
+/// Simulates users `ids` of every replication (a shard's slice, or all of them).
+pub fn simulate_range(
+    resolved: &Resolved,
+    ids: std::ops::Range<u64>,
+    progress: bool,
+) -> Result<(Layout, Vec<Counts>)> {
     let sweep = Sweep::new(resolved);
     let p = &resolved.scenario.population;
-    let bar = crate::export::progress_bar(p.users * u64::from(p.replications), progress);
+    let bar =
+        crate::export::progress_bar((ids.end - ids.start) * u64::from(p.replications), progress);
     let mut all = Vec::with_capacity(p.replications as usize);
     for r in 0..p.replications {
         // Replications run one after another; each is parallel over chunks of users.
         let mut counts: Option<Counts> = None;
-        for range in crate::engine::batches(0..p.users, 1 << 22) {
+        for range in crate::engine::batches(ids.clone(), 1 << 22) {
             let len = range.end - range.start;
             let part = sweep.run(r, range)?;
             counts = Some(match counts {
@@ -291,22 +301,72 @@ pub fn context(resolved: &Resolved) -> Context {
 
 /// Runs `resolved` and writes its results folder.
 pub fn run(resolved: &Resolved, options: &RunOptions) -> Result<RunOutput> {
-    let out = &options.out;
-    if out.exists() && !options.force {
-        return Err(Error::Exists(out.clone()));
+    if options.out.exists() && !options.force {
+        return Err(Error::Exists(options.out.clone()));
     }
     let start = Instant::now();
     let (layout, counts) = simulate(resolved, options.progress)?;
-    let simulate_secs = start.elapsed().as_secs_f64();
+    publish(
+        resolved,
+        &layout,
+        &counts,
+        options,
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+/// Builds a results folder from finished counts: count tables, estimates, charts, report and
+/// `run.json`, written under a temporary name and renamed into place.
+pub fn publish(
+    resolved: &Resolved,
+    layout: &Layout,
+    counts: &[Counts],
+    options: &RunOptions,
+    simulate_secs: f64,
+) -> Result<RunOutput> {
+    let out = &options.out;
+    let start = Instant::now();
     let table = |source| Error::Table {
         path: out.clone(),
         source,
     };
-    let mut cells = cells_frame(resolved, &layout, &counts).map_err(table)?;
-    let mut timeline = timeline_frame(resolved, &layout, &counts).map_err(table)?;
-
+    let mut cells = cells_frame(resolved, layout, counts).map_err(table)?;
+    let mut timeline = timeline_frame(resolved, layout, counts).map_err(table)?;
     let estimates = estimate(&cells, &timeline, &context(resolved)).map_err(table)?;
+    write_dir(out, options.force, |tmp| {
+        write_folder(resolved, tmp, &mut cells, &mut timeline, &estimates)?;
+        let p = &resolved.scenario.population;
+        let run_json = serde_json::json!({
+            "program": format!("adsim {}", env!("CARGO_PKG_VERSION")),
+            "scenario_source": resolved.source,
+            "out": out.display().to_string(),
+            "threads": rayon::current_num_threads(),
+            "simulate_secs": simulate_secs,
+            "estimate_and_write_secs": start.elapsed().as_secs_f64(),
+            "users_per_second": (p.users * u64::from(p.replications)) as f64 / simulate_secs.max(1e-9),
+            "host": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        });
+        write_text(
+            &tmp.join("run.json"),
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&run_json).unwrap_or_default()
+            ),
+        )
+    })?;
+    Ok(RunOutput {
+        estimates,
+        simulate_secs,
+        estimate_secs: start.elapsed().as_secs_f64(),
+    })
+}
 
+/// Writes a folder through `fill` under a temporary name beside `out`, then renames it into
+/// place (replacing an existing `out` only when `force`). A failure removes the temporary.
+pub fn write_dir(out: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if out.exists() && !force {
+        return Err(Error::Exists(out.to_path_buf()));
+    }
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -315,47 +375,22 @@ pub fn run(resolved: &Resolved, options: &RunOptions) -> Result<RunOutput> {
     let tmp = crate::export::temp_path(out);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = write_folder(resolved, &tmp, &mut cells, &mut timeline, &estimates);
-
-    if let Err(e) = written {
+    if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let estimate_secs = start.elapsed().as_secs_f64() - simulate_secs;
-    let run_json = serde_json::json!({
-        "program": format!("adsim {}", env!("CARGO_PKG_VERSION")),
-        "scenario_source": resolved.source,
-        "out": out.display().to_string(),
-        "threads": rayon::current_num_threads(),
-        "simulate_secs": simulate_secs,
-        "estimate_and_write_secs": estimate_secs,
-        "users_per_second": (resolved.scenario.population.users * u64::from(resolved.scenario.population.replications)) as f64 / simulate_secs,
-        "host": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
-    });
-    write_text(
-        &tmp.join("run.json"),
-        &format!(
-            "{}\n",
-            serde_json::to_string_pretty(&run_json).unwrap_or_default()
-        ),
-    )?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
     }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-    Ok(RunOutput {
-        estimates,
-        simulate_secs,
-        estimate_secs,
-    })
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
     f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
-fn write_parquet(path: &Path, df: &mut DataFrame, schema: &str) -> Result<()> {
+pub(crate) fn write_parquet(path: &Path, df: &mut DataFrame, schema: &str) -> Result<()> {
     let f = File::create(path).map_err(|e| Error::io(path, e))?;
     let meta = polars::io::parquet::write::KeyValueMetadata::from_static(vec![
         ("adsim.schema_version".into(), schema.into()),
@@ -428,7 +463,7 @@ fn write_folder(
 }
 
 /// Reads a Parquet table of a results folder.
-fn read_parquet(path: &Path) -> Result<DataFrame> {
+pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     ParquetReader::new(f)
         .finish()

@@ -7,6 +7,7 @@
 //!   data within sampling error.
 //! - `simulation`: the sweep's invariants, one-pass equivalence, limits, determinism, keys.
 //! - `reporting`: charts, report, plot, compare, JSON output and completions.
+//! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
 //! - `docs`: documentation that must match the code (the data dictionary).
 
@@ -22,6 +23,8 @@ mod docs;
 mod phones;
 #[path = "suite/reporting.rs"]
 mod reporting;
+#[path = "suite/shards.rs"]
+mod shards;
 #[path = "suite/simulation.rs"]
 mod simulation;
 #[path = "suite/statistics.rs"]
