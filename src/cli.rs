@@ -280,24 +280,28 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// A new file under `reports/runs/` named after the size and seed, never an existing one.
-fn default_out(users: u64, seed: u64, format: Format) -> PathBuf {
-    let ext = match format {
-        Format::Parquet => "parquet",
-        Format::Csv => "csv",
-    };
+/// `reports/runs/<stem><ext>`, or `<stem>-2<ext>`, `-3`... : the first that does not exist.
+fn fresh_path(stem: &str, ext: &str) -> PathBuf {
     let dir = Path::new("reports/runs");
     (1..)
         .map(|k| {
-            let suffix = if k == 1 {
-                String::new()
+            if k == 1 {
+                dir.join(format!("{stem}{ext}"))
             } else {
-                format!("-{k}")
-            };
-            dir.join(format!("population-{users}u-seed{seed}{suffix}.{ext}"))
+                dir.join(format!("{stem}-{k}{ext}"))
+            }
         })
         .find(|p| !p.exists())
-        .unwrap_or_else(|| dir.join(format!("population.{ext}")))
+        .unwrap_or_else(|| dir.join(format!("{stem}{ext}")))
+}
+
+/// A new file under `reports/runs/` named after the size and seed, never an existing one.
+fn default_out(users: u64, seed: u64, format: Format) -> PathBuf {
+    let ext = match format {
+        Format::Parquet => ".parquet",
+        Format::Csv => ".csv",
+    };
+    fresh_path(&format!("population-{users}u-seed{seed}"), ext)
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
@@ -360,18 +364,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
 /// A new folder under `reports/runs/` named after the scenario, size and seed.
 fn default_run_dir(name: &str, users: u64, seed: u64) -> PathBuf {
-    let dir = Path::new("reports/runs");
-    (1..)
-        .map(|k| {
-            let suffix = if k == 1 {
-                String::new()
-            } else {
-                format!("-{k}")
-            };
-            dir.join(format!("{name}-{users}u-seed{seed}{suffix}"))
-        })
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| dir.join(name))
+    fresh_path(&format!("{name}-{users}u-seed{seed}"), "")
 }
 
 fn run_scenario(args: RunArgs) -> Result<()> {

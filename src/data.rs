@@ -261,6 +261,33 @@ pub fn check_blocks(country: &Country, file: &str, index: usize) -> Result<Numbe
 }
 
 impl ReferenceData {
+    /// Country codes, in table order (the index of `User::country`).
+    pub fn country_codes(&self) -> Vec<&str> {
+        self.countries
+            .country
+            .iter()
+            .map(|c| c.code.as_str())
+            .collect()
+    }
+
+    /// Age band labels, youngest first (the index of `User::age_band`).
+    pub fn age_labels(&self) -> Vec<&str> {
+        self.age_bands
+            .band
+            .iter()
+            .map(|b| b.label.as_str())
+            .collect()
+    }
+
+    /// Segment names, in bit order of the interest sets.
+    pub fn segment_names(&self) -> Vec<&str> {
+        self.segments
+            .segment
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
     /// The built-in tables.
     pub fn builtin() -> Result<Self> {
         Ok(ReferenceData {

@@ -85,27 +85,9 @@ pub fn cells_frame(
     counts: &[Counts],
 ) -> PolarsResult<DataFrame> {
     let sweep = Sweep::new(resolved);
-    let countries: Vec<&str> = resolved
-        .data
-        .countries
-        .country
-        .iter()
-        .map(|c| c.code.as_str())
-        .collect();
-    let ages: Vec<&str> = resolved
-        .data
-        .age_bands
-        .band
-        .iter()
-        .map(|b| b.label.as_str())
-        .collect();
-    let seg_names: Vec<&str> = resolved
-        .data
-        .segments
-        .segment
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let countries: Vec<&str> = resolved.data.country_codes();
+    let ages: Vec<&str> = resolved.data.age_labels();
+    let seg_names: Vec<&str> = resolved.data.segment_names();
     let nseg = SEGMENT_MEASURES.len() * layout.segments;
     let measure_of = |i: usize| -> (&str, &str) {
         if i < nseg {

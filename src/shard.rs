@@ -152,27 +152,9 @@ fn accumulate(
 ) -> Result<()> {
     let sweep = Sweep::new(resolved);
     let arm_index = |name: &str| sweep.arms.iter().position(|a| a.name == name);
-    let countries: Vec<&str> = resolved
-        .data
-        .countries
-        .country
-        .iter()
-        .map(|c| c.code.as_str())
-        .collect();
-    let ages: Vec<&str> = resolved
-        .data
-        .age_bands
-        .band
-        .iter()
-        .map(|b| b.label.as_str())
-        .collect();
-    let segments: Vec<&str> = resolved
-        .data
-        .segments
-        .segment
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let countries: Vec<&str> = resolved.data.country_codes();
+    let ages: Vec<&str> = resolved.data.age_labels();
+    let segments: Vec<&str> = resolved.data.segment_names();
     let foreign = |what: &str, value: &str| Error::Argument {
         name: "shard".into(),
         value: dir.display().to_string(),
