@@ -7,6 +7,7 @@
 //!   data within sampling error.
 //! - `simulation`: the sweep's invariants, one-pass equivalence, limits, determinism, keys.
 //! - `reporting`: charts, report, plot, compare, JSON output and completions.
+//! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must.
 //! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
 //! - `docs`: documentation that must match the code (the data dictionary).
@@ -15,6 +16,8 @@
 mod cli;
 #[path = "suite/common.rs"]
 mod common;
+#[path = "suite/deploy.rs"]
+mod deploy;
 #[path = "suite/determinism.rs"]
 mod determinism;
 #[path = "suite/docs.rs"]
