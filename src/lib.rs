@@ -12,8 +12,29 @@
 //! 3. [`engine`]: users are generated in chunks on rayon and streamed onwards; no stage holds
 //!    all users, so memory does not grow with N, and the output does not depend on the thread
 //!    count or chunk size.
-//! 4. [`export`]: a population written to Parquet or CSV with polars, its columns described
-//!    by a data dictionary.
+//! 4. [`policy`], [`sweep`], [`targeting`], [`audiences`]: the simulation. Arms and opt-out
+//!    (who, when), linking, noisy-OR targeting with a fixed impression supply, Custom Audience
+//!    matching; every arm and rate level in one pass, folded into integer counts ([`cells`]).
+//! 5. [`metrics`], [`revenue`]: polars derives every rate, lift, revenue and interval from the
+//!    counts; [`run`] writes the results folder, [`charts`] and [`report`] draw and explain it.
+//! 6. [`shard`]: slices of users on other machines, merged by adding counts.
+//! 7. [`export`]: a population written to Parquet or CSV (`adsim generate`).
+//!
+//! Any user can be regenerated from its id, and S's phone index (the inverse number map) finds
+//! the holder of any number:
+//!
+//! ```
+//! use adsim::population::Population;
+//! use adsim::scenario::Scenario;
+//!
+//! let resolved = Scenario::default().resolve("example", std::path::Path::new("."))?;
+//! let population = Population::new(&resolved, 0)?;
+//! let user = population.user(42);
+//! assert_eq!(population.user(42), user);
+//! assert_eq!(population.holder_of(&user.phone), Some(42));
+//! assert!(user.phone.e164().starts_with("+91")); // the first ids are Indian users
+//! # Ok::<(), adsim::Error>(())
+//! ```
 //!
 //! The model is specified in the project's SPEC; every default number in `data/` carries its
 //! source or the word "assumption".
