@@ -1,4 +1,5 @@
-//! The per-user simulation pipeline: users per second through the sweep at 1 and 21 levels.
+//! The per-user simulation pipeline: users per second through the sweep at 1, 21 and 101
+//! levels, and the 21-level sweep on 1 and 2 threads.
 //!
 //! `cargo bench --bench sweep`. Each iteration simulates 2,000,000 users of the default
 //! whatsapp-2016 arms (none, opt_out_window with scopes ads and all) in one replication,
@@ -18,9 +19,15 @@ fn sweep(c: &mut Criterion) {
     let mut group = c.benchmark_group("sweep");
     group.throughput(Throughput::Elements(users));
     group.sample_size(10);
+    let grid = |n: u32| {
+        (0..n)
+            .map(|k| f64::from(k) / f64::from(n - 1))
+            .collect::<Vec<f64>>()
+    };
     for (label, rates) in [
         ("levels/1", vec![0.5]),
-        ("levels/21", adsim::policy::default_rates()),
+        ("levels/21", grid(21)),
+        ("levels/101", grid(101)),
     ] {
         let mut s = Scenario::default();
         s.population.users = 10_000_000;
@@ -35,6 +42,34 @@ fn sweep(c: &mut Criterion) {
                 sweep
                     .run(0, black_box(1_000_000..1_000_000 + users))
                     .expect("runs")
+            })
+        });
+    }
+    group.finish();
+
+    // Thread scaling: the 21-level sweep on 1 and 2 threads.
+    let mut group = c.benchmark_group("sweep_threads");
+    group.throughput(Throughput::Elements(users));
+    group.sample_size(10);
+    let mut s = Scenario::default();
+    s.population.users = 10_000_000;
+    s.policy.calibration_users = 1 << 16;
+    let resolved = s
+        .resolve("bench", Path::new("."))
+        .expect("scenario resolves");
+    let sweep = Sweep::new(&resolved);
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        group.bench_function(format!("threads/{threads}"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    sweep
+                        .run(0, black_box(1_000_000..1_000_000 + users))
+                        .expect("runs")
+                })
             })
         });
     }
