@@ -444,40 +444,12 @@ fn run_scenario(args: RunArgs) -> Result<()> {
 
 /// A short table of headline results: every arm at rates 0, 0.1, 0.25 and 0.5 (where swept).
 fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
-    use polars::prelude::AnyValue;
-    let f = |name: &str, row: usize| -> Option<f64> {
-        match summary.column(name).ok()?.get(row).ok()? {
-            AnyValue::Float64(x) => Some(x),
-            _ => None,
-        }
-    };
-    let s = |name: &str, row: usize| -> String {
-        summary
-            .column(name)
-            .ok()
-            .and_then(|c| c.get(row).ok())
-            .map(|v| v.to_string().trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    let with_ci = |name: &str, row: usize, scale: f64, digits: usize| -> String {
-        match (
-            f(name, row),
-            f(&format!("{name}_lo"), row),
-            f(&format!("{name}_hi"), row),
-        ) {
-            (Some(m), Some(lo), Some(hi)) => format!(
-                "{:.*} [{:.*}, {:.*}]",
-                digits,
-                m * scale,
-                digits,
-                lo * scale,
-                digits,
-                hi * scale
-            ),
-            (Some(m), _, _) => format!("{:.*}", digits, m * scale),
-            _ => "-".into(),
-        }
-    };
+    use adsim::report::{floats, texts, with_ci};
+    let (arms, rates) = (texts(summary, "arm"), floats(summary, "rate"));
+    let (achieved, shared) = (
+        floats(summary, "achieved_rate"),
+        floats(summary, "people_shared"),
+    );
     say!(
         "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24} {:>10}",
         "arm",
@@ -490,25 +462,23 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         "to S (M)"
     );
     for row in 0..summary.height() {
-        let rate = f("rate", row).unwrap_or(0.0);
-        let shown = [0.0, 0.1, 0.25, 0.5]
-            .iter()
-            .any(|r| (r - rate).abs() < 1e-9)
-            || summary.height() < 12;
-        if !shown {
-            continue;
+        let shown = summary.height() < 12
+            || [0.0, 0.1, 0.25, 0.5]
+                .iter()
+                .any(|r| (r - rates[row]).abs() < 1e-9);
+        if shown {
+            say!(
+                "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
+                arms[row],
+                rates[row],
+                achieved[row],
+                with_ci(summary, "precision", row, 100.0, 2),
+                with_ci(summary, "ctr", row, 100.0, 3),
+                with_ci(summary, "ca_match_rate", row, 100.0, 2),
+                with_ci(summary, "revenue_change_musd", row, 1.0, 1),
+                shared[row] / 1e6,
+            );
         }
-        say!(
-            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
-            s("arm", row),
-            rate,
-            f("achieved_rate", row).unwrap_or(f64::NAN),
-            with_ci("precision", row, 100.0, 2),
-            with_ci("ctr", row, 100.0, 3),
-            with_ci("ca_match_rate", row, 100.0, 2),
-            with_ci("revenue_change_musd", row, 1.0, 1),
-            f("people_shared", row).unwrap_or(f64::NAN) / 1e6,
-        );
     }
     if replications > 1 {
         say!(

@@ -9,6 +9,7 @@
 
 use polars::prelude::*;
 
+use crate::cells::{ALL_MEASURES, SEGMENT_MEASURES};
 use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
@@ -162,33 +163,6 @@ fn ratio(a: Expr, b: Expr) -> Expr {
         .otherwise(lit(NULL).cast(DataType::Float64))
 }
 
-const MEASURES: &[&str] = &[
-    "users",
-    "accounts",
-    "opted_out",
-    "shared",
-    "shared_with_account",
-    "ad_use",
-    "link_true",
-    "link_metadata",
-    "link_mislink_recycled",
-    "link_mislink_shared",
-    "mislink_received",
-    "exposure_days",
-    "interested",
-    "audience",
-    "true_positive",
-    "impressions_interested_linked",
-    "impressions_other_linked",
-    "impressions_interested_unlinked",
-    "impressions_other_unlinked",
-    "impressions_untargeted_linked",
-    "impressions_untargeted_unlinked",
-    "ca_uploaded",
-    "ca_matched_right",
-    "ca_matched_wrong",
-];
-
 /// Per-replication metrics of groups `keys` (always with arm, level, rate, replication).
 fn per_replication(cells: LazyFrame, keys: &[&str], ctx: &Context) -> LazyFrame {
     let t = &ctx.targeting;
@@ -225,7 +199,13 @@ fn per_replication(cells: LazyFrame, keys: &[&str], ctx: &Context) -> LazyFrame 
         .group_by_stable(with_measure)
         .agg([col("count").sum()])
         .group_by_stable(group)
-        .agg(MEASURES.iter().map(|n| m(n)).collect::<Vec<_>>())
+        .agg(
+            SEGMENT_MEASURES
+                .iter()
+                .chain(ALL_MEASURES)
+                .map(|n| m(n))
+                .collect::<Vec<_>>(),
+        )
         .with_columns([
             ratio(c("opted_out"), c("users")).alias("achieved_rate"),
             ratio(c("ad_use"), c("users")).alias("share_in_ad_use"),

@@ -66,7 +66,7 @@ pub fn texts(df: &DataFrame, name: &str) -> Vec<String> {
 }
 
 /// A row's value with its interval, formatted: `12.3 [11.9, 12.7]`, or `12.3` without one.
-fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize) -> String {
+pub fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize) -> String {
     let get = |n: &str| floats(df, n).get(row).copied().unwrap_or(f64::NAN);
     let (m, lo, hi) = (
         get(name),
