@@ -11,7 +11,7 @@ A prefix is accepted when its first and last numbers and 600 random completions 
 the mobile pattern of both metadata versions and python phonenumbers classifies them as
 MOBILE or FIXED_LINE_OR_MOBILE. Prefixes are explored breadth first (shortest first, so blocks
 are as large as possible) up to 5 digits; the largest blocks are kept until the country's
-capacity reaches `--5 times its users at 10^9 users in all.
+capacity reaches 5 times its users at 10^9 users in all.
 
 Usage: python3 tools/choose_blocks.py CRATE_METADATA_XML ../shared/data/mobile-patterns.json
 prints the `blocks` arrays for data/countries.toml. Needs `pip install phonenumbers==9.0.43`.
