@@ -118,12 +118,16 @@ impl<'a> Sweep<'a> {
         let thresholds = self.thresholds(replication)?;
         let chunk = self.resolved.scenario.engine.chunk_size.max(1);
         let n_chunks = (range.end - range.start).div_ceil(chunk);
-        let counts = (0..n_chunks)
+        // Each rayon job folds many chunks into one accumulator: at most about four jobs per
+        // thread, because an accumulator is megabytes of counts to zero, merge and sum.
+        let per_job = (n_chunks / (4 * rayon::current_num_threads() as u64)).max(1) as usize;
+        let counts = (0..n_chunks as usize)
             .into_par_iter()
+            .with_min_len(per_job)
             .fold(
                 || (Counts::zeros(&self.layout), Contributions::default()),
                 |(mut acc, mut buf), k| {
-                    let first = range.start + k * chunk;
+                    let first = range.start + k as u64 * chunk;
                     for id in first..(first + chunk).min(range.end) {
                         self.user(&population, &thresholds, id, &mut acc, &mut buf);
                     }
