@@ -263,17 +263,15 @@ impl CountryNames {
         CountryNames {
             countries: resolved
                 .data
-                .countries
-                .country
-                .iter()
-                .map(|c| c.code.clone())
+                .country_codes()
+                .into_iter()
+                .map(String::from)
                 .collect(),
             bands: resolved
                 .data
-                .age_bands
-                .band
-                .iter()
-                .map(|b| b.label.clone())
+                .age_labels()
+                .into_iter()
+                .map(String::from)
                 .collect(),
         }
     }

@@ -206,7 +206,7 @@ fn unit(x: f64) -> bool {
 
 impl PolicyConfig {
     /// Checks the section; `file` names the scenario, `countries` the known country codes.
-    pub fn validate(&self, file: &str, countries: &[String]) -> Result<()> {
+    pub fn validate(&self, file: &str, countries: &[&str]) -> Result<()> {
         ensure!(
             !self.rates.is_empty() && self.rates.len() <= 1001,
             file,
@@ -315,7 +315,7 @@ impl PolicyConfig {
                 );
                 for (k, code) in rule.countries.iter().enumerate() {
                     ensure!(
-                        countries.contains(code),
+                        countries.contains(&code.as_str()),
                         file,
                         format!("{rk}.countries[{k}]"),
                         format!("{code:?}"),
@@ -468,7 +468,7 @@ impl Arm {
 }
 
 /// The arms of a scenario, resolved against its country table.
-pub fn resolve_arms(config: &PolicyConfig, countries: &[String]) -> Vec<Arm> {
+pub fn resolve_arms(config: &PolicyConfig, countries: &[&str]) -> Vec<Arm> {
     config
         .arms
         .iter()
@@ -485,7 +485,7 @@ pub fn resolve_arms(config: &PolicyConfig, countries: &[String]) -> Vec<Arm> {
                     RuleKind::Pause => rule.from_day,
                 };
                 for code in &rule.countries {
-                    if let Some(c) = countries.iter().position(|x| x == code) {
+                    if let Some(c) = countries.iter().position(|x| *x == code.as_str()) {
                         ad_use_ends[c] = Some(ad_use_ends[c].map_or(day, |d: u32| d.min(day)));
                     }
                 }

@@ -250,10 +250,9 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
     let seg = &e.segments;
     let names: Vec<String> = resolved
         .data
-        .segments
-        .segment
-        .iter()
-        .map(|s| s.name.clone())
+        .segment_names()
+        .into_iter()
+        .map(String::from)
         .collect();
     let (arms, segs, rates, precision) = (
         texts(seg, "arm"),

@@ -303,13 +303,7 @@ impl Scenario {
         }
         self.apply_overrides(&mut data, source)?;
         let spaces = data.validate()?;
-        let codes: Vec<String> = data
-            .countries
-            .country
-            .iter()
-            .map(|c| c.code.clone())
-            .collect();
-        self.policy.validate(source, &codes)?;
+        self.policy.validate(source, &data.country_codes())?;
         self.targeting.validate(source)?;
         self.audiences.validate(source)?;
         self.revenue.validate(source)?;

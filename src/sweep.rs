@@ -68,13 +68,7 @@ impl<'a> Sweep<'a> {
     /// Prepares the simulation of `resolved`.
     pub fn new(resolved: &'a Resolved) -> Self {
         let s = &resolved.scenario;
-        let codes: Vec<String> = resolved
-            .data
-            .countries
-            .country
-            .iter()
-            .map(|c| c.code.clone())
-            .collect();
+        let codes = resolved.data.country_codes();
         let arms = resolve_arms(&s.policy, &codes);
         let layout = Layout {
             countries: codes.len(),
