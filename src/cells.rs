@@ -256,33 +256,6 @@ fn prefix_over_levels(v: &mut [i64], per: usize) {
     }
 }
 
-/// A buffer of `(index, amount)` contributions of one user to one level range.
-#[derive(Clone, Debug, Default)]
-pub struct Contributions(pub Vec<(usize, i64)>);
-
-impl Contributions {
-    /// Adds `amount` at `index` within the current cell.
-    #[inline]
-    pub fn push(&mut self, index: usize, amount: i64) {
-        if amount != 0 {
-            self.0.push((index, amount));
-        }
-    }
-
-    /// Applies the buffer to levels `[k0, k1)` of `diff` at cell offset `base`. The row past
-    /// the last level is never read, so a range that runs to the end writes only its start.
-    #[inline]
-    pub fn apply(&self, diff: &mut [i64], per_level: usize, base: usize, k0: usize, k1: usize) {
-        let end_is_read = (k1 + 1) * per_level < diff.len();
-        for &(i, a) in &self.0 {
-            diff[k0 * per_level + base + i] += a;
-            if end_is_read {
-                diff[k1 * per_level + base + i] -= a;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,10 +270,12 @@ mod tests {
             days: 2,
         };
         let mut c = Counts::zeros(&layout);
-        let mut buf = Contributions::default();
-        buf.push(layout.all(All::Users), 1);
-        buf.apply(&mut c.arms[0], layout.per_level(), 0, 1, 3);
-        buf.apply(&mut c.arms[0], layout.per_level(), 0, 0, 4);
+        let per = layout.per_level();
+        let users = layout.all(All::Users);
+        // One user in levels [1, 3), another in [0, 4): the row past the last is not read.
+        c.arms[0][per + users] += 1;
+        c.arms[0][3 * per + users] -= 1;
+        c.arms[0][users] += 1;
         let c = c.finish(&layout);
         let users: Vec<i64> = (0..4)
             .map(|k| c.get(&layout, 0, k, 0, 0, layout.all(All::Users)))

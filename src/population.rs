@@ -132,6 +132,20 @@ impl Default for PhoneNumber {
     }
 }
 
+/// Which optional parts of a user to build.
+#[derive(Clone, Copy, Debug)]
+struct Parts {
+    phone: bool,
+    on_file: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        phone: true,
+        on_file: true,
+    };
+}
+
 /// Per-country samplers of one replication.
 #[derive(Clone, Debug)]
 struct CountryModel {
@@ -331,6 +345,25 @@ impl Population {
 
     /// User `id` (below [`Population::len`]), generated from its id alone.
     pub fn user(&self, id: u64) -> User {
+        self.build(id, Parts::ALL)
+    }
+
+    /// User `id` without what the simulation does not read: the phone number (left at its
+    /// default) and, unless `on_file`, the account that holds its number
+    /// (`number_on_file_of` left `None`). Every other field equals [`Population::user`]'s.
+    #[inline]
+    pub fn user_for_sweep(&self, id: u64, on_file: bool) -> User {
+        self.build(
+            id,
+            Parts {
+                phone: false,
+                on_file,
+            },
+        )
+    }
+
+    #[inline(always)]
+    fn build(&self, id: u64, parts: Parts) -> User {
         let ci = self.country_of(id);
         let c = &self.countries[ci];
         let k = id - c.start;
@@ -361,6 +394,7 @@ impl Population {
 
         let number_history = self.number_history(c, id);
         let number_on_file_of = match (number_history, &c.cycle) {
+            _ if !parts.on_file => None,
             (NumberHistory::Fresh, _) | (_, None) => None,
             (_, Some(cycle)) => {
                 let n = c.count;
@@ -387,7 +421,11 @@ impl Population {
             },
         };
 
-        let national = c.space.national(c.phones.forward(k));
+        let national = if parts.phone {
+            c.space.national(c.phones.forward(k))
+        } else {
+            crate::phone::National { number: 0, len: 0 }
+        };
         let noise = self.key.user_rng(id, Stream::Privacy).logistic();
         User {
             id,

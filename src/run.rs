@@ -62,17 +62,7 @@ pub fn simulate_range(
     let mut all = Vec::with_capacity(p.replications as usize);
     for r in 0..p.replications {
         // Replications run one after another; each is parallel over chunks of users.
-        let mut counts: Option<Counts> = None;
-        for range in crate::engine::batches(ids.clone(), 1 << 22) {
-            let len = range.end - range.start;
-            let part = sweep.run(r, range)?;
-            counts = Some(match counts {
-                None => part,
-                Some(c) => c.merge(part),
-            });
-            bar.inc(len);
-        }
-        all.extend(counts);
+        all.push(sweep.run_with_progress(r, ids.clone(), |n| bar.inc(n))?);
     }
     bar.finish_and_clear();
     Ok((sweep.layout.clone(), all))

@@ -17,24 +17,34 @@
 //!   number to that account's phone index;
 //! - no link.
 //!
-//! Memory: the accumulators are the main cost, one per rayon split, each holding
+//! What is written per user: the counts that no arm or level changes (the user, its account,
+//! its interests, its customer-list uploads and their matches, except a metadata link's) go
+//! once into a per-cell table shared by every arm. Per arm and piece of levels, the few
+//! counts of its state (opted out, shared, link, exposure) are written as differences; its
+//! targeting counts (audiences, impressions, linked accounts) depend only on whether its own
+//! and its sender's data are in ad use, so they are written only where that changes. Arms
+//! with the same ad use at every level (scopes `ads` and `all` of one design) have equal
+//! targeting counts: the first counts them and the others copy them at the end.
+//!
+//! Memory: the accumulators are the main cost, one per rayon thread, each holding
 //! `(levels + 1) x countries x age bands x measures` 64-bit counts per arm (8.3 MB for a
 //! 21-level arm with the built-in data). Users of a chunk are consecutive ids, hence mostly one
 //! country, so a chunk touches one country's slice (about 0.4 MB per arm), which stays in
 //! cache. Memory does not grow with the number of users.
 
 use std::ops::Range;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use crate::audiences::Uploads;
-use crate::cells::{All, Contributions, Counts, Layout, Seg};
+use crate::cells::{All, Counts, Layout, SEGMENT_MEASURES, Seg};
 use crate::error::Result;
 use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, calibration_scores, resolve_arms};
 use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
-use crate::targeting::{Detectors, IMPRESSION_UNITS};
+use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS};
 
 /// How a user's shared data is linked to an S account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +72,10 @@ pub struct Sweep<'a> {
     uploads: Uploads,
     metadata: Vec<Threshold>,
     horizon: u32,
+    /// Per arm, the first arm with the same ad use at every level (same kind, rates and
+    /// regional rules; the scope may differ): their targeting counts are equal, so only
+    /// that arm counts them.
+    targeting_source: Vec<usize>,
 }
 
 impl<'a> Sweep<'a> {
@@ -77,8 +91,19 @@ impl<'a> Sweep<'a> {
             levels: arms.iter().map(|a| a.rates.len()).collect(),
             days: s.policy.horizon_days as usize,
         };
+        let targeting_source = arms
+            .iter()
+            .map(|a| {
+                arms.iter()
+                    .position(|b| {
+                        b.kind == a.kind && b.rates == a.rates && b.ad_use_ends == a.ad_use_ends
+                    })
+                    .unwrap_or(0)
+            })
+            .collect();
         Sweep {
             resolved,
+            targeting_source,
             arms,
             layout,
             timing: TimingModel::new(&s.policy),
@@ -108,29 +133,82 @@ impl<'a> Sweep<'a> {
     /// The counts of users `range` of replication `replication`, with one rayon task per
     /// `chunk_size` users. Identical for every thread count and chunk size.
     pub fn run(&self, replication: u32, range: Range<u64>) -> Result<Counts> {
+        self.run_with_progress(replication, range, |_| {})
+    }
+
+    /// [`Sweep::run`], calling `progress` with the number of users of each chunk done.
+    ///
+    /// Each rayon thread folds the chunks it runs into its own accumulator, so there are as
+    /// many accumulators as threads however fine the chunks: an accumulator is megabytes of
+    /// counts to zero, merge and sum (38 MB an arm at 101 levels). The counts are integers,
+    /// so which thread ran which chunk does not change the result.
+    pub fn run_with_progress(
+        &self,
+        replication: u32,
+        range: Range<u64>,
+        progress: impl Fn(u64) + Sync,
+    ) -> Result<Counts> {
         let population = Population::new(self.resolved, replication)?;
         let thresholds = self.thresholds(replication)?;
         let chunk = self.resolved.scenario.engine.chunk_size.max(1);
         let n_chunks = (range.end - range.start).div_ceil(chunk);
-        // Each rayon job folds many chunks into one accumulator: at most about four jobs per
-        // thread, because an accumulator is megabytes of counts to zero, merge and sum.
-        let per_job = (n_chunks / (4 * rayon::current_num_threads() as u64)).max(1) as usize;
-        let counts = (0..n_chunks as usize)
-            .into_par_iter()
-            .with_min_len(per_job)
-            .fold(
-                || (Counts::zeros(&self.layout), Contributions::default()),
-                |(mut acc, mut buf), k| {
-                    let first = range.start + k as u64 * chunk;
-                    for id in first..(first + chunk).min(range.end) {
-                        self.user(&population, &thresholds, id, &mut acc, &mut buf);
+        let slots: Vec<Mutex<Option<Accumulator>>> = (0..rayon::current_num_threads())
+            .map(|_| Mutex::new(None))
+            .collect();
+        (0..n_chunks).into_par_iter().for_each(|k| {
+            let t = rayon::current_thread_index().unwrap_or(0) % slots.len();
+            // Only thread `t` takes slot `t`, and the chunk makes no rayon call while it holds
+            // it, so the lock never waits; a poisoned slot is still a valid accumulator.
+            let mut slot = slots[t].lock().unwrap_or_else(|e| e.into_inner());
+            let acc = slot.get_or_insert_with(|| Accumulator::zeros(&self.layout));
+            let first = range.start + k * chunk;
+            let last = (first + chunk).min(range.end);
+            for id in first..last {
+                self.user(&population, &thresholds, id, acc);
+            }
+            drop(slot);
+            progress(last - first);
+        });
+        let total = slots
+            .into_iter()
+            .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .reduce(Accumulator::merge)
+            .unwrap_or_else(|| Accumulator::zeros(&self.layout));
+        Ok(self.complete(total).finish(&self.layout))
+    }
+
+    /// Turns an accumulator into difference counts: the counts common to every arm go to each
+    /// arm's first level, and an arm that shares its targeting with an earlier one gets that
+    /// arm's targeting measures.
+    fn complete(&self, acc: Accumulator) -> Counts {
+        let Accumulator { mut counts, common } = acc;
+        let l = &self.layout;
+        let per = l.per_level();
+        let measures = l.measures();
+        let targeting: Vec<std::ops::Range<usize>> = vec![
+            0..l.segments * SEGMENT_MEASURES.len(),
+            l.all(All::LinkedAccounts)..l.all(All::ImpUntargetedUnlinked) + 1,
+        ];
+        for a in 0..counts.arms.len() {
+            let source = self.targeting_source[a];
+            if source != a {
+                let (before, after) = counts.arms.split_at_mut(a);
+                let (from, to) = (&before[source], &mut after[0]);
+                for (f_cell, t_cell) in from.chunks(measures).zip(to.chunks_mut(measures)) {
+                    for r in &targeting {
+                        for (t, f) in t_cell[r.clone()].iter_mut().zip(&f_cell[r.clone()]) {
+                            *t += f;
+                        }
                     }
-                    (acc, buf)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(|| Counts::zeros(&self.layout), Counts::merge);
-        Ok(counts.finish(&self.layout))
+                }
+            }
+        }
+        for arm in &mut counts.arms {
+            for (x, c) in arm[..per].iter_mut().zip(&common) {
+                *x += c;
+            }
+        }
+        counts
     }
 
     /// How user `u`'s shared data is linked.
@@ -157,35 +235,69 @@ impl<'a> Sweep<'a> {
         population: &Population,
         thresholds: &[Thresholds],
         id: u64,
-        acc: &mut Counts,
-        buf: &mut Contributions,
+        acc: &mut Accumulator,
     ) {
         let key = population.key();
-        let u = population.user(id);
+        let u = population.user_for_sweep(id, true);
         let timing = self.timing.draw(key, id);
         let link = self.link(population, &u);
         // The sender whose number this account holds, if its data would land here.
         let sender = u
             .s_account
             .foreign_sender()
-            .map(|sid| population.user(sid))
+            .map(|sid| population.user_for_sweep(sid, false))
             .filter(|v| v.s_account != SAccount::Own);
         let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.id));
-        let segments = self.layout.segments;
-        let flags = if u.s_account.exists() {
+        let l = &self.layout;
+        let flags = u.s_account.exists().then(|| {
             let foreign = sender.as_ref().map_or(0, |v| v.messages_business);
-            Some(
-                self.detectors
-                    .flags(key, id, segments, u.interests, u.messages_business, foreign),
+            self.detectors.flags(
+                key,
+                id,
+                l.segments,
+                u.interests,
+                u.messages_business,
+                foreign,
             )
-        } else {
-            None
-        };
+        });
         let usable = self.uploads.usable(key, id, u.customer_of);
         let c = u.country as usize;
-        let base = self.layout.cell(c, u.age_band as usize);
-        let per_level = self.layout.per_level();
-        let tper = self.layout.timeline_per_level();
+        let cell = l.cell(c, u.age_band as usize);
+        let measures = l.measures();
+        let per_level = l.per_level();
+        let tper = l.timeline_per_level();
+
+        // What every arm and level counts alike.
+        let common = &mut acc.common[cell..cell + measures];
+        common[l.all(All::Users)] += 1;
+        if flags.is_some() {
+            common[l.all(All::Accounts)] += 1;
+            for_bits(u.interests, |s| common[l.seg(s, Seg::Interested)] += 1);
+        }
+        // Custom Audiences: the user's number in its businesses' customer lists. A metadata
+        // link's match depends on the level (the number reaches S's index only in ad use):
+        // the targeting counts it.
+        let foreign_has = u.number_on_file_of.is_some();
+        for_bits(u.customer_of, |s| {
+            common[l.seg(s, Seg::CaUploaded)] += 1;
+            if usable >> s & 1 == 1 {
+                if u.s_account == SAccount::Own {
+                    common[l.seg(s, Seg::CaRight)] += 1;
+                } else if foreign_has {
+                    common[l.seg(s, Seg::CaWrong)] += 1;
+                }
+            }
+        });
+        let account = flags.map(|flags| Account {
+            flags,
+            interests: u.interests,
+            metadata_uploads: if link == Link::Metadata {
+                u.customer_of & usable
+            } else {
+                0
+            },
+        });
+
         for (ai, arm) in self.arms.iter().enumerate() {
             let levels = arm.rates.len();
             let never = levels;
@@ -200,6 +312,9 @@ impl<'a> Sweep<'a> {
             let f_sender = sender.as_ref().map_or(never, |v| flip(v.privacy_score));
             let mut cuts = [0, f_user.min(levels), f_sender.min(levels), levels];
             cuts.sort_unstable();
+            let diff = &mut acc.counts.arms[ai];
+            let targets = self.targeting_source[ai] == ai;
+            let mut shown: Option<Variant> = None;
             for w in cuts.windows(2) {
                 let (k0, k1) = (w[0], w[1]);
                 if k0 == k1 {
@@ -208,16 +323,63 @@ impl<'a> Sweep<'a> {
                 let st = arm.state(c, k0 >= f_user, timing, self.horizon);
                 let sender_state =
                     sender_timing.map(|t| arm.state(c, k0 >= f_sender, t, self.horizon));
-                buf.0.clear();
-                self.contributions(&u, link, st, sender_state, flags, usable, buf);
-                buf.apply(&mut acc.arms[ai], per_level, base, k0, k1);
+                // The row past the last level is never read.
+                let end = (k1 < levels).then_some(k1 * per_level + cell);
+                let start = k0 * per_level + cell;
+                let mut add = |m: All, a: i64| {
+                    if a != 0 {
+                        diff[start + l.all(m)] += a;
+                        if let Some(e) = end {
+                            diff[e + l.all(m)] -= a;
+                        }
+                    }
+                };
+                add(All::OptedOut, i64::from(st.out));
+                add(All::Shared, i64::from(st.shared));
+                add(All::AdUse, i64::from(st.ad_use));
+                add(All::ExposureDays, i64::from(st.exposure_days));
+                if st.shared {
+                    add(
+                        match link {
+                            Link::True => All::LinkTrue,
+                            Link::Metadata => All::LinkMetadata,
+                            Link::Mislink if u.number_history == NumberHistory::Shared => {
+                                All::LinkMislinkShared
+                            }
+                            Link::Mislink => All::LinkMislinkRecycled,
+                            Link::None => All::LinkNone,
+                        },
+                        1,
+                    );
+                }
+                if let Some(account) = &account {
+                    add(All::SharedWithAccount, i64::from(st.shared));
+                    add(
+                        All::MislinkReceived,
+                        i64::from(sender_state.is_some_and(|s| s.shared)),
+                    );
+                    // Targeting changes only where the variant does: written at the first
+                    // level of a new variant, as the new counts less the old.
+                    let v = Variant {
+                        own: st.ad_use && matches!(link, Link::True | Link::Metadata),
+                        foreign: sender_state.is_some_and(|s| s.ad_use),
+                    };
+                    if targets && shown != Some(v) {
+                        let row = &mut diff[start..start + measures];
+                        if let Some(old) = shown {
+                            self.targeting(row, account, old, -1);
+                        }
+                        self.targeting(row, account, v, 1);
+                        shown = Some(v);
+                    }
+                }
                 // Timeline: the day the user acted, and its days of ad use.
                 let acted = match arm.kind {
                     ArmKind::None => false,
                     ArmKind::OptIn => !st.out,
                     ArmKind::OptOutWindow | ArmKind::NoChoice => st.out,
                 };
-                let tl = &mut acc.timeline[ai];
+                let tl = &mut acc.counts.timeline[ai];
                 let mut add = |day: usize, ch: usize, a: i64| {
                     tl[k0 * tper + day * 3 + ch] += a;
                     tl[k1 * tper + day * 3 + ch] -= a;
@@ -240,87 +402,90 @@ impl<'a> Sweep<'a> {
         }
     }
 
-    /// The counts of one user in one arm at one state.
-    #[allow(clippy::too_many_arguments)]
-    fn contributions(
-        &self,
-        u: &User,
-        link: Link,
-        st: crate::policy::State,
-        sender: Option<crate::policy::State>,
-        flags: Option<crate::targeting::Flags>,
-        usable: u64,
-        buf: &mut Contributions,
-    ) {
+    /// Adds `sign` times an account's targeting counts in `variant` to its cell `row`: its
+    /// campaign audiences and impressions, whether it is linked, and the Custom Audience
+    /// matches that a metadata link makes.
+    #[inline]
+    fn targeting(&self, row: &mut [i64], account: &Account, variant: Variant, sign: i64) {
         let l = &self.layout;
-        buf.push(l.all(All::Users), 1);
-        buf.push(l.all(All::OptedOut), i64::from(st.out));
-        buf.push(l.all(All::Shared), i64::from(st.shared));
-        buf.push(l.all(All::AdUse), i64::from(st.ad_use));
-        if st.shared {
-            let m = match link {
-                Link::True => All::LinkTrue,
-                Link::Metadata => All::LinkMetadata,
-                Link::Mislink if u.number_history == NumberHistory::Shared => {
-                    All::LinkMislinkShared
-                }
-                Link::Mislink => All::LinkMislinkRecycled,
-                Link::None => All::LinkNone,
-            };
-            buf.push(l.all(m), 1);
-        }
-        buf.push(l.all(All::ExposureDays), i64::from(st.exposure_days));
-        if let Some(flags) = flags {
-            buf.push(l.all(All::Accounts), 1);
-            buf.push(l.all(All::SharedWithAccount), i64::from(st.shared));
-            buf.push(
-                l.all(All::MislinkReceived),
-                i64::from(sender.is_some_and(|s| s.shared)),
-            );
-            let own_in = st.ad_use && matches!(link, Link::True | Link::Metadata);
-            let foreign_in = sender.is_some_and(|s| s.ad_use);
-            let linked = own_in || foreign_in;
-            buf.push(l.all(All::LinkedAccounts), i64::from(linked));
-            let flagged = flags.platform
-                | if own_in { flags.own } else { 0 }
-                | if foreign_in { flags.foreign } else { 0 };
-            for_bits(u.interests, |s| buf.push(l.seg(s, Seg::Interested), 1));
-            match IMPRESSION_UNITS.checked_div(u64::from(flagged.count_ones())) {
-                None => {
-                    let m = if linked {
-                        All::ImpUntargetedLinked
-                    } else {
-                        All::ImpUntargetedUnlinked
-                    };
-                    buf.push(l.all(m), IMPRESSION_UNITS as i64);
-                }
-                Some(each) => for_bits(flagged, |s| {
-                    let interested = u.interests >> s & 1 == 1;
-                    buf.push(l.seg(s, Seg::Audience), 1);
-                    buf.push(l.seg(s, Seg::TruePositive), i64::from(interested));
-                    let m = match (interested, linked) {
-                        (true, true) => Seg::ImpInterestedLinked,
-                        (false, true) => Seg::ImpOtherLinked,
-                        (true, false) => Seg::ImpInterestedUnlinked,
-                        (false, false) => Seg::ImpOtherUnlinked,
-                    };
-                    buf.push(l.seg(s, m), each as i64);
-                }),
+        let f = &account.flags;
+        let linked = variant.own || variant.foreign;
+        row[l.all(All::LinkedAccounts)] += sign * i64::from(linked);
+        let flagged = f.platform
+            | if variant.own { f.own } else { 0 }
+            | if variant.foreign { f.foreign } else { 0 };
+        match IMPRESSION_UNITS.checked_div(u64::from(flagged.count_ones())) {
+            None => {
+                let m = if linked {
+                    All::ImpUntargetedLinked
+                } else {
+                    All::ImpUntargetedUnlinked
+                };
+                row[l.all(m)] += sign * IMPRESSION_UNITS as i64;
             }
+            Some(each) => for_bits(flagged, |s| {
+                let interested = account.interests >> s & 1 == 1;
+                row[l.seg(s, Seg::Audience)] += sign;
+                row[l.seg(s, Seg::TruePositive)] += sign * i64::from(interested);
+                let m = match (interested, linked) {
+                    (true, true) => Seg::ImpInterestedLinked,
+                    (false, true) => Seg::ImpOtherLinked,
+                    (true, false) => Seg::ImpInterestedUnlinked,
+                    (false, false) => Seg::ImpOtherUnlinked,
+                };
+                row[l.seg(s, m)] += sign * each as i64;
+            }),
         }
-        // Custom Audiences: the user's number in its businesses' customer lists.
-        let own_has = u.s_account == SAccount::Own || (link == Link::Metadata && st.ad_use);
-        let foreign_has = u.number_on_file_of.is_some();
-        for_bits(u.customer_of, |s| {
-            buf.push(l.seg(s, Seg::CaUploaded), 1);
-            if usable >> s & 1 == 1 {
-                if own_has {
-                    buf.push(l.seg(s, Seg::CaRight), 1);
-                } else if foreign_has {
-                    buf.push(l.seg(s, Seg::CaWrong), 1);
-                }
-            }
-        });
+        if variant.own {
+            for_bits(account.metadata_uploads, |s| {
+                row[l.seg(s, Seg::CaRight)] += sign
+            });
+        }
+    }
+}
+
+/// What an account's targeting depends on at one level: whether its holder's own M data and
+/// its foreign sender's are in ad use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Variant {
+    own: bool,
+    foreign: bool,
+}
+
+/// An account's fixed inputs to targeting.
+#[derive(Clone, Copy, Debug)]
+struct Account {
+    flags: Flags,
+    interests: u64,
+    /// Customer-list uploads of its holder's number that match once S links it by metadata.
+    metadata_uploads: u64,
+}
+
+/// One thread's counts: per arm, differences over levels; and the counts every arm and
+/// level share, per cell.
+#[derive(Debug)]
+struct Accumulator {
+    counts: Counts,
+    common: Vec<i64>,
+}
+
+impl Accumulator {
+    fn zeros(layout: &Layout) -> Self {
+        Accumulator {
+            counts: Counts::zeros(layout),
+            common: vec![0; layout.per_level()],
+        }
+    }
+
+    fn merge(self, other: Accumulator) -> Self {
+        let mut common = self.common;
+        for (x, y) in common.iter_mut().zip(other.common) {
+            *x += y;
+        }
+        Accumulator {
+            counts: self.counts.merge(other.counts),
+            common,
+        }
     }
 }
 

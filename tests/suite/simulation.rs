@@ -109,6 +109,50 @@ fn one_pass_equals_each_level_on_its_own() {
 }
 
 #[test]
+fn each_arm_counts_as_when_simulated_alone() {
+    // Arms that share their ad use (ads and all scopes, with or without a rule) share their
+    // targeting counts inside the pass; each must still equal the arm run on its own.
+    use adsim::policy::{ArmConfig, ArmKind, RegionalRule, RuleKind, Scope};
+    let arm = |name: &str, kind, scope, regional: Vec<RegionalRule>| ArmConfig {
+        name: name.into(),
+        kind,
+        scope,
+        regional,
+    };
+    let pause = || {
+        vec![RegionalRule {
+            countries: vec!["DE".into(), "BR".into()],
+            rule: RuleKind::Pause,
+            from_day: 10,
+        }]
+    };
+    let arms = vec![
+        arm("none", ArmKind::None, Scope::Ads, vec![]),
+        arm("ads", ArmKind::OptOutWindow, Scope::Ads, vec![]),
+        arm("all", ArmKind::OptOutWindow, Scope::All, vec![]),
+        arm("ads_pause", ArmKind::OptOutWindow, Scope::Ads, pause()),
+        arm("all_pause", ArmKind::OptOutWindow, Scope::All, pause()),
+        arm("opt_in", ArmKind::OptIn, Scope::Ads, vec![]),
+        arm("no_choice", ArmKind::NoChoice, Scope::Ads, vec![]),
+    ];
+    let rates = [0.0, 0.2, 0.7, 1.0];
+    let together = small(5000, 11, &rates, |s| s.policy.arms = arms.clone());
+    let (l, c) = simulate(&together);
+    // Every scenario has its `none` arm: "alone" is that arm beside `none`.
+    for (a, config) in arms.iter().enumerate().skip(1) {
+        let pair = vec![arms[0].clone(), config.clone()];
+        let alone = small(5000, 11, &rates, |s| s.policy.arms = pair);
+        let (_, ca) = simulate(&alone);
+        assert!(
+            c.arms[a] == ca.arms[1] && c.timeline[a] == ca.timeline[1],
+            "arm {} differs from the arm simulated alone",
+            config.name
+        );
+    }
+    assert_eq!(l.levels.len(), arms.len());
+}
+
+#[test]
 fn at_full_opt_out_every_arm_targets_like_none() {
     let r = small(5000, 3, &[0.0, 0.5, 1.0], |_| {});
     let (l, c) = simulate(&r);
