@@ -76,6 +76,8 @@ pub struct Sweep<'a> {
     /// regional rules; the scope may differ): their targeting counts are equal, so only
     /// that arm counts them.
     targeting_source: Vec<usize>,
+    /// Per arm, the first arm with the same rates (so the same opt-out thresholds).
+    flip_source: Vec<usize>,
 }
 
 impl<'a> Sweep<'a> {
@@ -101,9 +103,14 @@ impl<'a> Sweep<'a> {
                     .unwrap_or(0)
             })
             .collect();
+        let flip_source = arms
+            .iter()
+            .map(|a| arms.iter().position(|b| b.rates == a.rates).unwrap_or(0))
+            .collect();
         Sweep {
             resolved,
             targeting_source,
+            flip_source,
             arms,
             layout,
             timing: TimingModel::new(&s.policy),
@@ -298,18 +305,23 @@ impl<'a> Sweep<'a> {
             },
         });
 
+        // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
+        let mut flips: Option<(usize, usize, usize)> = None;
         for (ai, arm) in self.arms.iter().enumerate() {
             let levels = arm.rates.len();
             let never = levels;
-            let flip = |score: f64| {
-                if arm.kind == ArmKind::None {
-                    never
-                } else {
-                    thresholds[ai].flip(score)
+            let source = self.flip_source[ai];
+            let (f_user, f_sender) = match flips {
+                _ if arm.kind == ArmKind::None => (never, never),
+                Some((s, f_user, f_sender)) if s == source => (f_user, f_sender),
+                _ => {
+                    let t = &thresholds[source];
+                    let f_user = t.flip(u.privacy_score);
+                    let f_sender = sender.as_ref().map_or(never, |v| t.flip(v.privacy_score));
+                    flips = Some((source, f_user, f_sender));
+                    (f_user, f_sender)
                 }
             };
-            let f_user = flip(u.privacy_score);
-            let f_sender = sender.as_ref().map_or(never, |v| flip(v.privacy_score));
             let mut cuts = [0, f_user.min(levels), f_sender.min(levels), levels];
             cuts.sort_unstable();
             let diff = &mut acc.counts.arms[ai];
@@ -414,8 +426,8 @@ impl<'a> Sweep<'a> {
         let flagged = f.platform
             | if variant.own { f.own } else { 0 }
             | if variant.foreign { f.foreign } else { 0 };
-        match IMPRESSION_UNITS.checked_div(u64::from(flagged.count_ones())) {
-            None => {
+        match SHARES[flagged.count_ones() as usize] {
+            0 => {
                 let m = if linked {
                     All::ImpUntargetedLinked
                 } else {
@@ -423,7 +435,7 @@ impl<'a> Sweep<'a> {
                 };
                 row[l.all(m)] += sign * IMPRESSION_UNITS as i64;
             }
-            Some(each) => for_bits(flagged, |s| {
+            each => for_bits(flagged, |s| {
                 let interested = account.interests >> s & 1 == 1;
                 row[l.seg(s, Seg::Audience)] += sign;
                 row[l.seg(s, Seg::TruePositive)] += sign * i64::from(interested);
@@ -488,6 +500,18 @@ impl Accumulator {
         }
     }
 }
+
+/// `SHARES[n]`: the impression units of each of `n` campaigns an account is in (0 for none),
+/// a table rather than a division per account.
+const SHARES: [u64; 65] = {
+    let mut t = [0; 65];
+    let mut n = 1;
+    while n <= 64 {
+        t[n] = IMPRESSION_UNITS / n as u64;
+        n += 1;
+    }
+    t
+};
 
 /// Calls `f` with the index of every set bit of `bits`, lowest first.
 #[inline]
