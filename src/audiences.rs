@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure;
 use crate::error::Result;
-use crate::rng::{Key, Stream, Threshold16};
+use crate::rng::{Key, Lanes, Stream};
 
 /// How S normalizes uploaded numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -81,14 +81,14 @@ impl AudienceConfig {
 /// Draws which of a customer's uploads arrive usable, per segment.
 #[derive(Clone, Debug)]
 pub struct Uploads {
-    usable: Threshold16,
+    usable: Lanes<16>,
 }
 
 impl Uploads {
     /// The model of an audiences section.
     pub fn new(c: &AudienceConfig) -> Self {
         Uploads {
-            usable: Threshold16::new(c.usable()),
+            usable: Lanes::uniform(c.usable()),
         }
     }
 
@@ -96,18 +96,6 @@ impl Uploads {
     #[inline]
     pub fn usable(&self, key: Key, id: u64, customer_of: u64) -> u64 {
         let mut rng = key.user_rng(id, Stream::Audiences);
-        let mut usable = 0;
-        let mut word = 0u64;
-        for s in 0..64 {
-            if customer_of >> s == 0 {
-                break;
-            }
-            if s % 4 == 0 {
-                word = rng.next_u64();
-            }
-            let u = (word >> (16 * (s % 4))) as u16;
-            usable |= ((customer_of >> s & 1 == 1 && self.usable.hit(u)) as u64) << s;
-        }
-        usable
+        self.usable.draw(&mut rng, customer_of)
     }
 }

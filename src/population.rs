@@ -17,11 +17,11 @@
 //! `pi_c` has no fixed point, and each account has exactly one candidate sender,
 //! `pi_c^-1(j)`: an account holds at most one foreign number.
 
-use crate::data::ReferenceData;
+use crate::data::{ReferenceData, Segment};
 use crate::error::{Error, Result};
 use crate::permutation::Permutation;
 use crate::phone::{NumberSpace, PhoneNumber};
-use crate::rng::{Categorical, Key, PermutationKind, Stream, Threshold, Threshold16, UserRng};
+use crate::rng::{Categorical, Key, Lanes, PermutationKind, Stream, Threshold, UserRng};
 use crate::scenario::Resolved;
 
 /// Where the user's current number came from.
@@ -164,13 +164,17 @@ struct CountryModel {
     privacy_shift: f64,
 }
 
-/// Bernoulli thresholds of the segments, laid out for the per-user loop.
+/// Bernoulli thresholds of the segments, one lane per segment.
 #[derive(Clone, Debug)]
 struct SegmentModel {
-    /// `interest[band * segments + s]`: prevalence threshold of segment `s` in that band.
-    interest: Vec<Threshold>,
-    /// `business[s]`: customer if not interested, if interested; messages if not, if interested.
-    business: Vec<[Threshold16; 4]>,
+    /// How many segments.
+    count: usize,
+    /// `interest[band]`: prevalence of each segment in that band.
+    interest: Vec<Lanes<32>>,
+    /// Customer of a business of the segment: if not interested, if interested.
+    customer: [Lanes<16>; 2],
+    /// Messages businesses of the segment on M: if not interested, if interested.
+    messages: [Lanes<16>; 2],
     /// Opt-out shift of each segment's interested users.
     privacy_shift: Vec<f64>,
 }
@@ -276,27 +280,26 @@ impl Population {
             start += count;
         }
         let segs = &data.segments.segment;
+        fn lanes<const B: usize>(segs: &[Segment], f: impl Fn(&Segment) -> f64) -> Lanes<B> {
+            Lanes::new(&segs.iter().map(f).collect::<Vec<_>>())
+        }
         let segments = SegmentModel {
+            count: segs.len(),
             interest: (0..bands.len())
-                .flat_map(|b| {
-                    segs.iter().map(move |s| {
-                        let multiplier = s.age_multipliers.as_ref().map_or(1.0, |m| m[b]);
-                        Threshold::new(s.prevalence * multiplier)
+                .map(|b| {
+                    lanes(segs, |s| {
+                        s.prevalence * s.age_multipliers.as_ref().map_or(1.0, |m| m[b])
                     })
                 })
                 .collect(),
-            business: segs
-                .iter()
-                .map(|s| {
-                    [
-                        s.customer_if_not,
-                        s.customer_if_interested,
-                        s.messages_if_not,
-                        s.messages_if_interested,
-                    ]
-                    .map(Threshold16::new)
-                })
-                .collect(),
+            customer: [
+                lanes(segs, |s| s.customer_if_not),
+                lanes(segs, |s| s.customer_if_interested),
+            ],
+            messages: [
+                lanes(segs, |s| s.messages_if_not),
+                lanes(segs, |s| s.messages_if_interested),
+            ],
             privacy_shift: segs.iter().map(|s| s.privacy_shift).collect(),
         };
         Ok(Population {
@@ -326,7 +329,7 @@ impl Population {
 
     /// How many segments the interest sets use.
     pub fn segments(&self) -> usize {
-        self.segments.business.len()
+        self.segments.count
     }
 
     /// The id range and count of each country, in table order.
@@ -371,20 +374,16 @@ impl Population {
         let mut demo = self.key.user_rng(id, Stream::Demographics);
         let age_band = c.age.draw(&mut demo);
 
-        // One 64-bit word per segment: 32 bits decide the interest, 16 the customer
-        // relationship and 16 the business messaging, both conditional on the interest.
+        // One lane per segment (bit-sliced draws, [`Lanes`]): the interests, then the customer
+        // relationships and the business messaging, both conditional on the interest.
         let mut rng = self.key.user_rng(id, Stream::Interests);
-        let (mut interests, mut customer_of, mut messages_business) = (0u64, 0u64, 0u64);
         let segs = &self.segments;
-        let n_segs = segs.business.len();
-        let band_interest = &segs.interest[age_band as usize * n_segs..][..n_segs];
-        for (s, (threshold, business)) in band_interest.iter().zip(&segs.business).enumerate() {
-            let w = rng.next_u64();
-            let interested = threshold.hit(w as u32) as usize;
-            interests |= (interested as u64) << s;
-            customer_of |= (business[interested].hit((w >> 32) as u16) as u64) << s;
-            messages_business |= (business[2 + interested].hit((w >> 48) as u16) as u64) << s;
-        }
+        let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
+        let interests = segs.interest[age_band as usize].draw(&mut rng, all);
+        let [c0, c1] = &segs.customer;
+        let customer_of = c0.draw_either(c1, interests, &mut rng, all);
+        let [m0, m1] = &segs.messages;
+        let messages_business = m0.draw_either(m1, interests, &mut rng, all);
         let mut shift = c.privacy_shift + self.band_shifts[age_band as usize];
         let mut bits = interests;
         while bits != 0 {

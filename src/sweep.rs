@@ -257,7 +257,7 @@ impl<'a> Sweep<'a> {
         let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.id));
         let l = &self.layout;
         let flags = u.s_account.exists().then(|| {
-            let foreign = sender.as_ref().map_or(0, |v| v.messages_business);
+            let foreign = sender.as_ref().map(|v| v.messages_business);
             self.detectors.flags(
                 key,
                 id,

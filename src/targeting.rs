@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure;
 use crate::error::Result;
-use crate::rng::{Key, Stream, Threshold16};
+use crate::rng::{Key, Lanes, Stream};
 
 /// Impression supply of one account per period, in units: 720720 = lcm(1..16), so splits over
 /// up to 16 campaigns are exact; beyond, each share is rounded down (by under 1.4e-6).
@@ -86,11 +86,11 @@ impl TargetingConfig {
     }
 }
 
-/// The detector thresholds, ready for the per-account loop.
+/// The detector thresholds, one lane per segment: if the evidence is absent, if present.
 #[derive(Clone, Debug)]
 pub struct Detectors {
-    platform: [Threshold16; 2],
-    m: [Threshold16; 2],
+    platform: [Lanes<16>; 2],
+    m: [Lanes<16>; 2],
 }
 
 /// The three sets of segments whose detectors fire for one account.
@@ -109,15 +109,16 @@ impl Detectors {
     pub fn new(c: &TargetingConfig) -> Self {
         Detectors {
             platform: [
-                Threshold16::new(c.on_platform_fpr),
-                Threshold16::new(c.on_platform_recall),
+                Lanes::uniform(c.on_platform_fpr),
+                Lanes::uniform(c.on_platform_recall),
             ],
-            m: [Threshold16::new(c.m_fpr), Threshold16::new(c.m_recall)],
+            m: [Lanes::uniform(c.m_fpr), Lanes::uniform(c.m_recall)],
         }
     }
 
     /// The detectors that fire for account `id` whose holder has `interests`, its own M
-    /// signals `own_messages`, and the foreign sender's signals `foreign_messages`.
+    /// signals `own_messages`, and the signals of its foreign sender, if it has one
+    /// (`foreign_messages`; without one, `foreign` is empty). `segments` of at most 64.
     #[inline]
     pub fn flags(
         &self,
@@ -126,20 +127,19 @@ impl Detectors {
         segments: usize,
         interests: u64,
         own_messages: u64,
-        foreign_messages: u64,
+        foreign_messages: Option<u64>,
     ) -> Flags {
         let mut rng = key.user_rng(id, Stream::Detection);
-        let mut f = Flags::default();
-        for s in 0..segments {
-            let w = rng.next_u64();
-            let bit = 1u64 << s;
-            let i = (interests >> s & 1) as usize;
-            let o = (own_messages >> s & 1) as usize;
-            let x = (foreign_messages >> s & 1) as usize;
-            f.platform |= (self.platform[i].hit(w as u16) as u64) * bit;
-            f.own |= (self.m[o].hit((w >> 16) as u16) as u64) * bit;
-            f.foreign |= (self.m[x].hit((w >> 32) as u16) as u64) * bit;
+        let all = u64::MAX.checked_shr(64 - segments as u32).unwrap_or(0);
+        let [p0, p1] = &self.platform;
+        let [m0, m1] = &self.m;
+        let platform = p0.draw_either(p1, interests, &mut rng, all);
+        let own = m0.draw_either(m1, own_messages, &mut rng, all);
+        let foreign = foreign_messages.map_or(0, |x| m0.draw_either(m1, x, &mut rng, all));
+        Flags {
+            platform,
+            own,
+            foreign,
         }
-        f
     }
 }
