@@ -9,6 +9,8 @@
 //! count: `(arm, level, rate, replication, country, age_band, segment, measure, count)`, with
 //! `segment = "all"` for the measures of [`ALL_MEASURES`].
 
+use rayon::prelude::*;
+
 /// Measures counted per segment, in index order.
 pub const SEGMENT_MEASURES: &[&str] = &[
     "interested",
@@ -196,27 +198,27 @@ impl Counts {
         }
     }
 
-    /// Adds `other` to `self`.
+    /// Adds `other` to `self`, an arm per rayon task (arms are tens of megabytes at 101 levels).
     pub fn merge(mut self, other: Counts) -> Self {
-        for (a, b) in self
-            .arms
-            .iter_mut()
+        self.arms
+            .par_iter_mut()
             .zip(other.arms)
-            .chain(self.timeline.iter_mut().zip(other.timeline))
-        {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
+            .chain(self.timeline.par_iter_mut().zip(other.timeline))
+            .for_each(|(a, b)| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            });
         self
     }
 
-    /// Turns differences over levels (and, for `in_ad_use`, over days) into counts.
+    /// Turns differences over levels (and, for `in_ad_use`, over days) into counts, an arm
+    /// per rayon task.
     pub fn finish(mut self, layout: &Layout) -> Self {
         let per = layout.per_level();
-        for v in &mut self.arms {
-            prefix_over_levels(v, per);
-        }
+        self.arms
+            .par_iter_mut()
+            .for_each(|v| prefix_over_levels(v, per));
         let tper = layout.timeline_per_level();
         let ch = TIMELINE_CHANNELS.len();
         for v in &mut self.timeline {
