@@ -305,6 +305,24 @@ impl<'a> Sweep<'a> {
             },
         });
 
+        // The measures of a user's state in an arm, and its link's.
+        let state_measures = [
+            All::OptedOut,
+            All::Shared,
+            All::AdUse,
+            match link {
+                Link::True => All::LinkTrue,
+                Link::Metadata => All::LinkMetadata,
+                Link::Mislink if u.number_history == NumberHistory::Shared => {
+                    All::LinkMislinkShared
+                }
+                Link::Mislink => All::LinkMislinkRecycled,
+                Link::None => All::LinkNone,
+            },
+            All::SharedWithAccount,
+            All::MislinkReceived,
+        ]
+        .map(|m| l.all(m));
         // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
         let mut flips: Option<(usize, usize, usize)> = None;
         for (ai, arm) in self.arms.iter().enumerate() {
@@ -327,6 +345,8 @@ impl<'a> Sweep<'a> {
             let diff = &mut acc.counts.arms[ai];
             let targets = self.targeting_source[ai] == ai;
             let mut shown: Option<Variant> = None;
+            let mut state = [0i64; 6];
+            let mut exposure_before = 0;
             for w in cuts.windows(2) {
                 let (k0, k1) = (w[0], w[1]);
                 if k0 == k1 {
@@ -335,41 +355,31 @@ impl<'a> Sweep<'a> {
                 let st = arm.state(c, k0 >= f_user, timing, self.horizon);
                 let sender_state =
                     sender_timing.map(|t| arm.state(c, k0 >= f_sender, t, self.horizon));
-                // The row past the last level is never read.
-                let end = (k1 < levels).then_some(k1 * per_level + cell);
+                // The state's counts, written where they change: at each piece's first level,
+                // the new values less the previous piece's.
                 let start = k0 * per_level + cell;
-                let mut add = |m: All, a: i64| {
-                    if a != 0 {
-                        diff[start + l.all(m)] += a;
-                        if let Some(e) = end {
-                            diff[e + l.all(m)] -= a;
-                        }
+                let has_account = account.is_some();
+                let values = [
+                    st.out,
+                    st.shared,
+                    st.ad_use,
+                    st.shared,
+                    st.shared && has_account,
+                    has_account && sender_state.is_some_and(|s| s.shared),
+                ]
+                .map(i64::from);
+                for ((&m, v), p) in state_measures.iter().zip(values).zip(&mut state) {
+                    if v != *p {
+                        diff[start + m] += v - *p;
+                        *p = v;
                     }
-                };
-                add(All::OptedOut, i64::from(st.out));
-                add(All::Shared, i64::from(st.shared));
-                add(All::AdUse, i64::from(st.ad_use));
-                add(All::ExposureDays, i64::from(st.exposure_days));
-                if st.shared {
-                    add(
-                        match link {
-                            Link::True => All::LinkTrue,
-                            Link::Metadata => All::LinkMetadata,
-                            Link::Mislink if u.number_history == NumberHistory::Shared => {
-                                All::LinkMislinkShared
-                            }
-                            Link::Mislink => All::LinkMislinkRecycled,
-                            Link::None => All::LinkNone,
-                        },
-                        1,
-                    );
+                }
+                let exposure = i64::from(st.exposure_days);
+                if exposure != exposure_before {
+                    diff[start + l.all(All::ExposureDays)] += exposure - exposure_before;
+                    exposure_before = exposure;
                 }
                 if let Some(account) = &account {
-                    add(All::SharedWithAccount, i64::from(st.shared));
-                    add(
-                        All::MislinkReceived,
-                        i64::from(sender_state.is_some_and(|s| s.shared)),
-                    );
                     // Targeting changes only where the variant does: written at the first
                     // level of a new variant, as the new counts less the old.
                     let v = Variant {
