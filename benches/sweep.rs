@@ -4,8 +4,10 @@
 //! `cargo bench --bench sweep`. Each iteration simulates 2,000,000 users of the default
 //! whatsapp-2016 arms (none, opt_out_window with scopes ads and all) in one replication,
 //! including its calibration sample (2^16 users here, a few milliseconds) and the fixed cost
-//! of the accumulators (zeroing, merging, prefix sums: about 25 MB per accumulator at 21
-//! levels), which 2,000,000 users amortize as whole runs do.
+//! of the accumulators: one per thread, `(levels + 1)` rows of 378 KB per arm (25 MB at 21
+//! levels, 116 MB at 101), zeroed, merged and prefix-summed once. At 2,000,000 users that
+//! fixed cost is a visible share of the 101-level time; whole runs amortize it (see
+//! `reports/performance.md`).
 
 use std::hint::black_box;
 use std::path::Path;
