@@ -348,16 +348,20 @@ impl Population {
 
     /// User `id` (below [`Population::len`]), generated from its id alone.
     pub fn user(&self, id: u64) -> User {
-        self.build(id, Parts::ALL)
+        self.build(id, self.country_of(id), Parts::ALL)
     }
 
-    /// User `id` without what the simulation does not read: the phone number (left at its
-    /// default) and, unless `on_file`, the account that holds its number
-    /// (`number_on_file_of` left `None`). Every other field equals [`Population::user`]'s.
+    /// User `id` of country `country` (which must be [`Population::country_of`]`(id)`: the
+    /// simulation walks its chunks country by country) without what the simulation does not
+    /// read: the phone number (left at its default) and, unless `on_file`, the account that
+    /// holds its number (`number_on_file_of` left `None`). Every other field equals
+    /// [`Population::user`]'s.
     #[inline]
-    pub fn user_for_sweep(&self, id: u64, on_file: bool) -> User {
+    pub fn user_for_sweep(&self, id: u64, country: usize, on_file: bool) -> User {
+        debug_assert_eq!(country, self.country_of(id));
         self.build(
             id,
+            country,
             Parts {
                 phone: false,
                 on_file,
@@ -366,8 +370,7 @@ impl Population {
     }
 
     #[inline(always)]
-    fn build(&self, id: u64, parts: Parts) -> User {
-        let ci = self.country_of(id);
+    fn build(&self, id: u64, ci: usize, parts: Parts) -> User {
         let c = &self.countries[ci];
         let k = id - c.start;
 

@@ -159,6 +159,7 @@ impl<'a> Sweep<'a> {
         let thresholds = self.thresholds(replication)?;
         let chunk = self.resolved.scenario.engine.chunk_size.max(1);
         let n_chunks = (range.end - range.start).div_ceil(chunk);
+        let country_ends: Vec<u64> = population.country_ranges().iter().map(|r| r.end).collect();
         let slots: Vec<Mutex<Option<Accumulator>>> = (0..rayon::current_num_threads())
             .map(|_| Mutex::new(None))
             .collect();
@@ -170,8 +171,13 @@ impl<'a> Sweep<'a> {
             let acc = slot.get_or_insert_with(|| Accumulator::zeros(&self.layout));
             let first = range.start + k * chunk;
             let last = (first + chunk).min(range.end);
+            // Countries are consecutive id ranges: walk them instead of searching per user.
+            let mut country = population.country_of(first);
             for id in first..last {
-                self.user(&population, &thresholds, id, acc);
+                while id >= country_ends[country] {
+                    country += 1;
+                }
+                self.user(&population, &thresholds, id, country, acc);
             }
             drop(slot);
             progress(last - first);
@@ -236,23 +242,25 @@ impl<'a> Sweep<'a> {
         }
     }
 
-    /// Adds user `id` to `acc`, for every arm and level.
+    /// Adds user `id` of country `country` to `acc`, for every arm and level.
     fn user(
         &self,
         population: &Population,
         thresholds: &[Thresholds],
         id: u64,
+        country: usize,
         acc: &mut Accumulator,
     ) {
         let key = population.key();
-        let u = population.user_for_sweep(id, true);
+        let u = population.user_for_sweep(id, country, true);
         let timing = self.timing.draw(key, id);
         let link = self.link(population, &u);
         // The sender whose number this account holds, if its data would land here.
         let sender = u
             .s_account
             .foreign_sender()
-            .map(|sid| population.user_for_sweep(sid, false))
+            // The sender holds a number of the same country: it is a user of that country.
+            .map(|sid| population.user_for_sweep(sid, country, false))
             .filter(|v| v.s_account != SAccount::Own);
         let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.id));
         let l = &self.layout;
