@@ -412,7 +412,10 @@ impl<'a> Sweep<'a> {
                 let tl = &mut acc.counts.timeline[ai];
                 let mut add = |day: usize, ch: usize, a: i64| {
                     tl[k0 * tper + day * 3 + ch] += a;
-                    tl[k1 * tper + day * 3 + ch] -= a;
+                    // As for the counts, the row past the last level is never read.
+                    if k1 < levels {
+                        tl[k1 * tper + day * 3 + ch] -= a;
+                    }
                 };
                 if acted {
                     add(
