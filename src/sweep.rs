@@ -198,7 +198,7 @@ impl<'a> Sweep<'a> {
         let l = &self.layout;
         let per = l.per_level();
         let measures = l.measures();
-        let targeting: Vec<std::ops::Range<usize>> = vec![
+        let targeting = [
             0..l.segments * SEGMENT_MEASURES.len(),
             l.all(All::LinkedAccounts)..l.all(All::ImpUntargetedUnlinked) + 1,
         ];
@@ -276,8 +276,7 @@ impl<'a> Sweep<'a> {
             )
         });
         let usable = self.uploads.usable(key, id, u.customer_of);
-        let c = u.country as usize;
-        let cell = l.cell(c, u.age_band as usize);
+        let cell = l.cell(country, u.age_band as usize);
         let measures = l.measures();
         let per_level = l.per_level();
         let tper = l.timeline_per_level();
@@ -313,7 +312,8 @@ impl<'a> Sweep<'a> {
             },
         });
 
-        // The measures of a user's state in an arm, and its link's.
+        // The measures of a user's state in an arm, its link's among them.
+        let has_account = account.is_some();
         let state_measures = [
             All::OptedOut,
             All::Shared,
@@ -329,6 +329,7 @@ impl<'a> Sweep<'a> {
             },
             All::SharedWithAccount,
             All::MislinkReceived,
+            All::ExposureDays,
         ]
         .map(|m| l.all(m));
         // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
@@ -353,39 +354,32 @@ impl<'a> Sweep<'a> {
             let diff = &mut acc.counts.arms[ai];
             let targets = self.targeting_source[ai] == ai;
             let mut shown: Option<Variant> = None;
-            let mut state = [0i64; 6];
-            let mut exposure_before = 0;
+            let mut state = [0i64; 7];
             for w in cuts.windows(2) {
                 let (k0, k1) = (w[0], w[1]);
                 if k0 == k1 {
                     continue;
                 }
-                let st = arm.state(c, k0 >= f_user, timing, self.horizon);
+                let st = arm.state(country, k0 >= f_user, timing, self.horizon);
                 let sender_state =
-                    sender_timing.map(|t| arm.state(c, k0 >= f_sender, t, self.horizon));
+                    sender_timing.map(|t| arm.state(country, k0 >= f_sender, t, self.horizon));
                 // The state's counts, written where they change: at each piece's first level,
                 // the new values less the previous piece's.
                 let start = k0 * per_level + cell;
-                let has_account = account.is_some();
                 let values = [
-                    st.out,
-                    st.shared,
-                    st.ad_use,
-                    st.shared,
-                    st.shared && has_account,
-                    has_account && sender_state.is_some_and(|s| s.shared),
-                ]
-                .map(i64::from);
+                    i64::from(st.out),
+                    i64::from(st.shared),
+                    i64::from(st.ad_use),
+                    i64::from(st.shared),
+                    i64::from(st.shared && has_account),
+                    i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
+                    i64::from(st.exposure_days),
+                ];
                 for ((&m, v), p) in state_measures.iter().zip(values).zip(&mut state) {
                     if v != *p {
                         diff[start + m] += v - *p;
                         *p = v;
                     }
-                }
-                let exposure = i64::from(st.exposure_days);
-                if exposure != exposure_before {
-                    diff[start + l.all(All::ExposureDays)] += exposure - exposure_before;
-                    exposure_before = exposure;
                 }
                 if let Some(account) = &account {
                     // Targeting changes only where the variant does: written at the first
