@@ -1,4 +1,4 @@
-//! Custom Audiences (SPEC §7): businesses upload their customers' numbers, S matches them.
+//! Custom Audiences (docs/model.md §7): businesses upload their customers' numbers, S matches them.
 //!
 //! A business of segment `s` uploads the number of every customer (the `customer_of` set of
 //! [`crate::population::User`]), normalized as S documents (digits with the country code, no
@@ -7,7 +7,7 @@
 //! country code): `strict` normalization loses them, `lenient` recovers a share
 //! `lenient_recovery` of them. S matches each hash against its phone index, which is the
 //! inverse number map of [`crate::population::Population::holder_of`] plus the M numbers that
-//! sharing added through metadata links (SPEC §5); the engine uses that map directly, and the
+//! sharing added through metadata links (docs/model.md §5); the engine uses that map directly, and the
 //! tests check on samples that hashing gives the same matches. Outcomes: matched the right
 //! person (the customer's own account holds the number), matched the wrong person (only an
 //! account holding it as a stale or household number does), or unmatched.

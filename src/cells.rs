@@ -1,125 +1,108 @@
-//! The engine's output: integer counts ("cells", SPEC §10), and their layout.
+//! The engine's output: integer counts ("cells", docs/model.md §10.1), their layout, and the
+//! wide table they are written as.
 //!
-//! Counts are kept per arm as one flat vector indexed by `(level, country, age band,
-//! measure)`, where a measure is either per segment ([`SEGMENT_MEASURES`]) or for all
-//! segments together ([`ALL_MEASURES`]). The engine adds each user's contribution to a level
+//! In memory, one replication's counts are kept per arm as one flat vector indexed by
+//! `(level, country, age band, measure)`, where a measure is either per segment ([`Seg`]) or
+//! for all segments together ([`All`]). The engine adds each user's contribution to a level
 //! range `[k0, k1)` as `+c` at `k0` and `-c` at `k1` (difference arrays); [`Counts::finish`]
 //! takes prefix sums. Merging is addition, so chunks, threads, replications and shards combine
-//! exactly in any order. The long form written to `cells.parquet` has one row per non-zero
-//! count: `(arm, level, rate, replication, country, age_band, segment, measure, count)`, with
-//! `segment = "all"` for the measures of [`ALL_MEASURES`].
+//! exactly in any order.
+//!
+//! On disk (`cells.parquet`, [`CELLS_SCHEMA_VERSION`]) the counts are a wide table, one column
+//! per measure: a row per `(arm, level, replication, country, age band, segment)` holds the
+//! segment's measures, and a row with `segment = "all"` the measures counted over all
+//! segments; the measures that do not apply to a row are null, so the sum of any column over
+//! any set of rows is a true total. Rows whose counts are all zero are left out. Every measure
+//! is defined once, in the tables [`Seg::ALL`] and [`All::ALL`] made by [`measures!`], which the
+//! engine, the estimation, the table writers and the data dictionary all read.
 
+use polars::prelude::*;
 use rayon::prelude::*;
 
-/// Measures counted per segment, in index order.
-pub const SEGMENT_MEASURES: &[&str] = &[
-    "interested",
-    "audience",
-    "true_positive",
-    "impressions_interested_linked",
-    "impressions_other_linked",
-    "impressions_interested_unlinked",
-    "impressions_other_unlinked",
-    "ca_uploaded",
-    "ca_matched_right",
-    "ca_matched_wrong",
-];
+/// Version of the `cells` and `timeline_cells` tables' schemas.
+pub const CELLS_SCHEMA_VERSION: &str = "cells/2";
 
-/// What each per-segment measure counts, in index order (the data dictionary's text).
-pub const SEGMENT_MEASURE_DOCS: &[&str] = &[
-    "S accounts whose holder is interested in the segment",
-    "S accounts in the segment's campaign audience (flagged)",
-    "flagged accounts whose holder is interested",
-    "impression units (1/720720 of an account's supply) to interested holders of accounts with M data in ad use",
-    "impression units to uninterested holders of accounts with M data in ad use",
-    "impression units to interested holders of accounts without M data in ad use",
-    "impression units to uninterested holders of accounts without M data in ad use",
-    "numbers of the segment's customers uploaded to Custom Audiences",
-    "uploads matched to the customer's own account",
-    "uploads matched only to someone else's account (stale or household number)",
-];
-
-/// Index of a per-segment measure.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub enum Seg {
-    Interested,
-    Audience,
-    TruePositive,
-    ImpInterestedLinked,
-    ImpOtherLinked,
-    ImpInterestedUnlinked,
-    ImpOtherUnlinked,
-    CaUploaded,
-    CaRight,
-    CaWrong,
+/// A counted measure: its column name and what it counts (the data dictionary's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measure {
+    /// Column name in `cells.parquet`.
+    pub name: &'static str,
+    /// What it counts.
+    pub doc: &'static str,
 }
 
-/// Measures counted over all segments (`segment = "all"`), in index order.
-pub const ALL_MEASURES: &[&str] = &[
-    "users",
-    "accounts",
-    "opted_out",
-    "shared",
-    "shared_with_account",
-    "ad_use",
-    "link_true",
-    "link_metadata",
-    "link_mislink_recycled",
-    "link_mislink_shared",
-    "link_none",
-    "mislink_received",
-    "exposure_days",
-    "linked_accounts",
-    "impressions_untargeted_linked",
-    "impressions_untargeted_unlinked",
-];
+/// Defines an enum of measures and its table in one place: the variant's discriminant is its
+/// index in the table, so names, docs and indices cannot drift apart.
+macro_rules! measures {
+    ($(#[$meta:meta])* $enum:ident { $($(#[$vmeta:meta])* $variant:ident = $name:literal : $doc:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $enum {
+            $($(#[$vmeta])* #[doc = $doc] $variant,)*
+        }
 
-/// What each all-segment measure counts, in index order (the data dictionary's text).
-pub const ALL_MEASURE_DOCS: &[&str] = &[
-    "M users",
-    "M users with an S account",
-    "users who opted out (did not opt in, or left)",
-    "users whose number went to S",
-    "users with an S account whose number went to S",
-    "users whose data is in ad use after the window",
-    "shared users linked to their own account by their number",
-    "shared users linked to their own account through metadata (S adds their number)",
-    "shared users whose data landed on the previous owner's account (recycled number)",
-    "shared users whose data landed on a household member's account (shared phone)",
-    "shared users not linked to any account",
-    "accounts that received someone else's data",
-    "days of ad use before an opt-out took effect, summed over users",
-    "accounts with M data in ad use (own or someone else's)",
-    "impression units of untargeted ads on accounts with M data in ad use",
-    "impression units of untargeted ads on accounts without M data in ad use",
-];
+        impl $enum {
+            /// Every measure of this kind, in index order.
+            pub const ALL: &'static [Measure] = &[$(Measure { name: $name, doc: $doc },)*];
+            /// How many.
+            pub const COUNT: usize = Self::ALL.len();
 
-/// Index of an all-segment measure.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub enum All {
-    Users,
-    Accounts,
-    OptedOut,
-    Shared,
-    SharedWithAccount,
-    AdUse,
-    LinkTrue,
-    LinkMetadata,
-    LinkMislinkRecycled,
-    LinkMislinkShared,
-    LinkNone,
-    MislinkReceived,
-    ExposureDays,
-    LinkedAccounts,
-    ImpUntargetedLinked,
-    ImpUntargetedUnlinked,
+            /// This measure's name and doc.
+            pub const fn measure(self) -> Measure {
+                Self::ALL[self as usize]
+            }
+        }
+    };
 }
 
-/// Timeline channels: the day a user acted at the notice or in Settings (opting out, opting
-/// in or leaving, by arm), and the users whose data is in ad use that day.
-pub const TIMELINE_CHANNELS: &[&str] = &["notice", "settings", "in_ad_use"];
+measures! {
+    /// Measures counted per segment, on the segment's rows.
+    Seg {
+        Interested = "interested": "S accounts whose holder is interested in the segment",
+        Audience = "audience": "S accounts in the segment's campaign audience (flagged)",
+        TruePositive = "true_positive": "flagged accounts whose holder is interested",
+        ImpInterestedLinked = "impressions_interested_linked": "impression units (1/720720 of an account's supply) to interested holders of accounts with M data in ad use",
+        ImpOtherLinked = "impressions_other_linked": "impression units to uninterested holders of accounts with M data in ad use",
+        ImpInterestedUnlinked = "impressions_interested_unlinked": "impression units to interested holders of accounts without M data in ad use",
+        ImpOtherUnlinked = "impressions_other_unlinked": "impression units to uninterested holders of accounts without M data in ad use",
+        CaUploaded = "ca_uploaded": "numbers of the segment's customers uploaded to Custom Audiences",
+        CaRight = "ca_matched_right": "uploads matched to the customer's own account",
+        CaWrong = "ca_matched_wrong": "uploads matched only to someone else's account (stale or household number)",
+    }
+}
+
+measures! {
+    /// Measures counted over all segments, on the rows with `segment = "all"`.
+    All {
+        Users = "users": "M users",
+        Accounts = "accounts": "M users with an S account",
+        OptedOut = "opted_out": "users who opted out (did not opt in, or left)",
+        Shared = "shared": "users whose number went to S",
+        SharedWithAccount = "shared_with_account": "users with an S account whose number went to S",
+        AdUse = "ad_use": "users whose data is in ad use after the window",
+        LinkTrue = "link_true": "shared users linked to their own account by their number",
+        LinkMetadata = "link_metadata": "shared users linked to their own account through metadata (S adds their number)",
+        LinkMislinkRecycled = "link_mislink_recycled": "shared users whose data landed on the previous owner's account (recycled number)",
+        LinkMislinkShared = "link_mislink_shared": "shared users whose data landed on a household member's account (shared phone)",
+        LinkNone = "link_none": "shared users not linked to any account",
+        MislinkReceived = "mislink_received": "accounts that received someone else's data",
+        ExposureDays = "exposure_days": "days of ad use before an opt-out took effect, summed over users",
+        LinkedAccounts = "linked_accounts": "accounts with M data in ad use (own or someone else's)",
+        ImpUntargetedLinked = "impressions_untargeted_linked": "impression units of untargeted ads on accounts with M data in ad use",
+        ImpUntargetedUnlinked = "impressions_untargeted_unlinked": "impression units of untargeted ads on accounts without M data in ad use",
+    }
+}
+
+measures! {
+    /// Timeline channels (`timeline_cells.parquet`): per day, the users who acted at the notice
+    /// or in Settings (opting out, opting in or leaving, by arm), and the users whose data is
+    /// in ad use that day.
+    Channel {
+        Notice = "notice": "users who acted at the notice that day (day 0)",
+        Settings = "settings": "users who acted in Settings that day",
+        InAdUse = "in_ad_use": "users whose data is in ad use that day",
+    }
+}
 
 /// The shape of the counts of one scenario.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,19 +122,19 @@ pub struct Layout {
 impl Layout {
     /// Measures per (country, age band) cell.
     pub fn measures(&self) -> usize {
-        self.segments * SEGMENT_MEASURES.len() + ALL_MEASURES.len()
+        self.segments * Seg::COUNT + All::COUNT
     }
 
     /// Index of a per-segment measure within a cell.
     #[inline]
     pub fn seg(&self, segment: usize, m: Seg) -> usize {
-        segment * SEGMENT_MEASURES.len() + m as usize
+        segment * Seg::COUNT + m as usize
     }
 
     /// Index of an all-segment measure within a cell.
     #[inline]
     pub fn all(&self, m: All) -> usize {
-        self.segments * SEGMENT_MEASURES.len() + m as usize
+        self.segments * Seg::COUNT + m as usize
     }
 
     /// Offset of cell (country, age) within a level.
@@ -165,9 +148,21 @@ impl Layout {
         self.countries * self.ages * self.measures()
     }
 
+    /// Index of a timeline value within a level: day `day`, channel `ch`.
+    #[inline]
+    pub fn day(&self, day: usize, ch: Channel) -> usize {
+        day * Channel::COUNT + ch as usize
+    }
+
     /// Values per timeline level.
     pub fn timeline_per_level(&self) -> usize {
-        (self.days + 1) * TIMELINE_CHANNELS.len()
+        (self.days + 1) * Channel::COUNT
+    }
+
+    /// Bytes of one replication's [`Counts`] (the engine's accumulators are this size too).
+    pub fn counts_bytes(&self) -> u64 {
+        let levels: usize = self.levels.iter().map(|l| l + 1).sum();
+        (levels * (self.per_level() + self.timeline_per_level()) * 8) as u64
     }
 }
 
@@ -200,16 +195,21 @@ impl Counts {
 
     /// Adds `other` to `self`, an arm per rayon task (arms are tens of megabytes at 101 levels).
     pub fn merge(mut self, other: Counts) -> Self {
+        self.add(&other);
+        self
+    }
+
+    /// Adds `other` to `self`, an arm per rayon task.
+    pub fn add(&mut self, other: &Counts) {
         self.arms
             .par_iter_mut()
-            .zip(other.arms)
-            .chain(self.timeline.par_iter_mut().zip(other.timeline))
+            .zip(&other.arms)
+            .chain(self.timeline.par_iter_mut().zip(&other.timeline))
             .for_each(|(a, b)| {
                 for (x, y) in a.iter_mut().zip(b) {
                     *x += y;
                 }
             });
-        self
     }
 
     /// Turns differences over levels (and, for `in_ad_use`, over days) into counts, an arm
@@ -220,14 +220,14 @@ impl Counts {
             .par_iter_mut()
             .for_each(|v| prefix_over_levels(v, per));
         let tper = layout.timeline_per_level();
-        let ch = TIMELINE_CHANNELS.len();
         for v in &mut self.timeline {
             prefix_over_levels(v, tper);
             for level in v.chunks_mut(tper) {
                 let mut acc = 0;
                 for day in 0..=layout.days {
-                    acc += level[day * ch + 2];
-                    level[day * ch + 2] = acc;
+                    let i = layout.day(day, Channel::InAdUse);
+                    acc += level[i];
+                    level[i] = acc;
                 }
             }
         }
@@ -246,6 +246,18 @@ impl Counts {
     ) -> i64 {
         self.arms[arm][level * layout.per_level() + layout.cell(country, age) + measure]
     }
+
+    /// One level's values of an arm (after [`Counts::finish`]).
+    pub fn level(&self, layout: &Layout, arm: usize, level: usize) -> &[i64] {
+        let per = layout.per_level();
+        &self.arms[arm][level * per..(level + 1) * per]
+    }
+
+    /// One level's timeline of an arm (after [`Counts::finish`]).
+    pub fn timeline_level(&self, layout: &Layout, arm: usize, level: usize) -> &[i64] {
+        let per = layout.timeline_per_level();
+        &self.timeline[arm][level * per..(level + 1) * per]
+    }
 }
 
 fn prefix_over_levels(v: &mut [i64], per: usize) {
@@ -258,9 +270,336 @@ fn prefix_over_levels(v: &mut [i64], per: usize) {
     }
 }
 
+/// The labels of a scenario's keys: what the count tables name each index by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Names {
+    /// Arm names, in scenario order.
+    pub arms: Vec<String>,
+    /// Per arm, the target rate of each level.
+    pub rates: Vec<Vec<f64>>,
+    /// Whether each arm is the `none` arm (no timeline).
+    pub is_none: Vec<bool>,
+    /// Country codes.
+    pub countries: Vec<String>,
+    /// Age band labels.
+    pub ages: Vec<String>,
+    /// Segment names.
+    pub segments: Vec<String>,
+}
+
+/// The segment label of the rows that hold the all-segment measures.
+pub const ALL_SEGMENTS: &str = "all";
+
+/// A key column of labels, stored as an Enum (a dictionary of the scenario's labels in their
+/// order, written to Parquet as dictionary-encoded strings) built straight from indices.
+fn enum_column<S: AsRef<str>>(name: &str, labels: &[S], codes: Vec<u32>) -> PolarsResult<Column> {
+    let dtype =
+        DataType::from_frozen_categories(FrozenCategories::new(labels.iter().map(AsRef::as_ref))?);
+    let physical = DataType::from(dtype.cat_physical()?);
+    let codes = Series::from_vec(name.into(), codes).cast(&physical)?;
+    Ok(Series::from_cats_and_dtype(&codes, &dtype, true)?.into_column())
+}
+
+fn u64_column(name: &str, values: Vec<u64>, valid: Option<&[bool]>) -> Column {
+    let bitmap = valid.map(|v| v.iter().copied().collect::<polars_arrow::bitmap::Bitmap>());
+    UInt64Chunked::from_vec_validity(name.into(), values, bitmap).into_column()
+}
+
+/// At most this many rows of the count tables are built at a time (a Parquet row group).
+pub const BATCH_ROWS: usize = 1 << 15;
+
+/// The (arm, level) pairs of a layout in batches whose rows number at most [`BATCH_ROWS`]
+/// (or one arm-level, if that is more).
+pub fn level_batches(layout: &Layout) -> Vec<Vec<(usize, usize)>> {
+    let per = (layout.countries * layout.ages * (layout.segments + 1)).max(1);
+    let take = (BATCH_ROWS / per).max(1);
+    let all: Vec<(usize, usize)> = (0..layout.levels.len())
+        .flat_map(|a| (0..layout.levels[a]).map(move |k| (a, k)))
+        .collect();
+    all.chunks(take).map(<[_]>::to_vec).collect()
+}
+
+/// The wide `cells` rows of one replication's finished counts at (arm, level) pairs
+/// `levels`: one row per (arm, level, country, age band, segment or "all") with any non-zero
+/// count, in that order.
+pub fn cells_frame(
+    names: &Names,
+    layout: &Layout,
+    replication: u32,
+    counts: &Counts,
+    levels: &[(usize, usize)],
+) -> PolarsResult<DataFrame> {
+    let (nseg, nall) = (Seg::COUNT, All::COUNT);
+    let measures = layout.measures();
+    // Keys as indices first; a row's segment index is `layout.segments` for "all".
+    let (mut arm, mut level, mut country, mut age, mut segment) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut seg_values: Vec<Vec<u64>> = vec![Vec::new(); nseg];
+    let mut all_values: Vec<Vec<u64>> = vec![Vec::new(); nall];
+    for &(a, k) in levels {
+        let values = counts.level(layout, a, k);
+        for c in 0..layout.countries {
+            for g in 0..layout.ages {
+                let cell = &values[layout.cell(c, g)..layout.cell(c, g) + measures];
+                let mut push =
+                    |s: usize, m: &mut Vec<Vec<u64>>, other: &mut Vec<Vec<u64>>, v: &[i64]| {
+                        arm.push(a as u32);
+                        level.push(k as u32);
+                        country.push(c as u32);
+                        age.push(g as u32);
+                        segment.push(s as u32);
+                        for (col, &x) in m.iter_mut().zip(v) {
+                            col.push(x.max(0) as u64);
+                        }
+                        for col in other.iter_mut() {
+                            col.push(0);
+                        }
+                    };
+                for s in 0..layout.segments {
+                    let v = &cell[s * nseg..(s + 1) * nseg];
+                    if v.iter().any(|&x| x != 0) {
+                        push(s, &mut seg_values, &mut all_values, v);
+                    }
+                }
+                let v = &cell[layout.segments * nseg..];
+                if v.iter().any(|&x| x != 0) {
+                    push(layout.segments, &mut all_values, &mut seg_values, v);
+                }
+            }
+        }
+    }
+    let n = arm.len();
+    let is_all: Vec<bool> = segment
+        .iter()
+        .map(|&s| s as usize == layout.segments)
+        .collect();
+    let mut segments = names.segments.clone();
+    segments.push(ALL_SEGMENTS.into());
+    let rates: Vec<f64> = arm
+        .iter()
+        .zip(&level)
+        .map(|(&a, &k)| names.rates[a as usize][k as usize])
+        .collect();
+    let mut columns = vec![
+        enum_column("arm", &names.arms, arm)?,
+        Series::from_vec("level".into(), level).into_column(),
+        Series::from_vec("rate".into(), rates).into_column(),
+        Series::from_vec("replication".into(), vec![replication; n]).into_column(),
+        enum_column("country", &names.countries, country)?,
+        enum_column("age_band", &names.ages, age)?,
+        enum_column("segment", &segments, segment)?,
+    ];
+    let is_segment: Vec<bool> = is_all.iter().map(|a| !a).collect();
+    for (m, values) in Seg::ALL.iter().zip(seg_values) {
+        columns.push(u64_column(m.name, values, Some(&is_segment)));
+    }
+    for (m, values) in All::ALL.iter().zip(all_values) {
+        columns.push(u64_column(m.name, values, Some(&is_all)));
+    }
+    DataFrame::new(n, columns)
+}
+
+/// The `timeline_cells` rows of one replication: one row per (arm, level, day) with a
+/// non-zero count, a column per channel. The `none` arm has no timeline.
+pub fn timeline_frame(
+    names: &Names,
+    layout: &Layout,
+    replication: u32,
+    counts: &Counts,
+) -> PolarsResult<DataFrame> {
+    let (mut arm, mut level, mut day) = (Vec::new(), Vec::new(), Vec::new());
+    let mut values: Vec<Vec<u64>> = vec![Vec::new(); Channel::COUNT];
+    for a in 0..layout.levels.len() {
+        if names.is_none[a] {
+            continue;
+        }
+        for k in 0..layout.levels[a] {
+            let t = counts.timeline_level(layout, a, k);
+            for (d, v) in t.chunks(Channel::COUNT).enumerate() {
+                if v.iter().any(|&x| x != 0) {
+                    arm.push(a as u32);
+                    level.push(k as u32);
+                    day.push(d as u32);
+                    for (col, &x) in values.iter_mut().zip(v) {
+                        col.push(x.max(0) as u64);
+                    }
+                }
+            }
+        }
+    }
+    let n = arm.len();
+    let rates: Vec<f64> = arm
+        .iter()
+        .zip(&level)
+        .map(|(&a, &k)| names.rates[a as usize][k as usize])
+        .collect();
+    let mut columns = vec![
+        enum_column("arm", &names.arms, arm)?,
+        Series::from_vec("level".into(), level).into_column(),
+        Series::from_vec("rate".into(), rates).into_column(),
+        Series::from_vec("replication".into(), vec![replication; n]).into_column(),
+        Series::from_vec("day".into(), day).into_column(),
+    ];
+    for (m, v) in Channel::ALL.iter().zip(values) {
+        columns.push(u64_column(m.name, v, None));
+    }
+    DataFrame::new(n, columns)
+}
+
+/// A key of a count table that does not belong to the scenario, or a column that is missing:
+/// what the reader met, for the caller to name the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign(pub String);
+
+fn column_texts(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, Foreign> {
+    let c = df
+        .column(name)
+        .map_err(|_| Foreign(format!("no column `{name}`")))?;
+    let s = c
+        .as_materialized_series()
+        .cast(&DataType::String)
+        .map_err(|e| Foreign(format!("column `{name}` is not text ({e})")))?;
+    let ca = s
+        .str()
+        .map_err(|e| Foreign(format!("column `{name}` is not text ({e})")))?;
+    Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+fn column_u64(df: &DataFrame, name: &str) -> Result<Vec<Option<u64>>, Foreign> {
+    let c = df
+        .column(name)
+        .map_err(|_| Foreign(format!("no column `{name}`")))?;
+    let s = c
+        .as_materialized_series()
+        .cast(&DataType::UInt64)
+        .map_err(|e| Foreign(format!("column `{name}` is not a count ({e})")))?;
+    let ca = s
+        .u64()
+        .map_err(|e| Foreign(format!("column `{name}` is not a count ({e})")))?;
+    Ok(ca.iter().collect())
+}
+
+fn index_of(list: &[String], value: &Option<String>, what: &str) -> Result<usize, Foreign> {
+    let v = value
+        .as_deref()
+        .ok_or_else(|| Foreign(format!("an empty {what}")))?;
+    list.iter()
+        .position(|x| x == v)
+        .ok_or_else(|| Foreign(format!("{what} {v:?}, which this scenario does not have")))
+}
+
+/// Adds the wide `cells` rows of `df` (one replication) to finished `counts`.
+pub fn add_cells(
+    names: &Names,
+    layout: &Layout,
+    df: &DataFrame,
+    counts: &mut Counts,
+) -> Result<(), Foreign> {
+    let (arm, level, country, age, segment) = (
+        column_texts(df, "arm")?,
+        column_u64(df, "level")?,
+        column_texts(df, "country")?,
+        column_texts(df, "age_band")?,
+        column_texts(df, "segment")?,
+    );
+    let seg_cols = Seg::ALL
+        .iter()
+        .map(|m| column_u64(df, m.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all_cols = All::ALL
+        .iter()
+        .map(|m| column_u64(df, m.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per = layout.per_level();
+    let mut all_segments = names.segments.clone();
+    all_segments.push(ALL_SEGMENTS.into());
+    for i in 0..df.height() {
+        let a = index_of(&names.arms, &arm[i], "arm")?;
+        let k = level[i].ok_or_else(|| Foreign("an empty level".into()))? as usize;
+        if k >= layout.levels[a] {
+            return Err(Foreign(format!(
+                "level {k} of arm {}, which has {} levels",
+                names.arms[a], layout.levels[a]
+            )));
+        }
+        let c = index_of(&names.countries, &country[i], "country")?;
+        let g = index_of(&names.ages, &age[i], "age band")?;
+        let s = index_of(&all_segments, &segment[i], "segment")?;
+        let base = k * per + layout.cell(c, g);
+        let (cols, offset) = if s == layout.segments {
+            (&all_cols, layout.all(All::Users))
+        } else {
+            (&seg_cols, layout.seg(s, Seg::Interested))
+        };
+        for (j, col) in cols.iter().enumerate() {
+            let v = col[i].ok_or_else(|| {
+                Foreign(format!(
+                    "a null count in row {i}, where a count is expected"
+                ))
+            })?;
+            counts.arms[a][base + offset + j] += v as i64;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the `timeline_cells` rows of `df` (one replication) to finished `counts`.
+pub fn add_timeline(
+    names: &Names,
+    layout: &Layout,
+    df: &DataFrame,
+    counts: &mut Counts,
+) -> Result<(), Foreign> {
+    let (arm, level, day) = (
+        column_texts(df, "arm")?,
+        column_u64(df, "level")?,
+        column_u64(df, "day")?,
+    );
+    let cols = Channel::ALL
+        .iter()
+        .map(|m| column_u64(df, m.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per = layout.timeline_per_level();
+    for i in 0..df.height() {
+        let a = index_of(&names.arms, &arm[i], "arm")?;
+        let k = level[i].ok_or_else(|| Foreign("an empty level".into()))? as usize;
+        let d = day[i].ok_or_else(|| Foreign("an empty day".into()))? as usize;
+        if k >= layout.levels[a] || d > layout.days {
+            return Err(Foreign(format!(
+                "level {k}, day {d} of arm {}, which has {} levels and {} days",
+                names.arms[a], layout.levels[a], layout.days
+            )));
+        }
+        for (j, col) in cols.iter().enumerate() {
+            let v = col[i].ok_or_else(|| Foreign(format!("a null count in row {i}")))?;
+            counts.timeline[a][k * per + d * Channel::COUNT + j] += v as i64;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tiny() -> (Layout, Names) {
+        let layout = Layout {
+            countries: 2,
+            ages: 1,
+            segments: 2,
+            levels: vec![1, 3],
+            days: 2,
+        };
+        let names = Names {
+            arms: vec!["none".into(), "window".into()],
+            rates: vec![vec![0.0], vec![0.0, 0.5, 1.0]],
+            is_none: vec![true, false],
+            countries: vec!["IN".into(), "BR".into()],
+            ages: vec!["18-24".into()],
+            segments: vec!["Books".into(), "Music".into()],
+        };
+        (layout, names)
+    }
 
     #[test]
     fn difference_ranges_become_counts() {
@@ -283,5 +622,63 @@ mod tests {
             .map(|k| c.get(&layout, 0, k, 0, 0, layout.all(All::Users)))
             .collect();
         assert_eq!(users, vec![1, 2, 2, 1]);
+    }
+
+    #[test]
+    fn measure_tables_follow_their_enums() {
+        assert_eq!(Seg::CaWrong.measure().name, "ca_matched_wrong");
+        assert_eq!(All::ALL[All::ExposureDays as usize].name, "exposure_days");
+        assert_eq!(Channel::InAdUse as usize, 2);
+        let mut names: Vec<&str> = Seg::ALL.iter().chain(All::ALL).map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            Seg::COUNT + All::COUNT,
+            "measure names are unique"
+        );
+    }
+
+    #[test]
+    fn wide_tables_read_back_to_the_same_counts() {
+        let (layout, names) = tiny();
+        let mut c = Counts::zeros(&layout);
+        // A few values scattered over arms, levels, cells, segments and the timeline.
+        let per = layout.per_level();
+        c.arms[0][layout.cell(1, 0) + layout.all(All::Users)] = 7;
+        c.arms[1][2 * per + layout.cell(0, 0) + layout.seg(1, Seg::Audience)] = 3;
+        c.arms[1][per + layout.cell(1, 0) + layout.seg(0, Seg::CaRight)] = 11;
+        c.timeline[1][layout.timeline_per_level() + layout.day(2, Channel::Settings)] = 5;
+        let all: Vec<(usize, usize)> = level_batches(&layout).concat();
+        assert_eq!(all, vec![(0, 0), (1, 0), (1, 1), (1, 2)]);
+        let cells = cells_frame(&names, &layout, 4, &c, &all).expect("cells");
+        // Three non-zero rows: only they are written.
+        assert_eq!(cells.height(), 3);
+        let timeline = timeline_frame(&names, &layout, 4, &c).expect("timeline");
+        assert_eq!(timeline.height(), 1);
+        let mut back = Counts::zeros(&layout);
+        add_cells(&names, &layout, &cells, &mut back).expect("reads");
+        add_timeline(&names, &layout, &timeline, &mut back).expect("reads");
+        assert_eq!(back, c);
+        // Not-applicable measures are null, so a column's sum is a true total.
+        let users = cells.column("users").expect("users");
+        assert_eq!(users.null_count(), 2);
+        let audience = cells.column("audience").expect("audience");
+        assert_eq!(audience.null_count(), 1);
+    }
+
+    #[test]
+    fn foreign_keys_are_named() {
+        let (layout, names) = tiny();
+        let mut c = Counts::zeros(&layout);
+        c.arms[0][layout.all(All::Users)] = 1;
+        let cells = cells_frame(&names, &layout, 0, &c, &[(0, 0)]).expect("cells");
+        let mut other = names.clone();
+        other.countries[0] = "DE".into();
+        let err = add_cells(&other, &layout, &cells, &mut Counts::zeros(&layout)).unwrap_err();
+        assert!(err.0.contains("country \"IN\""), "{}", err.0);
+        let dropped = cells.drop("users").expect("drops");
+        let err = add_cells(&names, &layout, &dropped, &mut Counts::zeros(&layout)).unwrap_err();
+        assert!(err.0.contains("`users`"), "{}", err.0);
     }
 }

@@ -23,6 +23,7 @@ macro_rules! say_raw {
 use clap::{Parser, Subcommand};
 
 use adsim::export::{DICTIONARY, ExportOptions, Format, write_population};
+use adsim::plan::{Plan, human_bytes, memory_available};
 use adsim::run::RunOptions;
 use adsim::scenario::{BUILTINS, Scenario};
 
@@ -85,6 +86,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print the table as JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every parameter (scenario keys and reference-data columns) with its type, legal
+    /// range, default, unit and source, from the registry data/parameters.toml.
+    #[command(
+        after_help = "Examples:\n  adsim parameters\n  adsim parameters --assumptions   # only the assumptions, with their plausible ranges\n  adsim parameters --json"
+    )]
+    Parameters {
+        /// Only the parameters whose source is an assumption, with their plausible ranges.
+        #[arg(long)]
+        assumptions: bool,
+        /// Print the registry as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -157,6 +171,33 @@ struct RunArgs {
     /// partial counts; `adsim merge` joins the shards.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
+    /// Print what the run would do (users, arms, levels, replications, cells, predicted peak
+    /// memory and time) and exit without running it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Refuse the run before any work if its predicted peak memory exceeds this (such as
+    /// 2GB, 512MiB or a number of bytes). Default: the memory available, or the cgroup's
+    /// limit if smaller.
+    #[arg(long, value_name = "SIZE")]
+    memory_limit: Option<String>,
+}
+
+/// Output file format of `adsim generate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    /// Apache Parquet, zstd-compressed, one row group per 2^20 users.
+    Parquet,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Parquet => Format::Parquet,
+            FormatArg::Csv => Format::Csv,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,8 +218,8 @@ struct GenerateArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Parquet)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Parquet)]
+    format: FormatArg,
     /// Write phone numbers in E.164 instead of SHA-256. They are valid numbers and may belong to real people.
     #[arg(long)]
     raw_phones: bool,
@@ -197,6 +238,21 @@ struct GenerateArgs {
     /// Print the data dictionary of the output columns and exit.
     #[arg(long)]
     columns: bool,
+}
+
+/// A progress bar on standard error, drawn only on a terminal (hidden in pipes and CI).
+fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} users ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Runs the command line; errors carry their context for `main` to print.
@@ -240,10 +296,13 @@ pub fn run() -> Result<()> {
             let options = RunOptions {
                 out: out.clone(),
                 force,
-                progress: false,
             };
             adsim::shard::merge(&dirs, &options)?;
             say!("merged {} shards into {}", dirs.len(), out.display());
+            Ok(())
+        }
+        Command::Parameters { assumptions, json } => {
+            print_parameters(assumptions, json);
             Ok(())
         }
         Command::Completions { shell } => {
@@ -296,10 +355,10 @@ fn fresh_path(stem: &str, ext: &str) -> PathBuf {
 }
 
 /// A new file under `reports/runs/` named after the size and seed, never an existing one.
-fn default_out(users: u64, seed: u64, format: Format) -> PathBuf {
+fn default_out(users: u64, seed: u64, format: FormatArg) -> PathBuf {
     let ext = match format {
-        Format::Parquet => ".parquet",
-        Format::Csv => ".csv",
+        FormatArg::Parquet => ".parquet",
+        FormatArg::Csv => ".csv",
     };
     fresh_path(&format!("population-{users}u-seed{seed}"), ext)
 }
@@ -341,13 +400,14 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let options = ExportOptions {
         out: out.clone(),
-        format: args.format,
+        format: args.format.into(),
         raw_phones: args.raw_phones,
         force: args.force,
-        progress: !args.quiet,
     };
     let start = std::time::Instant::now();
-    let summary = write_population(&resolved, args.replication, &options)?;
+    let bar = progress_bar(users, !args.quiet);
+    let summary = write_population(&resolved, args.replication, &options, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
     if !args.quiet {
         let secs = start.elapsed().as_secs_f64();
         say!(
@@ -390,12 +450,32 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     let resolved = scenario.resolve(&source, &base)?;
     set_threads(args.threads)?;
     let p = &resolved.scenario.population;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&resolved.scenario.name, p.users, p.seed));
-    if let Some(text) = &args.shard {
-        let shard = adsim::shard::Shard::parse(text)?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(adsim::shard::Shard::parse)
+        .transpose()?;
+    let plan = Plan::of(
+        &resolved,
+        &adsim::run::layout(&resolved),
+        rayon::current_num_threads(),
+    );
+    let (limit, limit_source) = match &args.memory_limit {
+        Some(text) => (parse_size(text)?, "--memory-limit".to_string()),
+        None => memory_available().unwrap_or((u64::MAX, "no limit known".into())),
+    };
+    if args.dry_run {
+        print_plan(&plan, limit, &limit_source);
+        return plan.check(limit, &limit_source).map_err(Into::into);
+    }
+    plan.check(limit, &limit_source)?;
+    let ids = shard.map_or(p.users, |s| {
+        let r = s.ids(p.users);
+        r.end - r.start
+    });
+    let bar = progress_bar(ids * u64::from(p.replications), !args.quiet && !args.json);
+    let progress = |n: u64| bar.inc(n);
+    if let Some(shard) = shard {
         let out = args.out.clone().unwrap_or_else(|| {
             default_run_dir(
                 &format!(
@@ -406,7 +486,8 @@ fn run_scenario(args: RunArgs) -> Result<()> {
                 p.seed,
             )
         });
-        adsim::shard::run_shard(&resolved, shard, &out, args.force, !args.quiet)?;
+        adsim::shard::run_shard(&resolved, shard, &out, args.force, &progress)?;
+        bar.finish_and_clear();
         if !args.quiet {
             say!(
                 "wrote shard {}/{} to {}",
@@ -417,12 +498,16 @@ fn run_scenario(args: RunArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&resolved.scenario.name, p.users, p.seed));
     let options = RunOptions {
         out: out.clone(),
         force: args.force,
-        progress: !args.quiet && !args.json,
     };
-    let result = adsim::run::run(&resolved, &options)?;
+    let result = adsim::run::run(&resolved, &options, &progress)?;
+    bar.finish_and_clear();
     if args.json {
         let path = out.join("summary.json");
         let text = std::fs::read_to_string(&path)
@@ -442,9 +527,98 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `adsim parameters`: the registry as a table or JSON.
+fn print_parameters(assumptions: bool, json: bool) {
+    let list: Vec<&adsim::registry::Parameter> = adsim::registry::parameters()
+        .iter()
+        .filter(|p| !assumptions || p.is_assumption())
+        .collect();
+    if json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return;
+    }
+    let range = |r: Option<[f64; 2]>| {
+        r.map_or(String::new(), |[lo, hi]| {
+            let f = |x: f64| {
+                if x.abs() >= 1e300 {
+                    "..".to_string()
+                } else {
+                    format!("{x}")
+                }
+            };
+            format!("{} to {}", f(lo), f(hi))
+        })
+    };
+    say!(
+        "{:<46} {:<12} {:<14} {:<22} {}",
+        "parameter",
+        "type",
+        "default",
+        if assumptions { "plausible" } else { "legal" },
+        "source"
+    );
+    for p in list {
+        let default = p
+            .default
+            .as_ref()
+            .map(|v| v.to_string())
+            .filter(|v| v.len() <= 14)
+            .unwrap_or_else(|| "(see file)".into());
+        let r = if assumptions {
+            range(p.plausible)
+        } else {
+            range(p.legal)
+        };
+        say!(
+            "{:<46} {:<12} {:<14} {:<22} {}",
+            p.path,
+            p.kind,
+            default,
+            r,
+            p.source
+        );
+    }
+}
+
+/// A size such as `2GB`, `512MiB`, `1.5 GiB` or `1000000`, in bytes.
+fn parse_size(text: &str) -> Result<u64> {
+    parse_size::parse_size(text).map_err(|e| {
+        anyhow::anyhow!(
+            "--memory-limit = {text}: expected a size such as 2GB, 512MiB or a number of bytes ({e})"
+        )
+    })
+}
+
+/// What `--dry-run` prints.
+fn print_plan(plan: &Plan, limit: u64, limit_source: &str) {
+    let levels: Vec<String> = plan.levels.iter().map(|l| l.to_string()).collect();
+    say!("users per replication   {}", plan.users);
+    say!(
+        "arms                    {} (rate levels {})",
+        plan.arms,
+        levels.join(", ")
+    );
+    say!("replications            {}", plan.replications);
+    say!("threads                 {}", plan.threads);
+    say!("count cells             {} per replication", plan.cells);
+    say!(
+        "predicted peak memory   {} (limit {}: {limit_source})",
+        human_bytes(plan.peak_bytes),
+        if limit == u64::MAX {
+            "none".to_string()
+        } else {
+            human_bytes(limit)
+        }
+    );
+    say!("predicted time          {:.1} s", plan.seconds);
+}
+
 /// A short table of headline results: every arm at rates 0, 0.1, 0.25 and 0.5 (where swept).
 fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
-    use adsim::report::{floats, texts, with_ci};
+    use adsim::table::{floats, texts, with_ci};
     let (arms, rates) = (texts(summary, "arm"), floats(summary, "rate"));
     let (achieved, shared) = (
         floats(summary, "achieved_rate"),
@@ -461,24 +635,18 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         "revenue change $M/qtr",
         "to S (M)"
     );
-    for row in 0..summary.height() {
-        let shown = summary.height() < 12
-            || [0.0, 0.1, 0.25, 0.5]
-                .iter()
-                .any(|r| (r - rates[row]).abs() < 1e-9);
-        if shown {
-            say!(
-                "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
-                arms[row],
-                rates[row],
-                achieved[row],
-                with_ci(summary, "precision", row, 100.0, 2),
-                with_ci(summary, "ctr", row, 100.0, 3),
-                with_ci(summary, "ca_match_rate", row, 100.0, 2),
-                with_ci(summary, "revenue_change_musd", row, 1.0, 1),
-                shared[row] / 1e6,
-            );
-        }
+    for row in adsim::table::headline_rows(summary) {
+        say!(
+            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
+            arms[row],
+            rates[row],
+            achieved[row],
+            with_ci(summary, "precision", row, 100.0, 2),
+            with_ci(summary, "ctr", row, 100.0, 3),
+            with_ci(summary, "ca_match_rate", row, 100.0, 2),
+            with_ci(summary, "revenue_change_musd", row, 1.0, 1),
+            shared[row] / 1e6,
+        );
     }
     if replications > 1 {
         say!(
@@ -491,7 +659,7 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
 
 fn compare(dirs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
     use polars::prelude::{CsvWriter, SerWriter};
-    let mut table = adsim::run::compare(dirs)?;
+    let mut table = adsim::compare::compare(dirs)?;
     let out = out.unwrap_or_else(|| default_run_dir("compare", dirs.len() as u64, 0));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let csv = out.join("compare.csv");
@@ -501,15 +669,15 @@ fn compare(dirs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
         .with_float_precision(Some(6))
         .finish(&mut table)
         .with_context(|| format!("writing {}", csv.display()))?;
-    for f in adsim::run::compare_figures(&table) {
+    for f in adsim::compare::compare_figures(&table) {
         adsim::charts::save(&f.chart, &out, f.stem)?;
     }
     let (runs, arms, rates) = (
-        adsim::report::texts(&table, "run"),
-        adsim::report::texts(&table, "arm"),
-        adsim::report::floats(&table, "rate"),
+        adsim::table::texts(&table, "run"),
+        adsim::table::texts(&table, "arm"),
+        adsim::table::floats(&table, "rate"),
     );
-    let metric = |name: &str| adsim::report::floats(&table, name);
+    let metric = |name: &str| adsim::table::floats(&table, name);
     let (prec, ctr, ca, rev) = (
         metric("precision"),
         metric("ctr"),
@@ -536,14 +704,7 @@ fn compare(dirs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
         "CA match %",
         "revenue $M/qtr"
     );
-    for i in 0..table.height() {
-        if table.height() > 40
-            && ![0.0, 0.1, 0.25, 0.5]
-                .iter()
-                .any(|r| (r - rates[i]).abs() < 1e-9)
-        {
-            continue;
-        }
+    for i in adsim::table::headline_rows(&table) {
         say!(
             "{:<36} {:<24} {:>5.2} {:>12.2} {:>8.3} {:>11.2} {:>16.1}",
             runs[i],

@@ -49,14 +49,27 @@ pub enum Error {
         /// What would have been accepted.
         expected: String,
     },
-    /// polars failed while building or writing a table.
-    #[error("writing {path}")]
+    /// polars failed while building, reading or writing a table.
+    #[error("table {path}")]
     Table {
-        /// The output file.
+        /// The file the table is read from or written to.
         path: PathBuf,
         /// polars' error.
         source: polars::error::PolarsError,
     },
+    /// A folder given back to adsim (`plot`, `compare`, `merge`) or one of its files is not
+    /// what adsim wrote: missing, truncated, of another schema version, or from another
+    /// scenario.
+    #[error("{path}: {problem}")]
+    Folder {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong, and what would be accepted.
+        problem: String,
+    },
+    /// A run would need more memory than it may use; refused before any work.
+    #[error("{0}")]
+    Memory(String),
 }
 
 /// The library's result type.

@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use polars::io::parquet::write::KeyValueMetadata;
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -19,6 +18,7 @@ use rayon::prelude::*;
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::population::{Population, User};
+use crate::run::Progress;
 use crate::scenario::Resolved;
 
 /// Rows per Parquet row group and per generated batch.
@@ -27,7 +27,7 @@ pub const ROW_GROUP: u64 = 1 << 20;
 pub const SCHEMA_VERSION: &str = "population/1";
 
 /// Output file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Apache Parquet, zstd-compressed, one row group per 2^20 users.
     Parquet,
@@ -127,8 +127,6 @@ pub struct ExportOptions {
     pub raw_phones: bool,
     /// Replace an existing file.
     pub force: bool,
-    /// Show a progress bar (only drawn on a terminal).
-    pub progress: bool,
 }
 
 /// What was written.
@@ -145,6 +143,7 @@ pub fn write_population(
     resolved: &Resolved,
     replication: u32,
     options: &ExportOptions,
+    progress: Progress,
 ) -> Result<ExportSummary> {
     let out = &options.out;
     if out.exists() && !options.force {
@@ -154,8 +153,8 @@ pub fn write_population(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let tmp = temp_path(out);
-    let result = write_to(&population, resolved, replication, options, &tmp);
+    let tmp = crate::folder::temp_path(out);
+    let result = write_to(&population, resolved, replication, options, &tmp, progress);
     match result {
         Ok(rows) => {
             std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
@@ -169,21 +168,13 @@ pub fn write_population(
     }
 }
 
-/// A temporary name beside `out`: hidden, and marked with the process id.
-pub fn temp_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
 fn write_to(
     population: &Population,
     resolved: &Resolved,
     replication: u32,
     options: &ExportOptions,
     tmp: &Path,
+    progress: Progress,
 ) -> Result<u64> {
     let table_err = |source| Error::Table {
         path: options.out.clone(),
@@ -191,7 +182,6 @@ fn write_to(
     };
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let names = CountryNames::new(resolved);
-    let bar = progress_bar(population.len(), options.progress);
     let schema = batch_frame(&[], &names, options.raw_phones)
         .map_err(table_err)?
         .schema()
@@ -230,7 +220,7 @@ fn write_to(
         }
         .map_err(table_err)?;
         rows += users.len() as u64;
-        bar.inc(users.len() as u64);
+        progress(users.len() as u64);
     }
     match sink {
         Sink::Parquet(w) => {
@@ -238,7 +228,6 @@ fn write_to(
         }
         Sink::Csv(mut w) => w.finish().map_err(table_err)?,
     }
-    bar.finish_and_clear();
     // The writers flush their buffers on finish; make sure the bytes are on disk before the
     // rename makes the file look complete.
     File::open(tmp)
@@ -275,20 +264,6 @@ impl CountryNames {
                 .collect(),
         }
     }
-}
-
-/// A progress bar on standard error, drawn only on a terminal (hidden in pipes and CI).
-pub fn progress_bar(len: u64, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} users ({per_sec}, eta {eta})",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 fn batch_frame(users: &[User], names: &CountryNames, raw_phones: bool) -> PolarsResult<DataFrame> {

@@ -36,22 +36,26 @@
 //! # Ok::<(), adsim::Error>(())
 //! ```
 //!
-//! The model is specified in the project's SPEC; every default number in `data/` carries its
+//! The model is specified in docs/model.md; every default number in `data/` carries its
 //! source or the word "assumption".
 #![deny(missing_docs)]
 
 pub mod audiences;
 pub mod cells;
 pub mod charts;
+pub mod compare;
 pub mod data;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod folder;
 pub mod metrics;
 pub mod permutation;
 pub mod phone;
+pub mod plan;
 pub mod policy;
 pub mod population;
+pub mod registry;
 pub mod report;
 pub mod revenue;
 pub mod rng;
@@ -59,6 +63,7 @@ pub mod run;
 pub mod scenario;
 pub mod shard;
 pub mod sweep;
+pub mod table;
 pub mod targeting;
 
 pub use error::{Error, Result};

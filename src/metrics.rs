@@ -1,20 +1,27 @@
-//! Estimation (SPEC §8-§10): every rate, lift, revenue and interval derived from the count
-//! tables with polars.
+//! Estimation (docs/model.md §10): every rate, lift, revenue and interval derived from the
+//! count tables.
 //!
-//! Each metric is first computed per replication as a ratio of summed counts; the tables then
-//! give its mean over replications and a 95% interval, `mean +/- t(0.975, R-1) sd / sqrt(R)`.
-//! Differences against the `none` arm are paired within a replication (same population), so
-//! their intervals are tight. With one replication there is no interval: the bounds are empty.
-//! Intervals cover Monte Carlo noise only, not uncertainty in the assumed parameters.
+//! A replication's finished counts are first summed, exactly, into small margin tables in
+//! Rust: per arm and level, per segment, per country, and per day of the timeline (the
+//! smallest audience cell is found on the way). One polars query per output table turns each
+//! margin into that replication's metrics, each a ratio of summed counts; differences against
+//! the `none` arm are paired within the replication (same population), so their intervals are
+//! tight, and revenue is anchored per region within it. The metrics are then folded across
+//! replications as they come (Welford's running mean and sum of squared deviations, in
+//! replication order), so memory does not grow with the number of replications. The tables
+//! give the mean and a 95% interval, `mean +/- t(0.975, n-1) sd / sqrt(n)`, over the `n`
+//! replications where the metric is defined; with fewer than two there is no interval and the
+//! bounds are empty. Intervals cover Monte Carlo noise only, not uncertainty in the assumed
+//! parameters.
 
 use polars::prelude::*;
 
-use crate::cells::{ALL_MEASURES, SEGMENT_MEASURES};
+use crate::cells::{All, Channel, Counts, Layout, Names, Seg};
 use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/1";
+pub const SCHEMA_VERSION: &str = "results/2";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -31,7 +38,7 @@ pub struct Context {
     pub revenue: RevenueConfig,
     /// Per country: code, S region, and that region's ARPU.
     pub regions: Vec<(String, String, f64)>,
-    /// k of the k-anonymity count (SPEC §9): 100.
+    /// k of the k-anonymity count (docs/model.md §9): 100.
     pub k_anonymity: f64,
 }
 
@@ -134,7 +141,7 @@ pub const METRICS: &[(&str, &str)] = &[
 ];
 
 /// Metrics also given against `none` within each replication: the difference
-/// `<name>_vs_none` and the ratio (relevance lift, SPEC §6) `<name>_lift`, with bounds.
+/// `<name>_vs_none` and the ratio (relevance lift, docs/model.md §6) `<name>_lift`, with bounds.
 pub const PAIRED: &[&str] = &[
     "precision",
     "recall",
@@ -144,13 +151,28 @@ pub const PAIRED: &[&str] = &[
     "ca_right_rate",
 ];
 
-fn m(name: &str) -> Expr {
-    col("count")
-        .filter(col("measure").eq(lit(name)))
-        .sum()
-        .cast(DataType::Float64)
-        .alias(name)
-}
+/// The metrics of the segment table.
+pub const SEGMENT_METRICS: &[&str] = &[
+    "precision",
+    "recall",
+    "f1",
+    "ctr",
+    "ca_match_rate",
+    "ca_right_rate",
+];
+
+/// The metrics of the country table.
+pub const COUNTRY_METRICS: &[&str] = &[
+    "achieved_rate",
+    "share_in_ad_use",
+    "precision",
+    "recall",
+    "ctr",
+    "ca_match_rate",
+    "link_precision",
+    "link_recall",
+    "people_mislinked",
+];
 
 /// A non-negative float rounded to a whole number (half up), still as a float.
 fn whole(x: Expr) -> Expr {
@@ -163,173 +185,292 @@ fn ratio(a: Expr, b: Expr) -> Expr {
         .otherwise(lit(NULL).cast(DataType::Float64))
 }
 
-/// Per-replication metrics of groups `keys` (always with arm, level, rate, replication).
-fn per_replication(cells: LazyFrame, keys: &[&str], ctx: &Context) -> LazyFrame {
+/// The metrics of a margin table whose count columns are every measure (as floats).
+fn rate_columns(ctx: &Context) -> Vec<Expr> {
     let t = &ctx.targeting;
     let scale = ctx.scale();
-    let group: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
-    let c = |n: &str| col(n);
-    let clicks = |int: &str, oth: &str, unt: Option<&str>| {
-        let e = c(int) * lit(t.ctr_relevant) + c(oth) * lit(t.ctr_irrelevant);
-        match unt {
-            Some(u) => e + c(u) * lit(t.ctr_untargeted),
-            None => e,
-        }
+    let c = |m: Seg| col(m.measure().name);
+    let a = |m: All| col(m.measure().name);
+    let targeted_clicks = |interested: Seg, other: Seg| {
+        c(interested) * lit(t.ctr_relevant) + c(other) * lit(t.ctr_irrelevant)
     };
-    let linked_clicks = clicks(
-        "impressions_interested_linked",
-        "impressions_other_linked",
-        Some("impressions_untargeted_linked"),
-    );
-    let unlinked_clicks = clicks(
-        "impressions_interested_unlinked",
-        "impressions_other_unlinked",
-        Some("impressions_untargeted_unlinked"),
-    );
-    let linked_imp = c("impressions_interested_linked")
-        + c("impressions_other_linked")
-        + c("impressions_untargeted_linked");
-    let unlinked_imp = c("impressions_interested_unlinked")
-        + c("impressions_other_unlinked")
-        + c("impressions_untargeted_unlinked");
-    // Sum over the other keys first (one hash pass), then spread measures into columns.
-    let mut with_measure = group.clone();
-    with_measure.push(col("measure"));
-    cells
-        .group_by_stable(with_measure)
-        .agg([col("count").sum()])
-        .group_by_stable(group)
-        .agg(
-            SEGMENT_MEASURES
-                .iter()
-                .chain(ALL_MEASURES)
-                .map(|n| m(n))
-                .collect::<Vec<_>>(),
+    let linked_clicks = targeted_clicks(Seg::ImpInterestedLinked, Seg::ImpOtherLinked)
+        + a(All::ImpUntargetedLinked) * lit(t.ctr_untargeted);
+    let unlinked_clicks = targeted_clicks(Seg::ImpInterestedUnlinked, Seg::ImpOtherUnlinked)
+        + a(All::ImpUntargetedUnlinked) * lit(t.ctr_untargeted);
+    let targeted_imp = c(Seg::ImpInterestedLinked)
+        + c(Seg::ImpOtherLinked)
+        + c(Seg::ImpInterestedUnlinked)
+        + c(Seg::ImpOtherUnlinked);
+    let linked_imp =
+        c(Seg::ImpInterestedLinked) + c(Seg::ImpOtherLinked) + a(All::ImpUntargetedLinked);
+    let unlinked_imp =
+        c(Seg::ImpInterestedUnlinked) + c(Seg::ImpOtherUnlinked) + a(All::ImpUntargetedUnlinked);
+    let links = a(All::LinkTrue) + a(All::LinkMetadata);
+    let mislinks = a(All::LinkMislinkRecycled) + a(All::LinkMislinkShared);
+    vec![
+        ratio(a(All::OptedOut), a(All::Users)).alias("achieved_rate"),
+        ratio(a(All::AdUse), a(All::Users)).alias("share_in_ad_use"),
+        ratio(c(Seg::TruePositive), c(Seg::Audience)).alias("precision"),
+        ratio(c(Seg::TruePositive), c(Seg::Interested)).alias("recall"),
+        ratio(
+            lit(2.0) * c(Seg::TruePositive),
+            c(Seg::Audience) + c(Seg::Interested),
         )
-        .with_columns([
-            ratio(c("opted_out"), c("users")).alias("achieved_rate"),
-            ratio(c("ad_use"), c("users")).alias("share_in_ad_use"),
-            ratio(c("true_positive"), c("audience")).alias("precision"),
-            ratio(c("true_positive"), c("interested")).alias("recall"),
+        .alias("f1"),
+        ratio(
+            linked_clicks.clone() + unlinked_clicks.clone(),
+            linked_imp.clone() + unlinked_imp.clone(),
+        )
+        .alias("ctr"),
+        ratio(
+            ratio(linked_clicks.clone(), linked_imp),
+            ratio(unlinked_clicks.clone(), unlinked_imp),
+        )
+        .alias("value_ratio_linked"),
+        ratio(
             ratio(
-                lit(2.0) * c("true_positive"),
-                c("audience") + c("interested"),
-            )
-            .alias("f1"),
-            ratio(
-                linked_clicks.clone() + unlinked_clicks.clone(),
-                linked_imp.clone() + unlinked_imp.clone(),
-            )
-            .alias("ctr"),
-            ratio(
-                ratio(linked_clicks.clone(), linked_imp.clone()),
-                ratio(unlinked_clicks.clone(), unlinked_imp.clone()),
-            )
-            .alias("value_ratio_linked"),
-            ratio(
-                ratio(
-                    clicks(
-                        "impressions_interested_linked",
-                        "impressions_other_linked",
-                        None,
-                    ) + clicks(
-                        "impressions_interested_unlinked",
-                        "impressions_other_unlinked",
-                        None,
-                    ),
-                    c("impressions_interested_linked")
-                        + c("impressions_other_linked")
-                        + c("impressions_interested_unlinked")
-                        + c("impressions_other_unlinked"),
-                ),
-                lit(t.ctr_untargeted),
-            )
-            .alias("value_ratio_targeted"),
-            // Whole click units: sums of integer-valued floats are exact in any order.
-            whole(linked_clicks + unlinked_clicks).alias("clicks"),
-            ratio(
-                c("ca_matched_right") + c("ca_matched_wrong"),
-                c("ca_uploaded"),
-            )
-            .alias("ca_match_rate"),
-            ratio(c("ca_matched_right"), c("ca_uploaded")).alias("ca_right_rate"),
-            ratio(c("ca_matched_wrong"), c("ca_uploaded")).alias("ca_wrong_rate"),
-            ratio(
-                c("link_true") + c("link_metadata"),
-                c("link_true")
-                    + c("link_metadata")
-                    + c("link_mislink_recycled")
-                    + c("link_mislink_shared"),
-            )
-            .alias("link_precision"),
-            ratio(
-                c("link_true") + c("link_metadata"),
-                c("shared_with_account"),
-            )
-            .alias("link_recall"),
-            (c("shared") * lit(scale)).alias("people_shared"),
-            (c("ad_use") * lit(scale)).alias("people_in_ad_use"),
-            ((c("link_mislink_recycled") + c("link_mislink_shared")) * lit(scale))
-                .alias("people_mislinked"),
-            (c("mislink_received") * lit(scale)).alias("accounts_received_foreign"),
-            (c("exposure_days") * lit(scale)).alias("exposure_person_days"),
-        ])
+                targeted_clicks(Seg::ImpInterestedLinked, Seg::ImpOtherLinked)
+                    + targeted_clicks(Seg::ImpInterestedUnlinked, Seg::ImpOtherUnlinked),
+                targeted_imp,
+            ),
+            lit(t.ctr_untargeted),
+        )
+        .alias("value_ratio_targeted"),
+        // Whole click units: sums of integer-valued floats are exact in any order.
+        whole(linked_clicks + unlinked_clicks).alias("clicks"),
+        ratio(c(Seg::CaRight) + c(Seg::CaWrong), c(Seg::CaUploaded)).alias("ca_match_rate"),
+        ratio(c(Seg::CaRight), c(Seg::CaUploaded)).alias("ca_right_rate"),
+        ratio(c(Seg::CaWrong), c(Seg::CaUploaded)).alias("ca_wrong_rate"),
+        ratio(links.clone(), links.clone() + mislinks.clone()).alias("link_precision"),
+        ratio(links, a(All::SharedWithAccount)).alias("link_recall"),
+        (a(All::Shared) * lit(scale)).alias("people_shared"),
+        (a(All::AdUse) * lit(scale)).alias("people_in_ad_use"),
+        (mislinks * lit(scale)).alias("people_mislinked"),
+        (a(All::MislinkReceived) * lit(scale)).alias("accounts_received_foreign"),
+        (a(All::ExposureDays) * lit(scale)).alias("exposure_person_days"),
+    ]
 }
 
-/// Revenue per (arm, level, rate, replication): anchored per region on the `none` arm.
-fn revenue(cells: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
+/// One replication's margins: its counts summed over the keys an output table drops.
+struct Margins {
+    /// Per (arm, level): every measure, and the k-anonymity figures.
+    level: DataFrame,
+    /// Per (arm, level, segment): the segment measures (the all-segment ones are zero).
+    segment: DataFrame,
+    /// Per (arm, level, country): every measure.
+    country: DataFrame,
+    /// Per (arm, level, day, channel): users.
+    timeline: DataFrame,
+}
+
+/// Rows of a margin table under construction: keys and one sum per measure.
+struct MarginRows {
+    arm: Vec<String>,
+    level: Vec<u32>,
+    rate: Vec<f64>,
+    key: Vec<String>,
+    sums: Vec<Vec<f64>>,
+}
+
+impl MarginRows {
+    fn new() -> Self {
+        MarginRows {
+            arm: Vec::new(),
+            level: Vec::new(),
+            rate: Vec::new(),
+            key: Vec::new(),
+            sums: vec![Vec::new(); Seg::COUNT + All::COUNT],
+        }
+    }
+
+    /// Starts a row of (arm, level, key) with zero sums; returns the row's index.
+    fn row(&mut self, names: &Names, a: usize, k: usize, key: &str) -> usize {
+        self.arm.push(names.arms[a].clone());
+        self.level.push(k as u32);
+        self.rate.push(names.rates[a][k]);
+        self.key.push(key.to_string());
+        for s in &mut self.sums {
+            s.push(0.0);
+        }
+        self.arm.len() - 1
+    }
+
+    /// Adds a (country, age) cell's measures to row `i`: segment measures summed over
+    /// `segments`, all-segment measures as they are.
+    fn add(
+        &mut self,
+        i: usize,
+        layout: &Layout,
+        cell: &[i64],
+        segments: std::ops::Range<usize>,
+        all: bool,
+    ) {
+        for s in segments {
+            for m in 0..Seg::COUNT {
+                self.sums[m][i] += cell[s * Seg::COUNT + m] as f64;
+            }
+        }
+        if all {
+            let base = layout.segments * Seg::COUNT;
+            for m in 0..All::COUNT {
+                self.sums[Seg::COUNT + m][i] += cell[base + m] as f64;
+            }
+        }
+    }
+
+    fn frame(self, key_name: Option<&str>) -> PolarsResult<DataFrame> {
+        let n = self.arm.len();
+        let mut columns = vec![
+            StringChunked::from_iter_values("arm".into(), self.arm.iter().map(String::as_str))
+                .into_column(),
+            Series::from_vec("level".into(), self.level).into_column(),
+            Series::from_vec("rate".into(), self.rate).into_column(),
+        ];
+        if let Some(k) = key_name {
+            columns.push(
+                StringChunked::from_iter_values(k.into(), self.key.iter().map(String::as_str))
+                    .into_column(),
+            );
+        }
+        for (m, v) in Seg::ALL.iter().chain(All::ALL).zip(self.sums) {
+            columns.push(Series::from_vec(m.name.into(), v).into_column());
+        }
+        DataFrame::new(n, columns)
+    }
+}
+
+/// Sums one replication's finished counts into its margins. Counts are below 2^53 in every
+/// legal scenario, so the sums are exact in floats.
+fn margins(
+    names: &Names,
+    layout: &Layout,
+    counts: &Counts,
+    ctx: &Context,
+) -> PolarsResult<Margins> {
+    let (mut level, mut segment, mut country) =
+        (MarginRows::new(), MarginRows::new(), MarginRows::new());
+    let (mut min_cell, mut under_k) = (Vec::new(), Vec::new());
+    let (mut t_arm, mut t_level, mut t_rate, mut t_day, mut t_channel, mut t_count) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let measures = layout.measures();
+    let scale = ctx.scale();
+    for a in 0..layout.levels.len() {
+        for k in 0..layout.levels[a] {
+            let values = counts.level(layout, a, k);
+            let cell =
+                |c: usize, g: usize| &values[layout.cell(c, g)..layout.cell(c, g) + measures];
+            let i = level.row(names, a, k, "");
+            let (mut smallest, mut small) = (u64::MAX, 0u64);
+            for c in 0..layout.countries {
+                let j = country.row(names, a, k, &names.countries[c]);
+                for g in 0..layout.ages {
+                    level.add(i, layout, cell(c, g), 0..layout.segments, true);
+                    country.add(j, layout, cell(c, g), 0..layout.segments, true);
+                    for s in 0..layout.segments {
+                        let audience = cell(c, g)[layout.seg(s, Seg::Audience)].max(0) as u64;
+                        if audience > 0 {
+                            smallest = smallest.min(audience);
+                            small += u64::from((audience as f64) * scale < ctx.k_anonymity);
+                        }
+                    }
+                }
+            }
+            min_cell.push((smallest < u64::MAX).then_some(smallest as f64 * scale));
+            under_k.push(small as f64);
+            for s in 0..layout.segments {
+                let j = segment.row(names, a, k, &names.segments[s]);
+                for c in 0..layout.countries {
+                    for g in 0..layout.ages {
+                        segment.add(j, layout, cell(c, g), s..s + 1, false);
+                    }
+                }
+            }
+            if !names.is_none[a] {
+                let t = counts.timeline_level(layout, a, k);
+                for d in 0..=layout.days {
+                    for ch in [Channel::Notice, Channel::Settings, Channel::InAdUse] {
+                        t_arm.push(names.arms[a].as_str());
+                        t_level.push(k as u32);
+                        t_rate.push(names.rates[a][k]);
+                        t_day.push(d as u32);
+                        t_channel.push(ch.measure().name);
+                        t_count.push(t[layout.day(d, ch)] as f64);
+                    }
+                }
+            }
+        }
+    }
+    let mut level = level.frame(None)?;
+    level.with_column(Column::new("min_audience_cell".into(), min_cell))?;
+    level.with_column(Series::from_vec("cells_under_k".into(), under_k).into_column())?;
+    let n = t_arm.len();
+    let timeline = DataFrame::new(
+        n,
+        vec![
+            StringChunked::from_iter_values("arm".into(), t_arm.into_iter()).into_column(),
+            Series::from_vec("level".into(), t_level).into_column(),
+            Series::from_vec("rate".into(), t_rate).into_column(),
+            Series::from_vec("day".into(), t_day).into_column(),
+            StringChunked::from_iter_values("channel".into(), t_channel.into_iter()).into_column(),
+            Series::from_vec("people".into(), t_count).into_column(),
+        ],
+    )?;
+    Ok(Margins {
+        level,
+        segment: segment.frame(Some("segment"))?,
+        country: country.frame(Some("country"))?,
+        timeline,
+    })
+}
+
+/// Revenue per (arm, level) of one replication, anchored per region on the `none` arm.
+fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
     let regions = df!(
         "country" => ctx.regions.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         "region" => ctx.regions.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
         "arpu" => ctx.regions.iter().map(|r| r.2).collect::<Vec<_>>(),
     )?;
-    let by_country = per_replication(
-        cells,
-        &["arm", "level", "rate", "replication", "country"],
-        ctx,
-    )
-    .select([
-        col("arm"),
-        col("level"),
-        col("rate"),
-        col("replication"),
-        col("country").cast(DataType::String),
-        col("clicks"),
-        col("accounts"),
-    ])
-    .join(
-        regions.lazy(),
-        [col("country")],
-        [col("country")],
-        join_args(JoinType::Inner),
-    )
-    .group_by_stable([
-        col("arm"),
-        col("level"),
-        col("rate"),
-        col("replication"),
-        col("region"),
-    ])
-    .agg([
-        col("clicks").sum(),
-        col("accounts").sum(),
-        col("arpu").first(),
-    ]);
-    let none = by_country
+    let by_region = per_country
+        .select([
+            col("arm"),
+            col("level"),
+            col("country"),
+            col("clicks"),
+            col(All::Accounts.measure().name).alias("accounts"),
+        ])
+        .join(
+            regions.lazy(),
+            [col("country")],
+            [col("country")],
+            join_args(JoinType::Inner),
+        )
+        .group_by_stable([col("arm"), col("level"), col("region")])
+        .agg([
+            col("clicks").sum(),
+            col("accounts").sum(),
+            col("arpu").first(),
+        ]);
+    let none = by_region
         .clone()
         .filter(col("arm").eq(lit(ctx.none_arm.as_str())))
         .select([
-            col("replication"),
             col("region"),
             col("clicks").alias("clicks_none"),
             col("accounts").alias("accounts_none"),
         ]);
     let anchor = lit(ctx.revenue.ad_share() * ctx.scale());
-    Ok(by_country
+    Ok(by_region
         .join(
             none,
-            [col("replication"), col("region")],
-            [col("replication"), col("region")],
+            [col("region")],
+            [col("region")],
             join_args(JoinType::Inner),
         )
         .with_columns([
@@ -343,7 +484,7 @@ fn revenue(cells: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
             .alias("revenue_musd"),
             whole(col("arpu") * col("accounts_none") * anchor).alias("revenue_none_musd"),
         ])
-        .group_by_stable([col("arm"), col("level"), col("rate"), col("replication")])
+        .group_by_stable([col("arm"), col("level")])
         .agg([
             col("revenue_musd").sum() / lit(1e6),
             col("revenue_none_musd").sum() / lit(1e6),
@@ -356,35 +497,57 @@ fn revenue(cells: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         .select([
             col("arm"),
             col("level"),
-            col("rate"),
-            col("replication"),
             col("revenue_musd"),
             col("revenue_change_musd"),
             col("revenue_change_share"),
         ]))
 }
 
-/// k-anonymity per (arm, level, rate, replication): the smallest non-empty audience cell.
-fn anonymity(cells: LazyFrame, ctx: &Context) -> LazyFrame {
-    let people = (col("count").cast(DataType::Float64) * lit(ctx.scale())).alias("people");
-    cells
-        .filter(col("measure").eq(lit("audience")))
-        .select([
-            col("arm"),
-            col("level"),
-            col("rate"),
-            col("replication"),
-            people,
-        ])
-        .group_by_stable([col("arm"), col("level"), col("rate"), col("replication")])
-        .agg([
-            col("people").min().alias("min_audience_cell"),
-            col("people")
-                .lt(lit(ctx.k_anonymity))
-                .cast(DataType::Float64)
-                .sum()
-                .alias("cells_under_k"),
-        ])
+/// One replication's metric tables, rows in the order of its margins.
+fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 4]> {
+    let country = m.country.lazy().with_columns(rate_columns(ctx));
+    let per_level = m.level.lazy().with_columns(rate_columns(ctx)).join(
+        revenue(country.clone(), ctx)?,
+        [col("arm"), col("level")],
+        [col("arm"), col("level")],
+        join_args(JoinType::Left),
+    );
+    let mut summary = per_level.collect()?;
+    paired(&mut summary, &ctx.none_arm)?;
+    let segments = m.segment.lazy().with_columns(rate_columns(ctx));
+    let timeline = m
+        .timeline
+        .lazy()
+        .with_columns([(col("people") * lit(ctx.scale())).alias("people")]);
+    Ok([
+        summary,
+        segments.collect()?,
+        country.collect()?,
+        timeline.collect()?,
+    ])
+}
+
+/// Adds the paired comparisons with the `none` arm (the scenario has exactly one, with one
+/// level) to one replication's summary: `<metric>_vs_none` and `<metric>_lift` of each
+/// [`PAIRED`] metric. Computed here rather than in polars, whose division by a broadcast
+/// column may round differently with the number of its threads.
+fn paired(summary: &mut DataFrame, none_arm: &str) -> PolarsResult<()> {
+    let arms = summary.column("arm")?.str()?.clone();
+    let none = arms.iter().position(|a| a == Some(none_arm));
+    for p in PAIRED {
+        let values: Vec<Option<f64>> = summary.column(p)?.f64()?.iter().collect();
+        let base = none.and_then(|i| values[i]);
+        let (diff, lift): (Vec<Option<f64>>, Vec<Option<f64>>) = values
+            .iter()
+            .map(|v| match (v, base) {
+                (Some(x), Some(b)) => (Some(x - b), (b > 0.0).then(|| x / b)),
+                _ => (None, None),
+            })
+            .unzip();
+        summary.with_column(Column::new(format!("{p}_vs_none").into(), diff))?;
+        summary.with_column(Column::new(format!("{p}_lift").into(), lift))?;
+    }
+    Ok(())
 }
 
 /// Student's t quantile at 0.975 with `df` degrees of freedom.
@@ -403,57 +566,111 @@ pub fn t975(df: u32) -> f64 {
     }
 }
 
-/// Mean and interval across replications of every metric in `names`, per group `keys`.
-fn across_replications(
-    per_rep: LazyFrame,
-    keys: &[&str],
-    names: &[String],
-    replications: u32,
-) -> LazyFrame {
-    let mut aggs: Vec<Expr> = Vec::new();
-    for n in names {
-        aggs.push(col(n.as_str()).mean().alias(n.as_str()));
-        // Sum of squared deviations from the group mean, written out: polars' own std kernel
-        // can differ in the last bit between runs, and identical values must give exactly 0.
-        let dev = col(n.as_str()) - col(n.as_str()).mean();
-        let var = (dev.clone() * dev).sum() / lit(f64::from(replications.saturating_sub(1).max(1)));
-        aggs.push(var.sqrt().alias(format!("{n}_sd")));
+/// Running moments of one metric column across replications (Welford): per row, how many
+/// replications defined it, their mean and their sum of squared deviations.
+#[derive(Clone, Debug)]
+struct Moments {
+    n: Vec<u32>,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl Moments {
+    fn add(&mut self, values: impl Iterator<Item = Option<f64>>) {
+        for (i, v) in values.enumerate() {
+            if let Some(x) = v.filter(|x| x.is_finite()) {
+                self.n[i] += 1;
+                let delta = x - self.mean[i];
+                self.mean[i] += delta / f64::from(self.n[i]);
+                self.m2[i] += delta * (x - self.mean[i]);
+            }
+        }
     }
-    let half = t975(replications.saturating_sub(1)) / f64::from(replications).sqrt();
-    let mut bounds: Vec<Expr> = Vec::new();
-    let mut order: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
-    for n in names {
-        let sd = col(format!("{n}_sd"));
-        let (lo, hi) = if replications > 1 {
-            (
-                col(n.as_str()) - sd.clone() * lit(half),
-                col(n.as_str()) + sd * lit(half),
-            )
-        } else {
-            (
-                lit(NULL).cast(DataType::Float64),
-                lit(NULL).cast(DataType::Float64),
-            )
-        };
-        bounds.push(lo.alias(format!("{n}_lo")));
-        bounds.push(hi.alias(format!("{n}_hi")));
-        order.push(col(n.as_str()));
-        order.push(col(format!("{n}_lo")));
-        order.push(col(format!("{n}_hi")));
+
+    /// Mean, low and high bound of each row.
+    fn bounds(&self) -> [Vec<Option<f64>>; 3] {
+        let mut out = [Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..self.n.len() {
+            let n = self.n[i];
+            let mean = (n > 0).then_some(self.mean[i]);
+            let half = (n > 1).then(|| {
+                let sd = (self.m2[i].max(0.0) / f64::from(n - 1)).sqrt();
+                t975(n - 1) * sd / f64::from(n).sqrt()
+            });
+            out[0].push(mean);
+            out[1].push(half.and_then(|h| mean.map(|m| m - h)));
+            out[2].push(half.and_then(|h| mean.map(|m| m + h)));
+        }
+        out
     }
-    // A fixed row order, so that each group's values are added in the same order every run.
-    let mut by: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
-    by.push(col("replication"));
-    per_rep
-        .sort_by_exprs(by, SortMultipleOptions::default())
-        .group_by_stable(keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
-        .agg(aggs)
-        .with_columns(bounds)
-        .select(order)
-        .sort_by_exprs(
-            keys.iter().map(|k| col(*k)).collect::<Vec<_>>(),
-            SortMultipleOptions::default(),
-        )
+}
+
+/// One output table folded across replications: its key columns (from the first
+/// replication; every replication has the same rows in the same order) and the moments of
+/// each metric.
+#[derive(Clone, Debug)]
+struct Fold {
+    keys: Vec<&'static str>,
+    metrics: Vec<String>,
+    key_columns: Option<Vec<Column>>,
+    moments: Vec<Moments>,
+}
+
+impl Fold {
+    fn new(keys: &[&'static str], metrics: Vec<String>) -> Self {
+        Fold {
+            keys: keys.to_vec(),
+            metrics,
+            key_columns: None,
+            moments: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        if self.key_columns.is_none() {
+            self.key_columns = Some(
+                self.keys
+                    .iter()
+                    .map(|k| df.column(k).cloned())
+                    .collect::<PolarsResult<_>>()?,
+            );
+            let rows = df.height();
+            self.moments = vec![
+                Moments {
+                    n: vec![0; rows],
+                    mean: vec![0.0; rows],
+                    m2: vec![0.0; rows],
+                };
+                self.metrics.len()
+            ];
+        }
+        polars_ensure!(
+            self.moments.first().is_none_or(|m| m.n.len() == df.height()),
+            ShapeMismatch: "a replication's table has {} rows, the first had {}",
+            df.height(),
+            self.moments.first().map_or(0, |m| m.n.len())
+        );
+        for (name, moments) in self.metrics.iter().zip(&mut self.moments) {
+            let s = df
+                .column(name)?
+                .as_materialized_series()
+                .cast(&DataType::Float64)?;
+            moments.add(s.f64()?.iter());
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> PolarsResult<DataFrame> {
+        let mut columns = self.key_columns.unwrap_or_default();
+        let n = columns.first().map_or(0, |c| c.len());
+        for (name, moments) in self.metrics.iter().zip(&self.moments) {
+            let [mean, lo, hi] = moments.bounds();
+            for (suffix, v) in [("", mean), ("_lo", lo), ("_hi", hi)] {
+                columns.push(Column::new(format!("{name}{suffix}").into(), v));
+            }
+        }
+        DataFrame::new(n, columns)
+    }
 }
 
 /// The estimated tables of a run.
@@ -469,136 +686,54 @@ pub struct Estimates {
     pub timeline: DataFrame,
 }
 
-/// Derives the summary, segment, country and timeline tables from the count tables.
-pub fn estimate(
-    cells: &DataFrame,
-    timeline_cells: &DataFrame,
-    ctx: &Context,
-) -> PolarsResult<Estimates> {
-    let keys = ["arm", "level", "rate", "replication"];
-    // One pass over the full table drops the age bands; every table but k-anonymity reads
-    // the result, which is several times smaller.
-    let full = cells.clone().lazy();
-    let lf = full
-        .clone()
-        .group_by_stable([
-            col("arm"),
-            col("level"),
-            col("rate"),
-            col("replication"),
-            col("country"),
-            col("segment"),
-            col("measure"),
-        ])
-        .agg([col("count").sum()])
-        .collect()?
-        .lazy();
-    let per_rep = per_replication(lf.clone(), &keys, ctx)
-        .join(
-            revenue(lf.clone(), ctx)?,
-            key_cols(&keys),
-            key_cols(&keys),
-            join_args(JoinType::Left),
-        )
-        .join(
-            anonymity(full, ctx),
-            key_cols(&keys),
-            key_cols(&keys),
-            join_args(JoinType::Left),
-        );
-    // Paired differences against none, within each replication.
-    let none = per_rep
-        .clone()
-        .filter(col("arm").eq(lit(ctx.none_arm.as_str())))
-        .select(
-            std::iter::once(col("replication"))
-                .chain(PAIRED.iter().map(|p| col(*p).alias(format!("{p}_none"))))
-                .collect::<Vec<_>>(),
-        );
-    let per_rep = per_rep
-        .join(
-            none,
-            [col("replication")],
-            [col("replication")],
-            join_args(JoinType::Left),
-        )
-        .with_columns(
-            PAIRED
-                .iter()
-                .flat_map(|p| {
-                    [
-                        (col(*p) - col(format!("{p}_none"))).alias(format!("{p}_vs_none")),
-                        ratio(col(*p), col(format!("{p}_none"))).alias(format!("{p}_lift")),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    let names = summary_metric_names();
-    let summary = across_replications(per_rep, &keys[..3], &names, ctx.replications).collect()?;
+/// Folds replications' counts into estimates, one replication at a time.
+#[derive(Clone, Debug)]
+pub struct Estimator {
+    ctx: Context,
+    names: Names,
+    layout: Layout,
+    tables: [Fold; 4],
+}
 
-    let seg_names: Vec<String> = [
-        "precision",
-        "recall",
-        "f1",
-        "ctr",
-        "ca_match_rate",
-        "ca_right_rate",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let seg_keys = ["arm", "level", "rate", "replication", "segment"];
-    let segments = across_replications(
-        per_replication(
-            lf.clone().filter(col("segment").neq(lit("all"))),
-            &seg_keys,
+impl Estimator {
+    /// An estimator for counts of `layout`, labelled by `names`.
+    pub fn new(ctx: Context, names: Names, layout: Layout) -> Self {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Estimator {
             ctx,
-        ),
-        &["arm", "level", "rate", "segment"],
-        &seg_names,
-        ctx.replications,
-    )
-    .collect()?;
-    let country_names: Vec<String> = [
-        "achieved_rate",
-        "share_in_ad_use",
-        "precision",
-        "recall",
-        "ctr",
-        "ca_match_rate",
-        "link_precision",
-        "link_recall",
-        "people_mislinked",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let country_keys = ["arm", "level", "rate", "replication", "country"];
-    let countries = across_replications(
-        per_replication(lf, &country_keys, ctx),
-        &["arm", "level", "rate", "country"],
-        &country_names,
-        ctx.replications,
-    )
-    .collect()?;
-    let timeline = across_replications(
-        timeline_cells
-            .clone()
-            .lazy()
-            .with_columns([
-                (col("count").cast(DataType::Float64) * lit(ctx.scale())).alias("people")
-            ]),
-        &["arm", "level", "rate", "day", "channel"],
-        &["people".to_string()],
-        ctx.replications,
-    )
-    .collect()?;
-    Ok(Estimates {
-        summary,
-        segments,
-        countries,
-        timeline,
-    })
+            names,
+            layout,
+            tables: [
+                Fold::new(&["arm", "level", "rate"], summary_metric_names()),
+                Fold::new(&["arm", "level", "rate", "segment"], list(SEGMENT_METRICS)),
+                Fold::new(&["arm", "level", "rate", "country"], list(COUNTRY_METRICS)),
+                Fold::new(
+                    &["arm", "level", "rate", "day", "channel"],
+                    list(&["people"]),
+                ),
+            ],
+        }
+    }
+
+    /// Adds one replication's finished counts.
+    pub fn add(&mut self, counts: &Counts) -> PolarsResult<()> {
+        let m = margins(&self.names, &self.layout, counts, &self.ctx)?;
+        for (fold, df) in self.tables.iter_mut().zip(per_replication(m, &self.ctx)?) {
+            fold.add(&df)?;
+        }
+        Ok(())
+    }
+
+    /// The estimated tables.
+    pub fn finish(self) -> PolarsResult<Estimates> {
+        let [summary, segments, countries, timeline] = self.tables.map(Fold::finish);
+        Ok(Estimates {
+            summary: summary?,
+            segments: segments?,
+            countries: countries?,
+            timeline: timeline?,
+        })
+    }
 }
 
 /// Join arguments that keep the left frame's row order, so that later float sums add in a
@@ -617,8 +752,4 @@ pub fn summary_metric_names() -> Vec<String> {
         names.push(format!("{p}_lift"));
     }
     names
-}
-
-fn key_cols(keys: &[&str]) -> Vec<Expr> {
-    keys.iter().map(|k| col(*k)).collect()
 }

@@ -1,8 +1,8 @@
 //! Keyed bijections on `[0, n)`: a binary Feistel network with cycle walking.
 //!
-//! SPEC §3 gives every user a unique phone number without a set of all numbers: the index of a
+//! docs/model.md §3 gives every user a unique phone number without a set of all numbers: the index of a
 //! user within its country is mapped through a keyed bijection onto the country's number
-//! space. SPEC §5 pairs each user with the previous holder of its number through a keyed
+//! space. docs/model.md §5 pairs each user with the previous holder of its number through a keyed
 //! permutation of the country's users. Both are a [`Permutation`].
 //!
 //! The network works on `b = ceil(log2 n)` bits split into halves of `b/2` and `b - b/2` bits,

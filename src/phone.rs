@@ -4,7 +4,7 @@
 //! A block is written `PREFIX/LEN` in `data/countries.toml`: every national significant number
 //! (NSN) of `LEN` digits that starts with `PREFIX` is a valid mobile number of the country.
 //! A country's [`NumberSpace`] concatenates its blocks into positions `0..capacity`; the
-//! population maps users onto positions through a keyed bijection (SPEC §3), and
+//! population maps users onto positions through a keyed bijection (docs/model.md §3), and
 //! [`NumberSpace::position`] maps a number back, which is how S's phone index is inverted
 //! without being stored.
 

@@ -1,4 +1,4 @@
-//! The synthetic M population (SPEC §3): any user, regenerated on demand from its id.
+//! The synthetic M population (docs/model.md §3): any user, regenerated on demand from its id.
 //!
 //! [`Population::new`] turns a resolved scenario into per-country samplers for one
 //! replication: exact country counts as contiguous id ranges, integer thresholds for every
@@ -11,7 +11,7 @@
 //! are unique because `phi_c` is a bijection, and [`Population::holder_of`] inverts the map:
 //! that is S's phone index, never stored.
 //!
-//! Previous holders (SPEC §5): a keyed permutation `sigma_c` of `c`'s users orders them in a
+//! Previous holders (docs/model.md §5): a keyed permutation `sigma_c` of `c`'s users orders them in a
 //! cycle; `pi_c(i) = sigma_c^-1(sigma_c(i) + 1)` is the user who held `i`'s number before (if
 //! `i`'s number is recycled) or who registered `i`'s shared phone on S (if it is shared).
 //! `pi_c` has no fixed point, and each account has exactly one candidate sender,
@@ -119,7 +119,7 @@ pub struct User {
     pub number_on_file_of: Option<u64>,
     /// The user's S account.
     pub s_account: SAccount,
-    /// Latent propensity to opt out (SPEC §4), logistic scale.
+    /// Latent propensity to opt out (docs/model.md §4), logistic scale.
     pub privacy_score: f64,
 }
 
@@ -387,12 +387,7 @@ impl Population {
         let customer_of = c0.draw_either(c1, interests, &mut rng, all);
         let [m0, m1] = &segs.messages;
         let messages_business = m0.draw_either(m1, interests, &mut rng, all);
-        let mut shift = c.privacy_shift + self.band_shifts[age_band as usize];
-        let mut bits = interests;
-        while bits != 0 {
-            shift += segs.privacy_shift[bits.trailing_zeros() as usize];
-            bits &= bits - 1;
-        }
+        let shift = self.privacy_shift(c, age_band, interests);
 
         let number_history = self.number_history(c, id);
         let number_on_file_of = match (number_history, &c.cycle) {
@@ -428,7 +423,7 @@ impl Population {
         } else {
             crate::phone::National { number: 0, len: 0 }
         };
-        let noise = self.key.user_rng(id, Stream::Privacy).logistic();
+        let noise = self.privacy_noise(id);
         User {
             id,
             country: ci as u16,
@@ -445,6 +440,44 @@ impl Population {
             s_account,
             privacy_score: self.heterogeneity * shift + noise,
         }
+    }
+
+    /// The shift of a user's opt-out propensity: its country's, its age band's, and those of
+    /// the segments it is interested in, added in that order.
+    #[inline(always)]
+    fn privacy_shift(&self, c: &CountryModel, age_band: u8, interests: u64) -> f64 {
+        let mut shift = c.privacy_shift + self.band_shifts[age_band as usize];
+        let mut bits = interests;
+        while bits != 0 {
+            shift += self.segments.privacy_shift[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+        }
+        shift
+    }
+
+    /// The Logistic(0, 1) noise of user `id`'s privacy score.
+    #[inline(always)]
+    fn privacy_noise(&self, id: u64) -> f64 {
+        self.key.user_rng(id, Stream::Privacy).logistic()
+    }
+
+    /// User `id`'s privacy score alone (country `country`, which must be
+    /// [`Population::country_of`]`(id)`), drawing only what it depends on: the age band and
+    /// the interests, skipped when heterogeneity is 0, and the noise. Equals
+    /// [`Population::user`]`(id).privacy_score` exactly.
+    #[inline]
+    pub fn privacy_score(&self, id: u64, country: usize) -> f64 {
+        let noise = self.privacy_noise(id);
+        if self.heterogeneity == 0.0 {
+            return noise;
+        }
+        let c = &self.countries[country];
+        let age_band = c.age.draw(&mut self.key.user_rng(id, Stream::Demographics));
+        let segs = &self.segments;
+        let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
+        let interests = segs.interest[age_band as usize]
+            .draw(&mut self.key.user_rng(id, Stream::Interests), all);
+        self.heterogeneity * self.privacy_shift(c, age_band, interests) + noise
     }
 
     /// Whether user `id` (of country `c`) has an S account, and if so whether it holds a phone.
@@ -507,6 +540,17 @@ mod tests {
             for (c, s) in counts.iter().zip(shares) {
                 assert!((*c as f64 - n as f64 * s).abs() < 1.0, "n={n}: {counts:?}");
             }
+        }
+    }
+
+    #[test]
+    fn privacy_scores_alone_equal_the_whole_users() {
+        let p = population(5000);
+        for id in (0..5000).step_by(7) {
+            assert_eq!(
+                p.privacy_score(id, p.country_of(id)).to_bits(),
+                p.user(id).privacy_score.to_bits()
+            );
         }
     }
 

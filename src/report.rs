@@ -1,4 +1,4 @@
-//! The readable side of a run (SPEC §11): the charts, `report.md` and a self-contained
+//! The readable side of a run (docs/model.md §11): the charts, `report.md` and a self-contained
 //! `report.html`, all drawn from the estimated tables only.
 //!
 //! The report is built once as a list of blocks ([`Block`]) and rendered to Markdown and to
@@ -9,11 +9,12 @@ use std::path::Path;
 use base64::Engine as _;
 use polars::prelude::*;
 
-use crate::charts::{BarChart, Chart, Line, LineChart, save};
+use crate::charts::{BarChart, Chart, Line, LineChart, PALETTE, Style, Unit, save};
 use crate::error::{Error, Result};
 use crate::metrics::Estimates;
 use crate::policy::{ArmKind, Mode};
 use crate::scenario::Resolved;
+use crate::table::{floats, headline_rows, texts, with_ci};
 
 /// One chart of the report.
 #[derive(Clone, Debug)]
@@ -39,71 +40,39 @@ pub enum Block {
     Image(String, String),
 }
 
-/// The values of a float column (NaN for nulls and missing columns).
-pub fn floats(df: &DataFrame, name: &str) -> Vec<f64> {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.as_materialized_series().cast(&DataType::Float64).ok())
-        .and_then(|s| {
-            s.f64()
-                .ok()
-                .map(|ca| ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-        })
-        .unwrap_or_else(|| vec![f64::NAN; df.height()])
-}
-
-/// The values of a column as text (categoricals included).
-pub fn texts(df: &DataFrame, name: &str) -> Vec<String> {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.as_materialized_series().cast(&DataType::String).ok())
-        .and_then(|s| {
-            s.str()
-                .ok()
-                .map(|ca| ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
-        })
-        .unwrap_or_else(|| vec![String::new(); df.height()])
-}
-
-/// A row's value with its interval, formatted: `12.3 [11.9, 12.7]`, or `12.3` without one.
-pub fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize) -> String {
-    let get = |n: &str| floats(df, n).get(row).copied().unwrap_or(f64::NAN);
-    let (m, lo, hi) = (
-        get(name),
-        get(&format!("{name}_lo")),
-        get(&format!("{name}_hi")),
-    );
-    if !m.is_finite() {
-        "-".into()
-    } else if lo.is_finite() && hi.is_finite() {
-        format!(
-            "{:.*} [{:.*}, {:.*}]",
-            digits,
-            m * scale,
-            digits,
-            lo * scale,
-            digits,
-            hi * scale
-        )
-    } else {
-        format!("{:.*}", digits, m * scale)
-    }
-}
-
 struct ArmInfo {
     name: String,
     kind: ArmKind,
+    style: Style,
 }
 
+/// The arms of a scenario with the style each has in every chart: the `none` arm black and
+/// dashed, the sharing arms the palette's colours in scenario order.
 fn arms(resolved: &Resolved) -> Vec<ArmInfo> {
+    let mut colour = 0;
     resolved
         .scenario
         .policy
         .arms
         .iter()
-        .map(|a| ArmInfo {
-            name: a.name.clone(),
-            kind: a.kind,
+        .map(|a| {
+            let style = if a.kind == ArmKind::None {
+                Style {
+                    colour: PALETTE.len() - 1,
+                    dashed: true,
+                }
+            } else {
+                colour += 1;
+                Style {
+                    colour: (colour - 1) % (PALETTE.len() - 1),
+                    dashed: false,
+                }
+            };
+            ArmInfo {
+                name: a.name.clone(),
+                kind: a.kind,
+                style,
+            }
         })
         .collect()
 }
@@ -123,15 +92,15 @@ fn rows_of(df: &DataFrame, arm: &str) -> Vec<(usize, f64)> {
 }
 
 /// A line of `metric` (times `scale`) against the rate in percent, for one arm.
-fn line_of(df: &DataFrame, arm: &str, metric: &str, scale: f64) -> Line {
+fn line_of(df: &DataFrame, arm: &ArmInfo, metric: &str, scale: f64) -> Line {
     let (m, lo, hi) = (
         floats(df, metric),
         floats(df, &format!("{metric}_lo")),
         floats(df, &format!("{metric}_hi")),
     );
     Line {
-        label: arm.to_string(),
-        points: rows_of(df, arm)
+        label: arm.name.clone(),
+        points: rows_of(df, &arm.name)
             .into_iter()
             .filter(|&(i, _)| m[i].is_finite())
             .map(|(i, r)| {
@@ -140,27 +109,76 @@ fn line_of(df: &DataFrame, arm: &str, metric: &str, scale: f64) -> Line {
                 (r * 100.0, m[i] * scale, ci)
             })
             .collect(),
+        style: arm.style,
     }
 }
 
 /// The none arm's value drawn flat across the sharing arms' rates.
-fn flat_line(df: &DataFrame, none: &str, metric: &str, scale: f64, x: (f64, f64)) -> Option<Line> {
+fn flat_line(
+    df: &DataFrame,
+    none: &ArmInfo,
+    metric: &str,
+    scale: f64,
+    x: (f64, f64),
+) -> Option<Line> {
     let l = line_of(df, none, metric, scale);
     let (_, y, ci) = *l.points.first()?;
     Some(Line {
-        label: format!("{none} (no sharing)"),
+        label: format!("{} (no sharing)", none.name),
         points: vec![(x.0, y, ci), (x.1, y, ci)],
+        style: none.style,
     })
+}
+
+/// A line chart against the target opt-out rate.
+fn rate_chart(
+    title: &str,
+    y_label: &str,
+    y_unit: Unit,
+    y_from_zero: bool,
+    lines: Vec<Line>,
+) -> Chart {
+    Chart::Lines(LineChart {
+        title: title.into(),
+        x_label: "target opt-out rate".into(),
+        x_unit: Unit::Percent,
+        y_label: y_label.into(),
+        y_unit,
+        x_from_zero: false,
+        y_from_zero,
+        lines,
+    })
+}
+
+/// A note for a caption when sharing arms coincide on `metric` (scopes `ads` and `all` do on
+/// every targeting outcome, by design: only what is sent to S differs).
+fn coincide_note(lines: &[Line]) -> String {
+    let same: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            lines[..i]
+                .iter()
+                .find(|e| !l.points.is_empty() && e.points == l.points)
+                .map(|e| {
+                    format!(
+                        "`{}` coincides with `{}` (drawn dashed over it)",
+                        l.label, e.label
+                    )
+                })
+        })
+        .collect();
+    if same.is_empty() {
+        String::new()
+    } else {
+        format!(" {}.", same.join("; "))
+    }
 }
 
 /// The charts of a run.
 pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     let arms = arms(resolved);
-    let none = arms
-        .iter()
-        .find(|a| a.kind == ArmKind::None)
-        .map(|a| a.name.clone())
-        .unwrap_or_default();
+    let none = arms.iter().find(|a| a.kind == ArmKind::None);
     let sharing: Vec<&ArmInfo> = arms.iter().filter(|a| a.kind != ArmKind::None).collect();
     let s = &e.summary;
     let rates = floats(s, "rate");
@@ -176,70 +194,97 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     } else {
         ""
     };
-    let rate_axis = "target opt-out rate (%)".to_string();
     let lines_for = |metric: &str, scale: f64, with_none: bool| -> Vec<Line> {
         let mut lines: Vec<Line> = sharing
             .iter()
-            .map(|a| line_of(s, &a.name, metric, scale))
+            .map(|a| line_of(s, a, metric, scale))
             .collect();
-        if with_none {
-            lines.extend(flat_line(s, &none, metric, scale, x));
+        if with_none && x.0 <= x.1 {
+            lines.extend(none.and_then(|n| flat_line(s, n, metric, scale, x)));
         }
         lines
     };
+    let relevance = lines_for("precision", 100.0, true);
+    let matches = lines_for("ca_match_rate", 100.0, true);
+    let revenue = lines_for("revenue_change_musd", 1.0, false);
+    let frontier: Vec<Line> = sharing
+        .iter()
+        .map(|a| {
+            let (p, g) = (floats(s, "people_shared"), floats(s, "precision_vs_none"));
+            Line {
+                label: a.name.clone(),
+                points: rows_of(s, &a.name)
+                    .into_iter()
+                    .map(|(i, _)| (p[i] / 1e6, g[i] * 100.0, None))
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .collect(),
+                style: a.style,
+            }
+        })
+        .collect();
     let mut out = vec![
         Figure {
             stem: "relevance_vs_rate",
-            caption: format!("Audience precision against the opt-out rate, one line per arm{intervals}."),
-            chart: Chart::Lines(LineChart {
-                title: "Targeting relevance vs opt-out rate".into(),
-                x_label: rate_axis.clone(),
-                y_label: "audience precision (%)".into(),
-                lines: lines_for("precision", 100.0, true),
-            }),
+            caption: format!(
+                "Audience precision against the opt-out rate, one line per arm{intervals}.{}",
+                coincide_note(&relevance)
+            ),
+            chart: rate_chart(
+                "Targeting relevance vs opt-out rate",
+                "audience precision",
+                Unit::Percent,
+                false,
+                relevance,
+            ),
         },
         Figure {
             stem: "match_rate_vs_rate",
-            caption: format!("Custom Audience match rate (right or wrong person) against the opt-out rate{intervals}."),
-            chart: Chart::Lines(LineChart {
-                title: "Custom Audience match rate vs opt-out rate".into(),
-                x_label: rate_axis.clone(),
-                y_label: "uploads matched (%)".into(),
-                lines: lines_for("ca_match_rate", 100.0, true),
-            }),
+            caption: format!(
+                "Custom Audience match rate (right or wrong person) against the opt-out rate{intervals}.{}",
+                coincide_note(&matches)
+            ),
+            chart: rate_chart(
+                "Custom Audience match rate vs opt-out rate",
+                "uploads matched",
+                Unit::Percent,
+                false,
+                matches,
+            ),
         },
         Figure {
             stem: "revenue_vs_rate",
-            caption: format!("Change in S's quarterly ad revenue from M users' accounts against no sharing, at full scale{intervals}."),
-            chart: Chart::Lines(LineChart {
-                title: "Revenue change vs opt-out rate".into(),
-                x_label: rate_axis.clone(),
-                y_label: "revenue change ($M per quarter)".into(),
-                lines: lines_for("revenue_change_musd", 1.0, false),
-            }),
+            caption: format!(
+                "Change in S's quarterly ad revenue from M users' accounts against no sharing, at full scale{intervals}.{}",
+                coincide_note(&revenue)
+            ),
+            chart: rate_chart(
+                "Revenue change vs opt-out rate",
+                "revenue change per quarter",
+                Unit::MillionsUsd,
+                true,
+                revenue,
+            ),
         },
         Figure {
             stem: "frontier",
-            caption: "Privacy/utility frontier: people whose number went to S against the gain in audience precision over no sharing, one point per rate level.".into(),
+            caption: format!(
+                "Privacy/utility frontier: people whose number went to S against the gain in audience precision over no sharing, one point per rate level.{}",
+                coincide_note(&frontier)
+            ),
             chart: Chart::Lines(LineChart {
                 title: "People exposed vs relevance gained".into(),
-                x_label: "people whose number went to S (millions)".into(),
-                y_label: "precision gain over no sharing (percentage points)".into(),
-                lines: sharing
-                    .iter()
-                    .map(|a| {
-                        let (p, g) = (floats(s, "people_shared"), floats(s, "precision_vs_none"));
-                        Line {
-                            label: a.name.clone(),
-                            points: rows_of(s, &a.name).into_iter().map(|(i, _)| (p[i] / 1e6, g[i] * 100.0, None)).filter(|p| p.0.is_finite() && p.1.is_finite()).collect(),
-                        }
-                    })
-                    .collect(),
+                x_label: "people whose number went to S".into(),
+                x_unit: Unit::Millions,
+                y_label: "precision gain over no sharing".into(),
+                y_unit: Unit::Points,
+                x_from_zero: true,
+                y_from_zero: true,
+                lines: frontier,
             }),
         },
     ];
-    if let Some(first) = sharing.first() {
-        out.push(segment_lift(resolved, e, &none, &first.name));
+    if let (Some(first), Some(none)) = (sharing.first(), none) {
+        out.push(segment_lift(resolved, e, &none.name, &first.name));
         out.push(timeline(e, &first.name));
         out.push(links_by_country(e, &first.name));
     }
@@ -300,7 +345,8 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
         ),
         chart: Chart::Bars(BarChart {
             title: "Per-segment relevance lift".into(),
-            x_label: "audience precision change over no sharing (%)".into(),
+            x_label: "audience precision change over no sharing".into(),
+            x_unit: Unit::Percent,
             categories: names,
             groups,
         }),
@@ -327,7 +373,7 @@ fn timeline(e: &Estimates, arm: &str) -> Figure {
         .copied()
         .min_by(|a, b| (a - 0.1).abs().total_cmp(&(b - 0.1).abs()))
         .unwrap_or(0.0);
-    let series = |channel: &str, cumulative: bool| {
+    let series = |channel: &str, cumulative: bool, colour: usize| {
         let mut pts: Vec<(f64, f64)> = (0..t.height())
             .filter(|&i| arms[i] == arm && channels[i] == channel && (rates[i] - rate).abs() < 1e-9)
             .map(|i| (days[i], people[i] / 1e6))
@@ -347,6 +393,10 @@ fn timeline(e: &Estimates, arm: &str) -> Figure {
                     (d, if cumulative { acc } else { v }, None)
                 })
                 .collect(),
+            style: Style {
+                colour,
+                dashed: false,
+            },
         }
     };
     Figure {
@@ -358,11 +408,15 @@ fn timeline(e: &Estimates, arm: &str) -> Figure {
         chart: Chart::Lines(LineChart {
             title: format!("Opt-out timeline, {arm} at {:.0}% opt-out", rate * 100.0),
             x_label: "days after the notice".into(),
-            y_label: "people (millions)".into(),
+            x_unit: Unit::Days,
+            y_label: "people".into(),
+            y_unit: Unit::Millions,
+            x_from_zero: true,
+            y_from_zero: true,
             lines: vec![
-                series("notice", true),
-                series("settings", true),
-                series("in_ad_use", false),
+                series("notice", true, 0),
+                series("settings", true, 1),
+                series("in_ad_use", false, 2),
             ],
         }),
     }
@@ -386,7 +440,8 @@ fn links_by_country(e: &Estimates, arm: &str) -> Figure {
         ),
         chart: Chart::Bars(BarChart {
             title: "Link outcomes by country".into(),
-            x_label: "share (%)".into(),
+            x_label: "share".into(),
+            x_unit: Unit::Percent,
             categories: rows.iter().map(|&i| countries[i].clone()).collect(),
             groups: vec![
                 (
@@ -402,15 +457,29 @@ fn links_by_country(e: &Estimates, arm: &str) -> Figure {
     }
 }
 
-/// The blocks of the report.
+/// The blocks of the report, a function per section.
 pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Block> {
     let s = &resolved.scenario;
-    let p = &s.population;
     let mut b = vec![
         Block::Heading(1, format!("adsim report: {}", s.name)),
         Block::Para(s.description.clone()),
     ];
-    b.push(Block::Heading(2, "What was simulated".into()));
+    b.extend(simulated(resolved));
+    b.extend(headline(resolved, e));
+    b.push(Block::Heading(2, "Charts".into()));
+    for f in figures {
+        b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
+    }
+    b.extend(calibration(resolved, e));
+    b.extend(caveats(resolved));
+    b
+}
+
+/// "What was simulated": the arms, the sweep, the size, and the main assumptions.
+fn simulated(resolved: &Resolved) -> Vec<Block> {
+    let s = &resolved.scenario;
+    let p = &s.population;
+    let mut b = vec![Block::Heading(2, "What was simulated".into())];
     let arms_text: Vec<String> = s
         .policy
         .arms
@@ -475,7 +544,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
                     "{} / {} / {}",
                     t.ctr_relevant, t.ctr_irrelevant, t.ctr_untargeted
                 ),
-                "assumption, average CTR near 0.9% (SPEC §14)",
+                "assumption, average CTR near 0.9% (docs/model.md §14)",
             ]),
             row([
                 "Custom Audience formatting faults, normalization",
@@ -492,7 +561,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
                     "Q2 2016 ARPU by region, ad share {:.3}",
                     s.revenue.ad_share()
                 ),
-                "Facebook Q2 2016 earnings (SPEC §14)",
+                "Facebook Q2 2016 earnings (docs/model.md §14)",
             ]),
             row([
                 "countries, segments, age bands",
@@ -506,17 +575,16 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
             ]),
         ],
     ));
-    b.push(Block::Heading(2, "Headline results".into()));
+    b
+}
+
+/// "Headline results": every arm at the headline rates, with intervals.
+fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let p = &resolved.scenario.population;
+    let mut b = vec![Block::Heading(2, "Headline results".into())];
     let sum = &e.summary;
     let (names, rates) = (texts(sum, "arm"), floats(sum, "rate"));
-    let shown: Vec<usize> = (0..sum.height())
-        .filter(|&i| {
-            sum.height() <= 12
-                || [0.0, 0.1, 0.25, 0.5, 1.0]
-                    .iter()
-                    .any(|r| (r - rates[i]).abs() < 1e-9)
-        })
-        .collect();
+    let shown = headline_rows(sum);
     b.push(Block::Table(
         [
             "arm",
@@ -555,11 +623,15 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
     } else {
         "One replication: no intervals.".into()
     }));
-    b.push(Block::Heading(2, "Charts".into()));
-    for f in figures {
-        b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
-    }
-    b.push(Block::Heading(2, "Calibration".into()));
+    b
+}
+
+/// "Calibration": the model's figures beside the published ones.
+fn calibration(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let s = &resolved.scenario;
+    let sum = &e.summary;
+    let names = texts(sum, "arm");
+    let mut b = vec![Block::Heading(2, "Calibration".into())];
     let none = s
         .policy
         .arms
@@ -621,19 +693,31 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
         vec![
             "figure".into(),
             "model".into(),
-            "published (SPEC §14-15)".into(),
+            "published (docs/model.md §13-14)".into(),
         ],
         cal,
     ));
-    b.push(Block::Heading(2, "Caveats".into()));
+    b
+}
+
+/// "Caveats": what the figures do not cover.
+fn caveats(resolved: &Resolved) -> Vec<Block> {
+    let d = &resolved.data;
+    let mut b = vec![Block::Heading(2, "Caveats".into())];
     for c in [
-        "Every number not marked with a source in data/ is an assumption; the intervals do not include their uncertainty.",
-        "Targeting outcomes are those of the steady state after the opt-out window; the timeline shows the path to it.",
-        "A linked account keeps its on-platform evidence, so the value of M data is smaller than that of all tracking data.",
-        "The smallest audience cell is resolved only to one simulated account (real people per simulated user); below 10^7 users the k-anonymity count cannot see cells under 100 people.",
-        "Country shares beyond the 22 listed countries are spread pro rata over them (assumption).",
+        "Every number not marked with a source in data/ is an assumption; the intervals do not include their uncertainty.".to_string(),
+        "Targeting outcomes are those of the steady state after the opt-out window; the timeline shows the path to it.".into(),
+        "A linked account keeps its on-platform evidence, so the value of M data is smaller than that of all tracking data.".into(),
+        format!(
+            "The smallest audience cell is resolved only to one simulated account ({:.0} real people per simulated user here); cells under 100 people are visible only when that is below 100.",
+            resolved.scenario.revenue.m_users_millions * 1e6 / resolved.scenario.population.users as f64
+        ),
+        format!(
+            "Country shares beyond the {} listed countries are spread pro rata over them (assumption).",
+            d.countries.country.len()
+        ),
     ] {
-        b.push(Block::Para(c.into()));
+        b.push(Block::Para(c));
     }
     b
 }

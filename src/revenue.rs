@@ -1,4 +1,4 @@
-//! Revenue (SPEC §8): expected clicks times cost per click, anchored per S region.
+//! Revenue (docs/model.md §8): expected clicks times cost per click, anchored per S region.
 //!
 //! One factor per region and replication makes the `none` arm, scaled from N simulated users
 //! to M's real user count, equal the published Q2 2016 ARPU times those S accounts, times the
@@ -15,12 +15,12 @@ use crate::error::Result;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevenueConfig {
-    /// M's real user count, millions, that results are scaled to. Feb 2016: 1000 (SPEC §14).
+    /// M's real user count, millions, that results are scaled to. Feb 2016: 1000 (docs/model.md §14).
     pub m_users_millions: f64,
-    /// S's advertising revenue in the quarter, millions of dollars. Q2 2016: 6239 (SPEC §14).
+    /// S's advertising revenue in the quarter, millions of dollars. Q2 2016: 6239 (docs/model.md §14).
     pub s_ad_revenue_musd: f64,
     /// S's total revenue in the quarter, millions of dollars. Q2 2016: 6436; the advertising
-    /// share is 6239 / 6436 (SPEC §8).
+    /// share is 6239 / 6436 (docs/model.md §8).
     pub s_total_revenue_musd: f64,
     /// Cost per click, dollars, the same for every segment. Assumption: 0.60; it cancels in
     /// the anchoring, so only its ratio between segments would matter.

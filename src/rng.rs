@@ -1,5 +1,5 @@
 //! Counter-based randomness: every random quantity is a pure function of
-//! `(seed, replication, user, stream)` (SPEC §2).
+//! `(seed, replication, user, stream)` (docs/model.md §2).
 //!
 //! There is no sequential generator threaded through the engine. A [`Key`] mixes the scenario
 //! seed and the replication; [`Key::user_rng`] derives, from the key, a user id and a

@@ -1,4 +1,4 @@
-//! Scenarios: what to simulate, as a TOML file deserialized with serde (SPEC §11, §13).
+//! Scenarios: what to simulate, as a TOML file deserialized with serde (docs/model.md §11, §13).
 //!
 //! A scenario names the population size, seed and replications, the opt-out model's knobs,
 //! the reference data (built in, replaced by files, or overridden field by field) and engine
@@ -95,7 +95,7 @@ impl Default for Scenario {
 pub struct PopulationConfig {
     /// M users simulated (1 to 10^11; the countries' number blocks must hold them).
     pub users: u64,
-    /// The scenario seed; every random quantity is a function of it (SPEC §2).
+    /// The scenario seed; every random quantity is a function of it (docs/model.md §2).
     pub seed: u64,
     /// Independent replications, each a fresh population (1 to 1000).
     pub replications: u32,
@@ -111,7 +111,7 @@ impl Default for PopulationConfig {
     }
 }
 
-/// `[opt_out]`: who opts out (SPEC §4).
+/// `[opt_out]`: who opts out (docs/model.md §4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptOutConfig {

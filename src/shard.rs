@@ -1,4 +1,4 @@
-//! Beyond one machine (SPEC §12): shards and their merge.
+//! Beyond one machine (docs/model.md §12): shards and their merge.
 //!
 //! Shard `k` of `n` simulates a fixed slice of user ids, `[k N / n, (k+1) N / n)`, in every
 //! replication, and writes its partial count tables with `shard.json`: its index, the shard
@@ -9,15 +9,15 @@
 //! same results folder as a single-machine run.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::cells::{ALL_MEASURES, Counts, Layout, SEGMENT_MEASURES, TIMELINE_CHANNELS};
+use crate::cells::Counts;
 use crate::error::{Error, Result};
-use crate::report::{floats, texts};
+use crate::folder::{CountsWriter, data_hash, load_scenario, read_counts, write_dir, write_text};
 use crate::run::{
-    CELLS_SCHEMA_VERSION, RunOptions, RunOutput, load_folder_scenario, publish, read_parquet,
-    simulate_range, write_dir, write_parquet, write_text,
+    Progress, RunOptions, RunOutput, estimator, names, publish, scenario_header, simulate_each,
 };
 use crate::scenario::Resolved;
 use crate::sweep::Sweep;
@@ -83,7 +83,7 @@ pub fn run_shard(
     shard: Shard,
     out: &Path,
     force: bool,
-    progress: bool,
+    progress: Progress,
 ) -> Result<()> {
     let users = resolved.scenario.population.users;
     if u64::from(shard.count) > users {
@@ -93,29 +93,31 @@ pub fn run_shard(
             expected: format!("at most as many shards as users ({users})"),
         });
     }
-    if out.exists() && !force {
-        return Err(Error::Exists(out.to_path_buf()));
-    }
-    let (layout, counts) = simulate_range(resolved, shard.ids(users), progress)?;
-    let table = |source| Error::Table {
-        path: out.to_path_buf(),
-        source,
-    };
-    let mut cells = crate::run::cells_frame(resolved, &layout, &counts).map_err(table)?;
-    let mut timeline = crate::run::timeline_frame(resolved, &layout, &counts).map_err(table)?;
+    let sweep = Sweep::new(resolved);
     let info = ShardInfo {
         shard,
         fingerprint: fingerprint(resolved),
         users,
     };
     write_dir(out, force, |tmp| {
-        write_text(&tmp.join("scenario.toml"), &resolved.scenario.to_toml())?;
-        write_parquet(&tmp.join("cells.parquet"), &mut cells, CELLS_SCHEMA_VERSION)?;
-        write_parquet(
-            &tmp.join("timeline_cells.parquet"),
-            &mut timeline,
-            CELLS_SCHEMA_VERSION,
+        write_text(
+            &tmp.join("scenario.toml"),
+            &format!(
+                "{}{}",
+                scenario_header(resolved),
+                resolved.scenario.to_toml()
+            ),
         )?;
+        let mut writer = CountsWriter::new(
+            tmp,
+            names(resolved, &sweep),
+            sweep.layout.clone(),
+            &data_hash(resolved),
+        );
+        simulate_each(resolved, shard.ids(users), progress, |r, counts| {
+            writer.write(r, counts)
+        })?;
+        writer.finish()?;
         write_text(
             &tmp.join("shard.json"),
             &format!(
@@ -128,11 +130,10 @@ pub fn run_shard(
 
 fn read_info(dir: &Path) -> Result<ShardInfo> {
     let path = dir.join("shard.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Argument {
-        name: "shard folder".into(),
-        value: dir.display().to_string(),
-        expected: format!(
-            "a folder written by `adsim run --shard K/N` ({}: {e})",
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Folder {
+        path: dir.to_path_buf(),
+        problem: format!(
+            "not a shard folder written by `adsim run --shard K/N` ({}: {e})",
             path.display()
         ),
     })?;
@@ -143,142 +144,53 @@ fn read_info(dir: &Path) -> Result<ShardInfo> {
     })
 }
 
-/// Adds a shard's long-form tables into `counts` (one per replication).
-fn accumulate(
-    resolved: &Resolved,
-    layout: &Layout,
-    dir: &Path,
-    counts: &mut [Counts],
-) -> Result<()> {
-    let sweep = Sweep::new(resolved);
-    let arm_index = |name: &str| sweep.arms.iter().position(|a| a.name == name);
-    let countries: Vec<&str> = resolved.data.country_codes();
-    let ages: Vec<&str> = resolved.data.age_labels();
-    let segments: Vec<&str> = resolved.data.segment_names();
-    let foreign = |what: &str, value: &str| Error::Argument {
-        name: "shard".into(),
-        value: dir.display().to_string(),
-        expected: format!("counts of this scenario, but it has {what} {value:?}"),
-    };
-    let cells = read_parquet(&dir.join("cells.parquet"))?;
-    let (arm, level, rep, country, age, seg, meas, count) = (
-        texts(&cells, "arm"),
-        floats(&cells, "level"),
-        floats(&cells, "replication"),
-        texts(&cells, "country"),
-        texts(&cells, "age_band"),
-        texts(&cells, "segment"),
-        texts(&cells, "measure"),
-        floats(&cells, "count"),
-    );
-    let per = layout.per_level();
-    for i in 0..cells.height() {
-        let a = arm_index(&arm[i]).ok_or_else(|| foreign("arm", &arm[i]))?;
-        let c = countries
-            .iter()
-            .position(|x| *x == country[i])
-            .ok_or_else(|| foreign("country", &country[i]))?;
-        let g = ages
-            .iter()
-            .position(|x| *x == age[i])
-            .ok_or_else(|| foreign("age band", &age[i]))?;
-        let m = if seg[i] == "all" {
-            ALL_MEASURES
-                .iter()
-                .position(|x| *x == meas[i])
-                .map(|m| layout.segments * SEGMENT_MEASURES.len() + m)
-        } else {
-            let s = segments
-                .iter()
-                .position(|x| *x == seg[i])
-                .ok_or_else(|| foreign("segment", &seg[i]))?;
-            SEGMENT_MEASURES
-                .iter()
-                .position(|x| *x == meas[i])
-                .map(|m| s * SEGMENT_MEASURES.len() + m)
-        }
-        .ok_or_else(|| foreign("measure", &meas[i]))?;
-        let (k, r) = (level[i] as usize, rep[i] as usize);
-        if k >= layout.levels[a] || r >= counts.len() {
-            return Err(foreign("level or replication", &format!("{k}, {r}")));
-        }
-        counts[r].arms[a][k * per + layout.cell(c, g) + m] += count[i] as i64;
-    }
-    let t = read_parquet(&dir.join("timeline_cells.parquet"))?;
-    let (arm, level, rep, day, channel, count) = (
-        texts(&t, "arm"),
-        floats(&t, "level"),
-        floats(&t, "replication"),
-        floats(&t, "day"),
-        texts(&t, "channel"),
-        floats(&t, "count"),
-    );
-    let tper = layout.timeline_per_level();
-    for i in 0..t.height() {
-        let a = arm_index(&arm[i]).ok_or_else(|| foreign("arm", &arm[i]))?;
-        let j = TIMELINE_CHANNELS
-            .iter()
-            .position(|x| *x == channel[i])
-            .ok_or_else(|| foreign("channel", &channel[i]))?;
-        let (k, r, d) = (level[i] as usize, rep[i] as usize, day[i] as usize);
-        if k >= layout.levels[a] || r >= counts.len() || d > layout.days {
-            return Err(foreign(
-                "level, replication or day",
-                &format!("{k}, {r}, {d}"),
-            ));
-        }
-        counts[r].timeline[a][k * tper + d * TIMELINE_CHANNELS.len() + j] += count[i] as i64;
-    }
-    Ok(())
-}
-
-/// Merges shard folders into one results folder, identical to a single-machine run but for
-/// `run.json`. Refuses a missing, duplicate or foreign shard, naming it.
-pub fn merge(dirs: &[PathBuf], options: &RunOptions) -> Result<RunOutput> {
+/// Checks that `dirs` are every shard of one run exactly once; returns the run's scenario.
+fn check_shards(dirs: &[PathBuf]) -> Result<Resolved> {
     let first = dirs.first().ok_or_else(|| Error::Argument {
         name: "merge".into(),
         value: "no folders".into(),
         expected: "the folders of every shard".into(),
     })?;
-    let resolved = load_folder_scenario(first)?;
+    let resolved = load_scenario(first)?;
     let expected = fingerprint(&resolved);
     let mut seen: Vec<Option<&PathBuf>> = Vec::new();
     let mut total = None;
+    let refuse = |dir: &Path, problem: String| Error::Folder {
+        path: dir.to_path_buf(),
+        problem,
+    };
     for dir in dirs {
         let info = read_info(dir)?;
         if info.fingerprint != expected {
-            return Err(Error::Argument {
-                name: "shard".into(),
-                value: dir.display().to_string(),
-                expected: format!(
-                    "a shard of the same scenario as {} (fingerprints differ: it comes from another scenario, seed or program version)",
+            return Err(refuse(
+                dir,
+                format!(
+                    "not a shard of the same scenario as {} (fingerprints differ: it comes from another scenario, seed or program version)",
                     first.display()
                 ),
-            });
+            ));
         }
         let n = *total.get_or_insert(info.shard.count);
         if info.shard.count != n {
-            return Err(Error::Argument {
-                name: "shard".into(),
-                value: dir.display().to_string(),
-                expected: format!(
-                    "one of {n} shards, like the others, but it is one of {}",
+            return Err(refuse(
+                dir,
+                format!(
+                    "one of {} shards, but the others are of {n}",
                     info.shard.count
                 ),
-            });
+            ));
         }
         seen.resize(n as usize, None);
         let slot = &mut seen[info.shard.index as usize];
         if let Some(other) = slot {
-            return Err(Error::Argument {
-                name: "shard".into(),
-                value: dir.display().to_string(),
-                expected: format!(
+            return Err(refuse(
+                dir,
+                format!(
                     "each shard once, but shard {} is also {}",
                     info.shard.index,
                     other.display()
                 ),
-            });
+            ));
         }
         *slot = Some(dir);
     }
@@ -295,15 +207,45 @@ pub fn merge(dirs: &[PathBuf], options: &RunOptions) -> Result<RunOutput> {
             expected: format!("every shard, but these are missing: {}", missing.join(", ")),
         });
     }
+    Ok(resolved)
+}
+
+/// Merges shard folders into one results folder, identical to a single-machine run but for
+/// `run.json`. Refuses a missing, duplicate or foreign shard, naming it. Counts are added one
+/// replication at a time.
+pub fn merge(dirs: &[PathBuf], options: &RunOptions) -> Result<RunOutput> {
+    let resolved = check_shards(dirs)?;
     let sweep = Sweep::new(&resolved);
+    let names = names(&resolved, &sweep);
     let layout = sweep.layout.clone();
-    let mut counts: Vec<Counts> = (0..resolved.scenario.population.replications)
-        .map(|_| Counts::zeros(&layout))
-        .collect();
-    for dir in dirs {
-        accumulate(&resolved, &layout, dir, &mut counts)?;
-    }
-    publish(&resolved, &layout, &counts, options, 0.0)
+    write_dir(&options.out, options.force, |tmp| {
+        let start = Instant::now();
+        let mut writer =
+            CountsWriter::new(tmp, names.clone(), layout.clone(), &data_hash(&resolved));
+        let mut est = estimator(&resolved);
+        for r in 0..resolved.scenario.population.replications {
+            let mut counts = Counts::zeros(&layout);
+            for dir in dirs {
+                read_counts(dir, &names, &layout, r, &mut counts)?;
+            }
+            est.add(&counts).map_err(|source| Error::Table {
+                path: options.out.clone(),
+                source,
+            })?;
+            writer.write(r, counts)?;
+        }
+        writer.finish()?;
+        let estimates = est.finish().map_err(|source| Error::Table {
+            path: options.out.clone(),
+            source,
+        })?;
+        publish(&resolved, tmp, &estimates, &options.out, 0.0, start)?;
+        Ok(RunOutput {
+            estimates,
+            simulate_secs: 0.0,
+            estimate_secs: start.elapsed().as_secs_f64(),
+        })
+    })
 }
 
 #[cfg(test)]

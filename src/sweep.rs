@@ -1,14 +1,14 @@
-//! The simulation pass (SPEC §4-§9): every arm and every rate level in one pass over the users.
+//! The simulation pass (docs/model.md §4-§9): every arm and every rate level in one pass over the users.
 //!
 //! For each user the pass finds, per arm, the level at which its opt-out status flips, and the
-//! flip level of the one foreign sender whose number its S account may hold (SPEC §5). Its
+//! flip level of the one foreign sender whose number its S account may hold (docs/model.md §5). Its
 //! outcomes are piecewise constant between those levels, so the pass evaluates each piece once
 //! and adds it to the level range with difference arrays ([`crate::cells`]). Each user is
 //! counted once per arm and level, in its own (country, age band) cell: as an M user (sharing,
 //! links, exposure, Custom Audience uploads of its number) and as an S account holder
 //! (targeting, data received from someone else).
 //!
-//! Linking (SPEC §5), for a user whose number goes to S, in this order:
+//! Linking (docs/model.md §5), for a user whose number goes to S, in this order:
 //! - true link: its own S account holds its current number;
 //! - mislink: another user's account holds it (previous owner of a recycled number, or the
 //!   household member who registered a shared phone): the data lands on that account;
@@ -38,9 +38,9 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::audiences::Uploads;
-use crate::cells::{All, Counts, Layout, SEGMENT_MEASURES, Seg};
+use crate::cells::{All, Channel, Counts, Layout, Seg};
 use crate::error::Result;
-use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, calibration_scores, resolve_arms};
+use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, calibration_thresholds, resolve_arms};
 use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
@@ -129,12 +129,8 @@ impl<'a> Sweep<'a> {
 
     /// The score thresholds of every arm in replication `replication`.
     pub fn thresholds(&self, replication: u32) -> Result<Vec<Thresholds>> {
-        let scores = calibration_scores(self.resolved, replication)?;
-        Ok(self
-            .arms
-            .iter()
-            .map(|a| Thresholds::new(&a.rates, &scores))
-            .collect())
+        let rates: Vec<Vec<f64>> = self.arms.iter().map(|a| a.rates.clone()).collect();
+        calibration_thresholds(self.resolved, replication, &rates)
     }
 
     /// The counts of users `range` of replication `replication`, with one rayon task per
@@ -199,7 +195,7 @@ impl<'a> Sweep<'a> {
         let per = l.per_level();
         let measures = l.measures();
         let targeting = [
-            0..l.segments * SEGMENT_MEASURES.len(),
+            0..l.segments * Seg::COUNT,
             l.all(All::LinkedAccounts)..l.all(All::ImpUntargetedUnlinked) + 1,
         ];
         for a in 0..counts.arms.len() {
@@ -312,26 +308,15 @@ impl<'a> Sweep<'a> {
             },
         });
 
-        // The measures of a user's state in an arm, its link's among them.
+        // The measure of the user's link, counted while its number is shared.
         let has_account = account.is_some();
-        let state_measures = [
-            All::OptedOut,
-            All::Shared,
-            All::AdUse,
-            match link {
-                Link::True => All::LinkTrue,
-                Link::Metadata => All::LinkMetadata,
-                Link::Mislink if u.number_history == NumberHistory::Shared => {
-                    All::LinkMislinkShared
-                }
-                Link::Mislink => All::LinkMislinkRecycled,
-                Link::None => All::LinkNone,
-            },
-            All::SharedWithAccount,
-            All::MislinkReceived,
-            All::ExposureDays,
-        ]
-        .map(|m| l.all(m));
+        let link_measure = l.all(match link {
+            Link::True => All::LinkTrue,
+            Link::Metadata => All::LinkMetadata,
+            Link::Mislink if u.number_history == NumberHistory::Shared => All::LinkMislinkShared,
+            Link::Mislink => All::LinkMislinkRecycled,
+            Link::None => All::LinkNone,
+        });
         // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
         let mut flips: Option<(usize, usize, usize)> = None;
         for (ai, arm) in self.arms.iter().enumerate() {
@@ -367,15 +352,21 @@ impl<'a> Sweep<'a> {
                 // the new values less the previous piece's.
                 let start = k0 * per_level + cell;
                 let values = [
-                    i64::from(st.out),
-                    i64::from(st.shared),
-                    i64::from(st.ad_use),
-                    i64::from(st.shared),
-                    i64::from(st.shared && has_account),
-                    i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
-                    i64::from(st.exposure_days),
+                    (l.all(All::OptedOut), i64::from(st.out)),
+                    (l.all(All::Shared), i64::from(st.shared)),
+                    (l.all(All::AdUse), i64::from(st.ad_use)),
+                    (link_measure, i64::from(st.shared)),
+                    (
+                        l.all(All::SharedWithAccount),
+                        i64::from(st.shared && has_account),
+                    ),
+                    (
+                        l.all(All::MislinkReceived),
+                        i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
+                    ),
+                    (l.all(All::ExposureDays), i64::from(st.exposure_days)),
                 ];
-                for ((&m, v), p) in state_measures.iter().zip(values).zip(&mut state) {
+                for ((m, v), p) in values.into_iter().zip(&mut state) {
                     if v != *p {
                         diff[start + m] += v - *p;
                         *p = v;
@@ -404,25 +395,27 @@ impl<'a> Sweep<'a> {
                     ArmKind::OptOutWindow | ArmKind::NoChoice => st.out,
                 };
                 let tl = &mut acc.counts.timeline[ai];
-                let mut add = |day: usize, ch: usize, a: i64| {
-                    tl[k0 * tper + day * 3 + ch] += a;
+                let mut add = |day: usize, ch: Channel, a: i64| {
+                    let at = l.day(day, ch);
+                    tl[k0 * tper + at] += a;
                     // As for the counts, the row past the last level is never read.
                     if k1 < levels {
-                        tl[k1 * tper + day * 3 + ch] -= a;
+                        tl[k1 * tper + at] -= a;
                     }
                 };
                 if acted {
-                    add(
-                        timing.day() as usize,
-                        if timing.read_notice { 0 } else { 1 },
-                        1,
-                    );
+                    let channel = if timing.read_notice {
+                        Channel::Notice
+                    } else {
+                        Channel::Settings
+                    };
+                    add(timing.day() as usize, channel, 1);
                 }
                 let (start, end) = st.ad_use_days;
                 if start < end {
-                    add(start as usize, 2, 1);
+                    add(start as usize, Channel::InAdUse, 1);
                     if end <= self.horizon {
-                        add(end as usize, 2, -1);
+                        add(end as usize, Channel::InAdUse, -1);
                     }
                 }
             }

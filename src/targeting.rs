@@ -1,4 +1,4 @@
-//! Targeting relevance (SPEC §6): which S accounts each segment's campaign reaches, and how
+//! Targeting relevance (docs/model.md §6): which S accounts each segment's campaign reaches, and how
 //! the account's impressions split across campaigns.
 //!
 //! S flags an account for segment `s` when any independent detector fires (noisy OR): its
@@ -39,12 +39,12 @@ pub struct TargetingConfig {
     /// False detection from M data in a segment the sender does not message. Assumption: 0.002.
     pub m_fpr: f64,
     /// Click-through rate of an impression shown to an interested holder. Assumption: 0.015,
-    /// set with the others so that the average CTR lands near S's 0.9% (SPEC §14).
+    /// set with the others so that the average CTR lands near S's 0.9% (docs/model.md §14).
     pub ctr_relevant: f64,
     /// Click-through rate of an impression shown to an uninterested holder. Assumption: 0.002.
     pub ctr_irrelevant: f64,
     /// Click-through rate of an untargeted impression. Assumption: 0.0035 (run-of-network;
-    /// targeted impressions then earn about 2.4 times as much; Beales 2010 found 2.68, SPEC §15).
+    /// targeted impressions then earn about 2.4 times as much; Beales 2010 found 2.68, docs/model.md §13).
     pub ctr_untargeted: f64,
 }
 

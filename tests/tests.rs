@@ -6,11 +6,15 @@
 //! - `statistics`: exact country counts; age bands, interests and relationships match the
 //!   data within sampling error.
 //! - `simulation`: the sweep's invariants, one-pass equivalence, limits, determinism, keys.
+//! - `registry`: the parameter registry agrees with the scenario's keys, defaults and
+//!   validation.
 //! - `reporting`: charts, report, plot, compare, JSON output and completions.
 //! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must.
 //! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
 //! - `docs`: documentation that must match the code (the data dictionary).
+//! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
+//!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
 
 #[path = "suite/cli.rs"]
 mod cli;
@@ -24,6 +28,10 @@ mod determinism;
 mod docs;
 #[path = "suite/phones.rs"]
 mod phones;
+#[path = "suite/pipeline.rs"]
+mod pipeline;
+#[path = "suite/registry.rs"]
+mod registry;
 #[path = "suite/reporting.rs"]
 mod reporting;
 #[path = "suite/shards.rs"]

@@ -3,7 +3,7 @@
 
 adsim draws phone numbers uniformly from per-country "blocks": a national-number prefix and
 a national significant number (NSN) length; every number in a block is a valid mobile
-number. SPEC 3 asks for blocks valid under both the `phonenumber` crate's metadata (9.0.33,
+number. docs/model.md §3 asks for blocks valid under both the `phonenumber` crate's metadata (9.0.33,
 the XML file the crate ships) and current libphonenumber (9.0.43, shared/data/mobile-patterns.json,
 which python `phonenumbers` 9.0.43 also carries).
 

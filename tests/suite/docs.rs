@@ -33,14 +33,15 @@ fn dictionary_matches_the_code() {
 
 #[test]
 fn results_dictionary_matches_the_code() {
-    use adsim::cells::{ALL_MEASURE_DOCS, ALL_MEASURES, SEGMENT_MEASURE_DOCS, SEGMENT_MEASURES};
+    use adsim::cells::{All, Channel, Seg};
     use adsim::metrics::METRICS;
     let doc = include_str!("../../docs/data-dictionary.md");
-    for (name, text) in SEGMENT_MEASURES
+    for (name, text) in Seg::ALL
         .iter()
-        .zip(SEGMENT_MEASURE_DOCS)
-        .chain(ALL_MEASURES.iter().zip(ALL_MEASURE_DOCS))
-        .chain(METRICS.iter().map(|(n, d)| (n, d)))
+        .chain(All::ALL)
+        .chain(Channel::ALL)
+        .map(|m| (m.name, m.doc))
+        .chain(METRICS.iter().copied())
     {
         let row = format!("| `{name}` | {text} |");
         assert!(
@@ -48,11 +49,9 @@ fn results_dictionary_matches_the_code() {
             "docs/data-dictionary.md lacks the row {row}"
         );
     }
-    assert_eq!(SEGMENT_MEASURES.len(), SEGMENT_MEASURE_DOCS.len());
-    assert_eq!(ALL_MEASURES.len(), ALL_MEASURE_DOCS.len());
     for v in [
         adsim::metrics::SCHEMA_VERSION,
-        adsim::run::CELLS_SCHEMA_VERSION,
+        adsim::cells::CELLS_SCHEMA_VERSION,
     ] {
         assert!(
             doc.contains(&format!("schema `{v}`")),

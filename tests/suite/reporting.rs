@@ -55,7 +55,9 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
     let svg = std::fs::read_to_string(r.join("relevance_vs_rate.svg")).unwrap();
     assert!(
         svg.contains("Targeting relevance vs opt-out rate")
-            && svg.contains("audience precision (%)")
+            && svg.contains("audience precision")
+            && svg.contains("50%"),
+        "relevance_vs_rate.svg has no percent ticks"
     );
     let md = std::fs::read_to_string(r.join("report.md")).unwrap();
     for c in CHARTS {
@@ -206,6 +208,7 @@ fn json_modes_and_completions_print_to_stdout() {
         "plot",
         "compare",
         "scenarios",
+        "parameters",
         "completions",
     ] {
         let out = adsim(dir.path(), &[cmd, "--help"]);

@@ -1,4 +1,4 @@
-//! Shards and merge (SPEC §12): separate processes, identical bytes, refusals.
+//! Shards and merge (docs/model.md §12): separate processes, identical bytes, refusals.
 
 use std::process::Command;
 use std::time::Duration;
