@@ -290,11 +290,26 @@ pub struct Names {
 /// The segment label of the rows that hold the all-segment measures.
 pub const ALL_SEGMENTS: &str = "all";
 
+/// The Enum type of a list of labels, made once per list: polars keeps every set of frozen
+/// categories it is given, so making one per batch would grow with the run.
+fn enum_dtype<S: AsRef<str>>(labels: &[S]) -> PolarsResult<DataType> {
+    use std::sync::Mutex;
+    static KNOWN: Mutex<Vec<(Vec<String>, DataType)>> = Mutex::new(Vec::new());
+    let key: Vec<String> = labels.iter().map(|l| l.as_ref().to_string()).collect();
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dtype)) = known.iter().find(|(k, _)| *k == key) {
+        return Ok(dtype.clone());
+    }
+    let dtype =
+        DataType::from_frozen_categories(FrozenCategories::new(key.iter().map(String::as_str))?);
+    known.push((key, dtype.clone()));
+    Ok(dtype)
+}
+
 /// A key column of labels, stored as an Enum (a dictionary of the scenario's labels in their
 /// order, written to Parquet as dictionary-encoded strings) built straight from indices.
 fn enum_column<S: AsRef<str>>(name: &str, labels: &[S], codes: Vec<u32>) -> PolarsResult<Column> {
-    let dtype =
-        DataType::from_frozen_categories(FrozenCategories::new(labels.iter().map(AsRef::as_ref))?);
+    let dtype = enum_dtype(labels)?;
     let physical = DataType::from(dtype.cat_physical()?);
     let codes = Series::from_vec(name.into(), codes).cast(&physical)?;
     Ok(Series::from_cats_and_dtype(&codes, &dtype, true)?.into_column())

@@ -314,12 +314,23 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Draws the title centred at the top; returns the pixel row where the legend starts.
+fn draw_title<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> DrawResult<DB> {
+    let (w, _) = root.dim_in_pixel();
+    let style =
+        TextStyle::from(("sans-serif", 30).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    root.draw(&Text::new(title.to_string(), (w as i32 / 2, 16), style))
+}
+
+/// Where the legend starts, below the title.
+const LEGEND_TOP: i32 = 58;
+
 /// Pixels the legend takes above the plot.
 fn legend_height(entries: &[Entry], left: i32, width: i32) -> i32 {
     if entries.is_empty() {
         0
     } else {
-        legend_rows(entries, left, width).len() as i32 * LEGEND_ROW + 8
+        legend_rows(entries, left, width).len() as i32 * LEGEND_ROW
     }
 }
 
@@ -382,10 +393,10 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
         .collect();
     let (left, width) = (130, root.dim_in_pixel().0 as i32 - 150);
     let legend = legend_height(&entries, left, width);
+    draw_title(root, &c.title)?;
     let mut chart = ChartBuilder::on(root)
-        .caption(&c.title, ("sans-serif", 30))
         .margin(20)
-        .margin_top(20 + legend)
+        .margin_top(LEGEND_TOP + legend + 6)
         .x_label_area_size(60)
         .y_label_area_size(110)
         .build_cartesian_2d(x0..x1, y0..y1)?;
@@ -417,6 +428,12 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
                 band,
                 colour.mix(0.18).filled(),
             )))?;
+        } else if line.points.len() == 1 {
+            // A lone point shows its interval as a bar.
+            let bar = ShapeStyle::from(&colour).stroke_width(2);
+            chart.draw_series(line.points.iter().filter_map(|p| {
+                p.2.map(|(lo, hi)| PathElement::new(vec![(p.0, lo), (p.0, hi)], bar))
+            }))?;
         }
         // A coinciding line is drawn dashed over its twin, so both stay visible.
         let dashed = line.style.dashed || twin.is_some();
@@ -433,7 +450,7 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
             chart.draw_series(xy.iter().map(|&p| Circle::new(p, 5, colour.filled())))?;
         }
     }
-    draw_legend(root, &entries, left, 62)?;
+    draw_legend(root, &entries, left, LEGEND_TOP)?;
     root.present()
 }
 
@@ -473,10 +490,10 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart) ->
         .collect();
     let left = 20 + label_area as i32;
     let legend = legend_height(&entries, left, root.dim_in_pixel().0 as i32 - left - 20);
+    draw_title(root, &c.title)?;
     let mut chart = ChartBuilder::on(root)
-        .caption(&c.title, ("sans-serif", 30))
         .margin(20)
-        .margin_top(20 + legend)
+        .margin_top(LEGEND_TOP + legend + 6)
         .x_label_area_size(60)
         .y_label_area_size(label_area)
         .build_cartesian_2d(lo..hi, 0.0..n as f64)?;
@@ -512,7 +529,7 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart) ->
                 }),
         )?;
     }
-    draw_legend(root, &entries, left, 62)?;
+    draw_legend(root, &entries, left, LEGEND_TOP)?;
     root.present()
 }
 

@@ -121,11 +121,50 @@ struct Batched {
     writer: Option<BatchedWriter<BufWriter<File>>>,
     schema: &'static str,
     data_hash: String,
+    /// Frames not yet written, and their rows.
+    pending: Vec<DataFrame>,
+    rows: usize,
 }
 
+/// Rows of a count table's row group: batches (and replications) are gathered up to this
+/// many rows before they are written, because the Parquet writer keeps a few kilobytes of
+/// metadata per row group and column until the file is finished.
+pub const ROW_GROUP_ROWS: usize = 1 << 17;
+
 impl Batched {
-    fn write(&mut self, df: &DataFrame) -> Result<()> {
+    fn new(path: PathBuf, schema: &'static str, data_hash: &str) -> Self {
+        Batched {
+            path,
+            writer: None,
+            schema,
+            data_hash: data_hash.to_string(),
+            pending: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Adds `df`'s rows; writes a row group once enough are gathered.
+    fn write(&mut self, df: DataFrame) -> Result<()> {
+        self.rows += df.height();
+        self.pending.push(df);
+        if self.rows >= ROW_GROUP_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered rows as one row group.
+    fn flush(&mut self) -> Result<()> {
         let err = table_error(&self.path);
+        let mut frames = std::mem::take(&mut self.pending).into_iter();
+        self.rows = 0;
+        let Some(mut df) = frames.next() else {
+            return Ok(());
+        };
+        for f in frames {
+            df.vstack_mut_owned(f).map_err(&err)?;
+        }
+        df.rechunk_mut();
         if self.writer.is_none() {
             let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
             // Min, max and null counts per row group (a reader skips the row groups of other
@@ -143,12 +182,13 @@ impl Batched {
             self.writer = Some(writer);
         }
         if let Some(w) = &mut self.writer {
-            w.write_batch(df).map_err(&err)?;
+            w.write_batch(&df).map_err(&err)?;
         }
         Ok(())
     }
 
-    fn finish(self) -> Result<()> {
+    fn finish(mut self) -> Result<()> {
+        self.flush()?;
         match self.writer {
             Some(w) => w.finish().map(|_| ()).map_err(table_error(&self.path)),
             None => Ok(()),
@@ -169,11 +209,11 @@ impl CountTables {
         for levels in level_batches(&self.layout) {
             let df = cells_frame(&self.names, &self.layout, replication, counts, &levels)
                 .map_err(table_error(&self.cells.path))?;
-            self.cells.write(&df)?;
+            self.cells.write(df)?;
         }
         let df = timeline_frame(&self.names, &self.layout, replication, counts)
             .map_err(table_error(&self.timeline.path))?;
-        self.timeline.write(&df)
+        self.timeline.write(df)
     }
 
     fn finish(self) -> Result<()> {
@@ -194,12 +234,7 @@ pub struct CountsWriter {
 impl CountsWriter {
     /// Writers for the count tables of `dir`.
     pub fn new(dir: &Path, names: Names, layout: Layout, data_hash: &str) -> Self {
-        let batched = |file: &str| Batched {
-            path: dir.join(file),
-            writer: None,
-            schema: CELLS_SCHEMA_VERSION,
-            data_hash: data_hash.to_string(),
-        };
+        let batched = |file: &str| Batched::new(dir.join(file), CELLS_SCHEMA_VERSION, data_hash);
         let mut tables = CountTables {
             names,
             layout,

@@ -133,6 +133,7 @@ fn flat_line(
 /// A line chart against the target opt-out rate.
 fn rate_chart(
     title: &str,
+    x_label: &str,
     y_label: &str,
     y_unit: Unit,
     y_from_zero: bool,
@@ -140,7 +141,7 @@ fn rate_chart(
 ) -> Chart {
     Chart::Lines(LineChart {
         title: title.into(),
-        x_label: "target opt-out rate".into(),
+        x_label: x_label.into(),
         x_unit: Unit::Percent,
         y_label: y_label.into(),
         y_unit,
@@ -194,6 +195,10 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     } else {
         ""
     };
+    let rate_axis = match resolved.scenario.policy.mode {
+        Mode::Rate => "target opt-out rate",
+        Mode::Behavioral => "opt-out rate set by each arm's design",
+    };
     let lines_for = |metric: &str, scale: f64, with_none: bool| -> Vec<Line> {
         let mut lines: Vec<Line> = sharing
             .iter()
@@ -231,6 +236,7 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
             ),
             chart: rate_chart(
                 "Targeting relevance vs opt-out rate",
+                rate_axis,
                 "audience precision",
                 Unit::Percent,
                 false,
@@ -245,6 +251,7 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
             ),
             chart: rate_chart(
                 "Custom Audience match rate vs opt-out rate",
+                rate_axis,
                 "uploads matched",
                 Unit::Percent,
                 false,
@@ -259,6 +266,7 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
             ),
             chart: rate_chart(
                 "Revenue change vs opt-out rate",
+                rate_axis,
                 "revenue change per quarter",
                 Unit::MillionsUsd,
                 true,

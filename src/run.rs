@@ -162,16 +162,11 @@ pub fn run(resolved: &Resolved, options: &RunOptions, progress: Progress) -> Res
             last = Instant::now();
             Ok(())
         })?;
-        writer.finish()?;
+        // The charts and the report are drawn while the writer finishes the count tables.
         let estimates = est.finish().map_err(polars_error("estimation"))?;
-        publish(
-            resolved,
-            tmp,
-            &estimates,
-            &options.out,
-            simulate_secs,
-            start,
-        )?;
+        write_results(resolved, tmp, &estimates)?;
+        writer.finish()?;
+        write_run_json(resolved, tmp, &options.out, simulate_secs, start)?;
         Ok(RunOutput {
             estimates,
             simulate_secs,
@@ -191,6 +186,18 @@ pub fn publish(
     start: Instant,
 ) -> Result<()> {
     write_results(resolved, dir, e)?;
+    write_run_json(resolved, dir, out, simulate_secs, start)
+}
+
+/// Writes `run.json`: timings, threads, host, paths (the one file that differs between runs
+/// of the same scenario).
+fn write_run_json(
+    resolved: &Resolved,
+    dir: &Path,
+    out: &Path,
+    simulate_secs: f64,
+    start: Instant,
+) -> Result<()> {
     let p = &resolved.scenario.population;
     let run_json = serde_json::json!({
         "program": PROGRAM,
