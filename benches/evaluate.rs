@@ -13,7 +13,8 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use adsim::policy::{Thresholds, calibration_scores, order_statistics};
+use adsim::calibration::{calibration_scores, order_statistics};
+use adsim::policy::Thresholds;
 use adsim::scenario::Scenario;
 use criterion::{Criterion, criterion_group, criterion_main};
 

@@ -603,7 +603,11 @@ fn print_plan(plan: &Plan, limit: u64, limit_source: &str) {
     );
     say!("replications            {}", plan.replications);
     say!("threads                 {}", plan.threads);
-    say!("count cells             {} per replication", plan.cells);
+    say!(
+        "count cells             {} per replication ({} table rows expected)",
+        plan.cells,
+        plan.rows
+    );
     say!(
         "predicted peak memory   {} (limit {}: {limit_source})",
         human_bytes(plan.peak_bytes),
@@ -612,6 +616,15 @@ fn print_plan(plan: &Plan, limit: u64, limit_source: &str) {
         } else {
             human_bytes(limit)
         }
+    );
+    let m = &plan.memory;
+    say!(
+        "  of which               base {}, accumulators {}, replications in flight {}, calibration {}, count tables {}",
+        human_bytes(m.base),
+        human_bytes(m.accumulators),
+        human_bytes(m.in_flight),
+        human_bytes(m.calibration),
+        human_bytes(m.tables)
     );
     say!("predicted time          {:.1} s", plan.seconds);
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::folder::{load_scenario, read_parquet};
+use crate::folder::{check_schema, load_scenario, read_parquet};
 use crate::policy::ArmKind;
 use crate::table::{floats, texts};
 
@@ -27,7 +27,13 @@ pub fn compare(dirs: &[PathBuf]) -> Result<DataFrame> {
     let mut axis: Option<(PathBuf, Vec<f64>)> = None;
     for dir in dirs {
         let resolved = load_scenario(dir)?;
-        let summary = read_parquet(&dir.join("summary.parquet"))?;
+        let path = dir.join("summary.parquet");
+        check_schema(
+            &path,
+            crate::metrics::SCHEMA_VERSION,
+            &dir.join("scenario.toml"),
+        )?;
+        let summary = read_parquet(&path)?;
         let kinds: Vec<(String, ArmKind)> = resolved
             .scenario
             .policy

@@ -326,14 +326,15 @@ pub fn schema_version(path: &Path) -> Result<String> {
         .ok_or_else(|| folder_error(path, "not written by adsim (no adsim.schema_version)"))
 }
 
-/// Checks that a count table has the schema this program reads.
-fn check_counts_schema(path: &Path, scenario: &Path) -> Result<()> {
+/// Checks that a table of a results folder has the schema `expected`, which this program
+/// reads; otherwise the error gives the command that regenerates the folder.
+pub fn check_schema(path: &Path, expected: &str, scenario: &Path) -> Result<()> {
     let found = schema_version(path)?;
-    if found != CELLS_SCHEMA_VERSION {
+    if found != expected {
         return Err(folder_error(
             path,
             format!(
-                "schema {found}, but this adsim reads {CELLS_SCHEMA_VERSION}; regenerate the folder with: adsim run {} --out NEW_FOLDER",
+                "schema {found}, but this adsim reads {expected}; regenerate the folder with: adsim run {} --out NEW_FOLDER",
                 scenario.display()
             ),
         ));
@@ -365,7 +366,7 @@ pub fn read_counts(
     let cells = dir.join("cells.parquet");
     let timeline = dir.join("timeline_cells.parquet");
     for p in [&cells, &timeline] {
-        check_counts_schema(p, &scenario)?;
+        check_schema(p, CELLS_SCHEMA_VERSION, &scenario)?;
     }
     let df = read_replication(&cells, replication)?;
     add_cells(names, layout, &df, counts)

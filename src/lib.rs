@@ -12,13 +12,20 @@
 //! 3. [`engine`]: users are generated in chunks on rayon and streamed onwards; no stage holds
 //!    all users, so memory does not grow with N, and the output does not depend on the thread
 //!    count or chunk size.
-//! 4. [`policy`], [`sweep`], [`targeting`], [`audiences`]: the simulation. Arms and opt-out
-//!    (who, when), linking, noisy-OR targeting with a fixed impression supply, Custom Audience
-//!    matching; every arm and rate level in one pass, folded into integer counts ([`cells`]).
-//! 5. [`metrics`], [`revenue`]: polars derives every rate, lift, revenue and interval from the
-//!    counts; [`run`] writes the results folder, [`charts`] and [`report`] draw and explain it.
-//! 6. [`shard`]: slices of users on other machines, merged by adding counts.
-//! 7. [`export`]: a population written to Parquet or CSV (`adsim generate`).
+//! 4. [`policy`], [`calibration`], [`sweep`], [`targeting`], [`audiences`]: the simulation.
+//!    Arms and opt-out (who, when; thresholds from a calibration sample), linking, noisy-OR
+//!    targeting with a fixed impression supply, Custom Audience matching; every arm and rate
+//!    level in one pass, folded into integer counts ([`cells`], one table of measures).
+//! 5. [`metrics`], [`revenue`]: each replication's counts are summed into margins and turned
+//!    into metrics by polars, then folded across replications with their intervals.
+//! 6. [`run`]: the evaluation path ([`run::evaluate`], no files) and a whole run, which also
+//!    writes the results folder ([`folder`]: atomic publishing, count tables written one
+//!    replication at a time); [`plan`] predicts a run's memory and time before it starts;
+//!    [`charts`] and [`report`] draw and explain it; [`compare`] sets folders side by side;
+//!    [`table`] reads the estimated tables.
+//! 7. [`shard`]: slices of users on other machines, merged by adding counts.
+//! 8. [`export`]: a population written to Parquet or CSV (`adsim generate`).
+//! 9. [`registry`]: every parameter with its legal and plausible range and its source.
 //!
 //! Any user can be regenerated from its id, and S's phone index (the inverse number map) finds
 //! the holder of any number:
@@ -41,6 +48,7 @@
 #![deny(missing_docs)]
 
 pub mod audiences;
+pub mod calibration;
 pub mod cells;
 pub mod charts;
 pub mod compare;

@@ -2,42 +2,79 @@
 //! that would need more memory than it may use (docs/model.md §2.3).
 //!
 //! Memory is bounded by construction: replications are simulated, written and folded into the
-//! estimates one at a time, so the peak is set by one replication. Its parts, each from the
-//! layout of the counts:
-//! - one accumulator per worker thread, each a full replication's counts (difference arrays
-//!   over `levels + 1` rows per arm) plus the per-cell table common to every arm;
-//! - the finished counts of the replication, handed to the writer and the estimator;
+//! estimates one at a time, so the peak is set by one replication and does not grow with
+//! their number beyond the result tables. Its parts ([`Memory`]), each from the layout of the
+//! counts:
+//! - one accumulator per worker thread that has users to simulate, each a full replication's
+//!   counts (difference arrays over `levels + 1` rows per arm) plus the per-cell table common
+//!   to every arm;
+//! - finished replications in flight: one being estimated while the writer encodes the one
+//!   before (at most two);
 //! - the calibration sample's scores (8 bytes per calibration user);
-//! - the rows of the count tables being written, at most [`crate::cells::BATCH_ROWS`] at a
-//!   time, and the estimator's running moments;
+//! - the count-table rows gathered for a Parquet row group (at most
+//!   [`crate::folder::ROW_GROUP_ROWS`] plus one batch), and the metadata the writer keeps per
+//!   row group until the file is finished;
 //! - a fixed base: the program, polars, the charts and the report.
 //!
-//! The base and the per-row costs were measured with `/usr/bin/time -v` on the reference
-//! machine (reports/performance.md); the prediction is meant to lie at or above the measured
-//! peak and within 25% of it.
+//! Pages of an accumulator that no user touches are never resident, so the prediction is an
+//! upper bound for very small runs. The constants were fitted with `/usr/bin/time -v` on the
+//! reference machine (reports/performance.md, which tables prediction against measurement):
+//! the prediction is meant to lie at or above the measured peak and within 25% of it.
 
 use std::path::Path;
 
 use crate::cells::{BATCH_ROWS, Layout};
 use crate::error::{Error, Result};
+use crate::folder::ROW_GROUP_ROWS;
 use crate::scenario::Resolved;
 
 /// Fixed memory of a run: the program, polars' and rayon's runtime, the charts and the
-/// report (measured: see reports/performance.md).
-pub const BASE_BYTES: u64 = 60 << 20;
+/// report (fitted to `/usr/bin/time -v` on the reference machine: reports/performance.md).
+pub const BASE_BYTES: u64 = 55 << 20;
 
-/// Bytes per row of a count-table batch while it is built and encoded (keys, 26 counts with
-/// their validity, the intermediate vectors and the encoder's buffers).
-pub const BYTES_PER_ROW: u64 = 700;
+/// Resident bytes per row of the count tables waiting to be written, while they are gathered,
+/// joined into one row group and encoded (fitted as [`BASE_BYTES`]).
+pub const BYTES_PER_ROW: u64 = 470;
 
-/// Simulation cost, nanoseconds per user and arm on one core, and per level-change (the
-/// reference machine: 2.9 M users per second per core for 3 arms and 21 levels).
-const NS_PER_USER_ARM: f64 = 115.0;
+/// Bytes the Parquet writer keeps per row group of a count table until the file is finished
+/// (column chunk metadata, statistics and page indices of about 33 columns; measured: 92 KB).
+pub const BYTES_PER_ROW_GROUP: u64 = 100 << 10;
 
-/// Fixed cost of a replication besides its users: calibration, estimation, accumulators
-/// (seconds per calibration user and per count).
-const NS_PER_CALIBRATION_USER: f64 = 40.0;
-const NS_PER_COUNT: f64 = 4.0;
+/// CPU nanoseconds per user and arm of the simulation (about 4 M users a second on 2 cores
+/// for 3 arms at 21 levels, calibration and estimation included).
+const NS_PER_USER_ARM: f64 = 165.0;
+/// CPU nanoseconds per calibration user (scores and selection).
+const NS_PER_CALIBRATION_USER: f64 = 90.0;
+/// CPU nanoseconds per count of a replication's accumulators (zeroing, merging, prefix sums,
+/// margins).
+const NS_PER_COUNT: f64 = 20.0;
+/// CPU nanoseconds per row of the count tables (building and encoding; on the writer's
+/// thread, beside the simulation).
+const NS_PER_ROW: f64 = 1000.0;
+/// Seconds of every run: start, charts and report.
+const FIXED_SECONDS: f64 = 0.12;
+
+/// Where a run's peak memory goes, bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// The program and its runtime.
+    pub base: u64,
+    /// The engine's accumulators, one per worker thread with users to simulate.
+    pub accumulators: u64,
+    /// Finished replications waiting for the estimator and the writer (at most two).
+    pub in_flight: u64,
+    /// The calibration sample's scores.
+    pub calibration: u64,
+    /// Count-table rows gathered for a row group, and the writer's metadata.
+    pub tables: u64,
+}
+
+impl Memory {
+    /// The predicted peak: the sum of the parts.
+    pub fn peak(&self) -> u64 {
+        self.base + self.accumulators + self.in_flight + self.calibration + self.tables
+    }
+}
 
 /// What a run would do and cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,10 +91,56 @@ pub struct Plan {
     pub threads: usize,
     /// Count cells per replication: (arm, level, country, age band, segment or all).
     pub cells: u64,
+    /// Count-table rows expected per replication (cells with any user).
+    pub rows: u64,
+    /// Predicted peak memory by part.
+    pub memory: Memory,
     /// Predicted peak resident memory, bytes.
     pub peak_bytes: u64,
     /// Predicted wall time, seconds.
     pub seconds: f64,
+}
+
+/// Expected count-table rows per arm-level: a (country, age band) cell's `all` row when it
+/// holds any of the `users` users, and a segment's row when any of its users touches the
+/// segment (an S account interested in it or flagged for it, or a customer of one of its
+/// businesses). At a few thousand users and more, nearly every row.
+fn expected_rows(resolved: &Resolved, users: u64) -> f64 {
+    let d = &resolved.data;
+    let t = &resolved.scenario.targeting;
+    let global: Vec<f64> = d.age_bands.band.iter().map(|b| b.share).collect();
+    let total: f64 = d.countries.country.iter().map(|c| c.m_share).sum();
+    let n = users as f64;
+    // Probability that one user touches segment `s`'s row (country-average S presence).
+    let on_s = d
+        .countries
+        .country
+        .iter()
+        .map(|c| c.m_share * c.also_on_s)
+        .sum::<f64>()
+        / total.max(f64::MIN_POSITIVE);
+    let touch: Vec<f64> = d
+        .segments
+        .segment
+        .iter()
+        .map(|g| {
+            let p = g.prevalence.clamp(0.0, 1.0);
+            let flagged = on_s * (p + (1.0 - p) * t.on_platform_fpr.max(t.m_fpr));
+            let customer = p * g.customer_if_interested + (1.0 - p) * g.customer_if_not;
+            1.0 - (1.0 - flagged.min(1.0)) * (1.0 - customer.min(1.0))
+        })
+        .collect();
+    let seen = |p: f64| 1.0 - (1.0 - p.clamp(0.0, 1.0)).powf(n);
+    d.countries
+        .country
+        .iter()
+        .flat_map(|c| {
+            let ages = c.age_shares.clone().unwrap_or_else(|| global.clone());
+            let share = c.m_share / total.max(f64::MIN_POSITIVE);
+            ages.into_iter().map(move |a| share * a)
+        })
+        .map(|cell| seen(cell) + touch.iter().map(|q| seen(cell * q)).sum::<f64>())
+        .sum()
 }
 
 impl Plan {
@@ -65,27 +148,45 @@ impl Plan {
     pub fn of(resolved: &Resolved, layout: &Layout, threads: usize) -> Plan {
         let s = &resolved.scenario;
         let threads = threads.max(1);
+        let users = s.population.users;
+        let reps = u64::from(s.population.replications);
         let arm_levels: usize = layout.levels.iter().sum();
-        let cells = (arm_levels * layout.countries * layout.ages * (layout.segments + 1)) as u64;
-        let counts = layout.counts_bytes() + (layout.per_level() * 8) as u64;
-        let calibration = u64::from(s.policy.calibration_users) * 8;
-        let batch = cells.min(BATCH_ROWS as u64) * BYTES_PER_ROW;
-        let peak = BASE_BYTES + (threads as u64 + 1) * counts + calibration + batch;
-        let users = s.population.users as f64;
-        let reps = f64::from(s.population.replications);
-        let per_rep = (users * layout.levels.len() as f64 * NS_PER_USER_ARM
+        let per_cell = (layout.segments + 1) as u64;
+        let cells = arm_levels as u64 * (layout.countries * layout.ages) as u64 * per_cell;
+        let rows = ((arm_levels as f64 * expected_rows(resolved, users)).ceil() as u64).min(cells);
+        let counts = layout.counts_bytes();
+        let chunks = users.div_ceil(s.engine.chunk_size.max(1));
+        let accumulators =
+            threads.min(chunks as usize).max(1) as u64 * (counts + (layout.per_level() * 8) as u64);
+        let in_flight = reps.saturating_sub(1).min(2) * counts;
+        let buffered = (reps * rows).min((ROW_GROUP_ROWS + BATCH_ROWS) as u64);
+        let row_groups = 2 * ((reps * rows).div_ceil(ROW_GROUP_ROWS as u64) + 1);
+        let memory = Memory {
+            base: BASE_BYTES,
+            accumulators,
+            in_flight,
+            calibration: u64::from(s.policy.calibration_users) * 8,
+            tables: buffered * BYTES_PER_ROW + row_groups * BYTES_PER_ROW_GROUP,
+        };
+        let cores = threads as f64;
+        let simulate = (users as f64 * layout.levels.len() as f64 * NS_PER_USER_ARM
             + f64::from(s.policy.calibration_users) * NS_PER_CALIBRATION_USER)
-            / threads as f64
-            + (layout.counts_bytes() / 8) as f64 * NS_PER_COUNT;
+            / cores
+            + (counts / 8) as f64 * NS_PER_COUNT;
+        // The writer's thread shares the cores with the simulation, and is itself one thread.
+        let write = rows as f64 * NS_PER_ROW;
+        let per_rep = simulate.max(write).max((simulate * cores + write) / cores);
         Plan {
-            users: s.population.users,
+            users,
             arms: layout.levels.len(),
             levels: layout.levels.clone(),
             replications: s.population.replications,
             threads,
             cells,
-            peak_bytes: peak,
-            seconds: reps * per_rep * 1e-9 + 0.3,
+            rows,
+            peak_bytes: memory.peak(),
+            memory,
+            seconds: reps as f64 * per_rep * 1e-9 + FIXED_SECONDS,
         }
     }
 
@@ -97,13 +198,14 @@ impl Plan {
         }
         Err(Error::Memory(format!(
             "this run would need about {} of memory at its peak, more than the {} it may use ({source}): \
-             the peak is one accumulator of counts per thread ({} threads x {} rate levels over {} arms); \
+             most of it is one replication's counts per worker thread and in flight ({} threads, {} rate levels over {} arms, {} each); \
              run it with fewer --threads, fewer policy.rates levels, or a larger --memory-limit",
             human_bytes(self.peak_bytes),
             human_bytes(limit),
             self.threads,
             self.levels.iter().sum::<usize>(),
             self.arms,
+            human_bytes(self.memory.accumulators / self.threads.max(1) as u64),
         )))
     }
 }
@@ -156,6 +258,13 @@ mod tests {
 
     #[test]
     fn refusal_names_the_figure_and_the_way_out() {
+        let memory = Memory {
+            base: 1,
+            accumulators: 2_999_999_999,
+            in_flight: 0,
+            calibration: 0,
+            tables: 0,
+        };
         let plan = Plan {
             users: 10,
             arms: 3,
@@ -163,7 +272,9 @@ mod tests {
             replications: 1000,
             threads: 8,
             cells: 1,
-            peak_bytes: 3_000_000_000,
+            rows: 1,
+            peak_bytes: memory.peak(),
+            memory,
             seconds: 1.0,
         };
         assert!(plan.check(4_000_000_000, "test").is_ok());

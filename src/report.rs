@@ -795,7 +795,7 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>adsim report</title>\n<style>\
          body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-         th{background:#f2f2f2}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
+         th{background:#f2f2f2}td{white-space:nowrap}.ci{color:#666;font-size:85%}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
     );
     for b in blocks {
         match b {
@@ -810,7 +810,16 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
                 for r in rows {
                     out.push_str("<tr>");
                     for c in r {
-                        out.push_str(&format!("<td>{}</td>", inline(c)));
+                        // A value's interval goes on a line of its own, in small type.
+                        let cell = match c.split_once(" [") {
+                            Some((v, ci)) if ci.ends_with(']') => format!(
+                                "{}<br><span class=\"ci\">[{}</span>",
+                                inline(v),
+                                inline(ci)
+                            ),
+                            _ => inline(c),
+                        };
+                        out.push_str(&format!("<td>{cell}</td>"));
                     }
                     out.push_str("</tr>\n");
                 }

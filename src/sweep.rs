@@ -38,9 +38,10 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::audiences::Uploads;
+use crate::calibration::calibration_thresholds;
 use crate::cells::{All, Channel, Counts, Layout, Seg};
 use crate::error::Result;
-use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, calibration_thresholds, resolve_arms};
+use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, resolve_arms};
 use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;

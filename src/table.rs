@@ -29,7 +29,8 @@ pub fn texts(df: &DataFrame, name: &str) -> Vec<String> {
         .unwrap_or_else(|| vec![String::new(); df.height()])
 }
 
-/// A row's value with its interval, formatted: `12.3 [11.9, 12.7]`, or `12.3` without one.
+/// A row's value with its interval, formatted: `12.3 [11.9, 12.7]`, or `12.3` without one
+/// (or with one that rounds to a point at `digits` decimals).
 pub fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize) -> String {
     let get = |n: &str| floats(df, n).get(row).copied().unwrap_or(f64::NAN);
     let (m, lo, hi) = (
@@ -37,20 +38,15 @@ pub fn with_ci(df: &DataFrame, name: &str, row: usize, scale: f64, digits: usize
         get(&format!("{name}_lo")),
         get(&format!("{name}_hi")),
     );
+    let text = |x: f64| format!("{:.*}", digits, x * scale);
     if !m.is_finite() {
         "-".into()
-    } else if lo.is_finite() && hi.is_finite() {
-        format!(
-            "{:.*} [{:.*}, {:.*}]",
-            digits,
-            m * scale,
-            digits,
-            lo * scale,
-            digits,
-            hi * scale
-        )
+    } else if lo.is_finite() && hi.is_finite() && text(lo) != text(hi) {
+        format!("{} [{}, {}]", text(m), text(lo), text(hi))
     } else {
-        format!("{:.*}", digits, m * scale)
+        // No interval, or one narrower than the digits shown (a quantity the replications
+        // agree on, such as an achieved rate of exactly 0).
+        text(m)
     }
 }
 

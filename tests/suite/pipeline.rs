@@ -265,3 +265,46 @@ print("ok", len(users))
         assert!(out.starts_with("ok"), "{out}");
     }
 }
+
+#[test]
+fn a_folder_of_another_schema_is_refused_with_the_command_that_regenerates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "run",
+            "--users",
+            "500",
+            "--replications",
+            "2",
+            "--out",
+            "r",
+            "--quiet",
+        ],
+    );
+    // An older schema's count table, and a file that is not Parquet at all.
+    let mut old = df!("count" => [1u64, 2]).expect("frame");
+    adsim::folder::write_parquet(&d.join("r/cells.parquet"), &mut old, "cells/1", "x")
+        .expect("writes");
+    let out = adsim(d, &["plot", "r", "--out", "p"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cells.parquet") && err.contains("cells/1") && err.contains("adsim run"),
+        "{err}"
+    );
+    assert!(
+        !d.join("p").join("report.md").exists(),
+        "nothing is written"
+    );
+    std::fs::write(d.join("r/cells.parquet"), b"not parquet").unwrap();
+    let err = stderr(&adsim(d, &["plot", "r"]));
+    assert!(
+        err.contains("cells.parquet") && err.contains("Parquet"),
+        "{err}"
+    );
+    std::fs::write(d.join("r/summary.parquet"), b"PAR1").unwrap();
+    let err = stderr(&adsim(d, &["compare", "r"]));
+    assert!(err.contains("summary.parquet"), "{err}");
+}

@@ -209,3 +209,21 @@ fn the_readme_key_table_cites_every_registered_scenario_key() {
         );
     }
 }
+
+#[test]
+fn the_model_document_sources_every_assumption() {
+    let model = include_str!("../../docs/model.md");
+    let assumptions = model
+        .split("## 14. Assumptions and their sources")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/model.md has its section 14");
+    for p in parameters().iter().filter(|p| p.is_assumption()) {
+        let leaf = p.path.rsplit('.').next().unwrap_or(&p.path);
+        assert!(
+            assumptions.contains(leaf) || assumptions.contains(&leaf.replace('_', " ")),
+            "docs/model.md section 14 does not give the source of the assumption {}",
+            p.path
+        );
+    }
+}
