@@ -830,8 +830,9 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
                 let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                 let data = base64::engine::general_purpose::STANDARD.encode(bytes);
                 out.push_str(&format!(
-                    "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{data}\"><figcaption>{0}</figcaption></figure>\n",
-                    escape(caption)
+                    "<figure><img alt=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{}</figcaption></figure>\n",
+                    escape(&caption.replace('`', "")),
+                    inline(caption)
                 ));
             }
         }
