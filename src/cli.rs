@@ -76,7 +76,9 @@ enum Command {
     /// Set several runs side by side: a table (terminal and CSV) and overlaid charts.
     #[command(
         after_help = "Example:\n  adsim run whatsapp-2016 --out a && adsim run whatsapp-2021 --out b\n  adsim compare a b --out a-vs-b\n\n\
-        Runs must share their opt-out rate grid; others are refused with the reason."
+        Runs of either mode compare on the achieved opt-out rate (a behavioral run's arms are points);\n\
+        rate grids that differ compare on their common rates, the others listed; the scenario keys whose\n\
+        values differ are printed and written to differences.csv."
     )]
     Compare {
         /// Results folders written by `adsim run`.
@@ -85,6 +87,9 @@ enum Command {
         /// Folder for compare.csv and the charts (default: a new folder under reports/runs/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the output folder if it exists.
+        #[arg(long)]
+        force: bool,
         /// Print the table as JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
@@ -291,7 +296,12 @@ pub fn run() -> Result<()> {
             );
             Ok(())
         }
-        Command::Compare { dirs, out, json } => compare(&dirs, out, json),
+        Command::Compare {
+            dirs,
+            out,
+            force,
+            json,
+        } => compare(&dirs, out, force, json),
         Command::Merge { dirs, out, force } => {
             let options = RunOptions {
                 out: out.clone(),
@@ -670,65 +680,93 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
     }
 }
 
-fn compare(dirs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
-    use polars::prelude::{CsvWriter, SerWriter};
-    let mut table = adsim::compare::compare(dirs)?;
+fn compare(dirs: &[PathBuf], out: Option<PathBuf>, force: bool, json: bool) -> Result<()> {
+    let c = adsim::compare::compare(dirs)?;
+    let labels = adsim::compare::labels(dirs);
     let out = out.unwrap_or_else(|| default_run_dir("compare", dirs.len() as u64, 0));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let csv = out.join("compare.csv");
-    let file =
-        std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
-    CsvWriter::new(file)
-        .with_float_precision(Some(6))
-        .finish(&mut table)
-        .with_context(|| format!("writing {}", csv.display()))?;
-    for f in adsim::compare::compare_figures(&table) {
-        adsim::charts::save(&f.chart, &out, f.stem)?;
-    }
-    let (runs, arms, rates) = (
-        adsim::table::texts(&table, "run"),
-        adsim::table::texts(&table, "arm"),
-        adsim::table::floats(&table, "rate"),
+    adsim::compare::write(&c, &labels, &out, force)?;
+    let table = &c.table;
+    let (runs, modes, arms, rates) = (
+        adsim::table::texts(table, "run"),
+        adsim::table::texts(table, "mode"),
+        adsim::table::texts(table, "arm"),
+        adsim::table::floats(table, "rate"),
     );
-    let metric = |name: &str| adsim::table::floats(&table, name);
-    let (prec, ctr, ca, rev) = (
+    let metric = |name: &str| adsim::table::floats(table, name);
+    let (achieved, prec, ctr, ca, rev) = (
+        metric("achieved_rate"),
         metric("precision"),
         metric("ctr"),
         metric("ca_match_rate"),
         metric("revenue_change_musd"),
     );
     if json {
+        let v = |x: f64| {
+            if x.is_finite() {
+                serde_json::json!(x)
+            } else {
+                serde_json::Value::Null
+            }
+        };
         let rows: Vec<serde_json::Value> = (0..table.height())
             .map(|i| {
-                let v = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
-                serde_json::json!({"run": runs[i], "arm": arms[i], "rate": rates[i], "precision": v(prec[i]), "ctr": v(ctr[i]), "ca_match_rate": v(ca[i]), "revenue_change_musd": v(rev[i])})
+                serde_json::json!({"run": runs[i], "mode": modes[i], "arm": arms[i], "rate": rates[i], "achieved_rate": v(achieved[i]), "precision": v(prec[i]), "ctr": v(ctr[i]), "ca_match_rate": v(ca[i]), "revenue_change_musd": v(rev[i])})
             })
             .collect();
-        say!("{}", serde_json::to_string_pretty(&rows)?);
+        let differences: Vec<serde_json::Value> = c
+            .differences
+            .iter()
+            .map(|(k, values)| serde_json::json!({"key": k, "values": values}))
+            .collect();
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": labels, "rows": rows, "left_out": c.left_out, "differences": differences
+            }))?
+        );
         return Ok(());
     }
     say!(
-        "{:<36} {:<24} {:>5} {:>12} {:>8} {:>11} {:>16}",
+        "{:<36} {:<24} {:>5} {:>8} {:>12} {:>8} {:>11} {:>16}",
         "run",
         "arm",
         "rate",
+        "achieved",
         "precision %",
         "CTR %",
         "CA match %",
         "revenue $M/qtr"
     );
-    for i in adsim::table::headline_rows(&table) {
+    // The headline rates of rate-mode runs, and every arm of a behavioral run.
+    let mut shown = adsim::table::headline_rows(table);
+    shown.extend((0..table.height()).filter(|&i| modes[i] == "behavioral"));
+    shown.sort_unstable();
+    shown.dedup();
+    for i in shown {
         say!(
-            "{:<36} {:<24} {:>5.2} {:>12.2} {:>8.3} {:>11.2} {:>16.1}",
+            "{:<36} {:<24} {:>5.2} {:>8.3} {:>12.2} {:>8.3} {:>11.2} {:>16.1}",
             runs[i],
             arms[i],
             rates[i],
+            achieved[i],
             prec[i] * 100.0,
             ctr[i] * 100.0,
             ca[i] * 100.0,
             rev[i]
         );
     }
-    say!("wrote {} and charts to {}", csv.display(), out.display());
+    for l in &c.left_out {
+        say!("left out: {l}");
+    }
+    if !c.differences.is_empty() {
+        say!("the scenarios differ in ({}):", labels.join(" / "));
+        for (k, values) in &c.differences {
+            say!("  {k}: {}", values.join(" / "));
+        }
+    }
+    say!(
+        "wrote compare.csv, differences.csv and charts to {}",
+        out.display()
+    );
     Ok(())
 }

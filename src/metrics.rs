@@ -151,15 +151,8 @@ pub const PAIRED: &[&str] = &[
     "ca_right_rate",
 ];
 
-/// The metrics of the segment table.
-pub const SEGMENT_METRICS: &[&str] = &[
-    "precision",
-    "recall",
-    "f1",
-    "ctr",
-    "ca_match_rate",
-    "ca_right_rate",
-];
+/// The metrics of the segment table: the relevance metrics that are also paired.
+pub const SEGMENT_METRICS: &[&str] = PAIRED;
 
 /// The metrics of the country table.
 pub const COUNTRY_METRICS: &[&str] = &[

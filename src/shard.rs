@@ -130,13 +130,14 @@ pub fn run_shard(
 
 fn read_info(dir: &Path) -> Result<ShardInfo> {
     let path = dir.join("shard.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Folder {
-        path: dir.to_path_buf(),
-        problem: format!(
-            "not a shard folder written by `adsim run --shard K/N` ({}: {e})",
-            path.display()
-        ),
-    })?;
+    if !path.is_file() {
+        return Err(Error::Folder {
+            path: dir.to_path_buf(),
+            problem: "not a shard folder written by `adsim run --shard K/N` (it has no shard.json)"
+                .into(),
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Parse {
         file: path.display().to_string(),
         key: ".".into(),

@@ -44,3 +44,34 @@ pub fn adsim(dir: &Path, args: &[&str]) -> Output {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs the adsim binary with `args` in `dir` and asserts that it succeeds; its stdout.
+pub fn adsim_ok(dir: &Path, args: &[&str]) -> String {
+    let out = adsim(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every leaf of a TOML value as `(key path, value)`; an array of tables is a leaf itself
+/// and its tables' keys are under `path[]`.
+pub fn toml_leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                toml_leaves(&p, v, out);
+            }
+        }
+        toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table) => {
+            out.push((prefix.to_string(), v.clone()));
+            for x in a {
+                toml_leaves(&format!("{prefix}[]"), x, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}

@@ -157,3 +157,89 @@ fn a_user_regenerated_by_id_equals_its_row() {
         );
     }
 }
+
+/// A folder's files: name and bytes.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Every file of a results folder but `run.json`, by name.
+fn folder_files(dir: &std::path::Path) -> Files {
+    let mut files: Files = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "run.json"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_determinism_contract_holds_for_threads_and_shard_layouts() {
+    // Threads {1, 2, 8} x shards {1, 4, 16}: every file but run.json is identical.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = [
+        "--users",
+        "20000",
+        "--replications",
+        "2",
+        "--seed",
+        "99",
+        "--quiet",
+    ];
+    let mut reference: Option<(String, Files)> = None;
+    for threads in ["1", "2", "8"] {
+        for shards in [1u32, 4, 16] {
+            let out = format!("t{threads}-s{shards}");
+            if shards == 1 {
+                let mut args = vec!["run", "--threads", threads, "--out", &out];
+                args.extend(size);
+                crate::common::adsim_ok(d, &args);
+            } else {
+                let mut parts = Vec::new();
+                for k in 0..shards {
+                    let part = format!("{out}-part{k}");
+                    let shard = format!("{k}/{shards}");
+                    let mut args = vec![
+                        "run",
+                        "--threads",
+                        threads,
+                        "--shard",
+                        &shard,
+                        "--out",
+                        &part,
+                    ];
+                    args.extend(size);
+                    crate::common::adsim_ok(d, &args);
+                    parts.push(part);
+                }
+                let mut args: Vec<&str> = vec!["merge"];
+                args.extend(parts.iter().map(String::as_str));
+                args.extend(["--out", &out]);
+                crate::common::adsim_ok(d, &args);
+            }
+            let files = folder_files(&d.join(&out));
+            assert!(files.len() > 20, "{out} has {} files", files.len());
+            match &reference {
+                None => reference = Some((out, files)),
+                Some((first, expected)) => {
+                    let names =
+                        |f: &[(String, Vec<u8>)]| f.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+                    assert_eq!(
+                        names(&files),
+                        names(expected),
+                        "{out} and {first} hold other files"
+                    );
+                    for ((name, bytes), (_, want)) in files.iter().zip(expected) {
+                        assert!(bytes == want, "{name} of {out} differs from {first}'s");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -64,39 +64,25 @@ fn results_dictionary_matches_the_code() {
 fn readme_lists_every_scenario_key() {
     // Every leaf key of the default scenario appears in the README's key reference, on a row
     // of its section.
-    fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    leaves(&p, v, out);
-                }
-            }
-            toml::Value::Array(a) if a.iter().all(|x| x.is_table()) && !a.is_empty() => {
-                for x in a {
-                    leaves(&format!("{prefix}[]"), x, out);
-                }
-            }
-            _ => {
-                let (section, leaf) = prefix
-                    .rsplit_once('.')
-                    .map_or((String::new(), prefix.to_string()), |(s, l)| {
-                        (s.to_string(), l.to_string())
-                    });
-                out.push((section, leaf));
-            }
-        }
-    }
     let readme = include_str!("../../README.md");
     let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
     let value: toml::Value =
         toml::from_str(&adsim::scenario::Scenario::default().to_toml()).unwrap();
-    let mut keys = Vec::new();
-    leaves("", &value, &mut keys);
+    let mut leaves = Vec::new();
+    crate::common::toml_leaves("", &value, &mut leaves);
+    let mut keys: Vec<(String, String)> = leaves
+        .into_iter()
+        .filter(|(_, v)| {
+            !v.as_array()
+                .is_some_and(|a| !a.is_empty() && a.iter().all(toml::Value::is_table))
+        })
+        .map(|(path, _)| {
+            path.rsplit_once('.')
+                .map_or((String::new(), path.clone()), |(s, l)| {
+                    (s.to_string(), l.to_string())
+                })
+        })
+        .collect();
     keys.push(("engine".into(), "chunk_size".into()));
     assert!(keys.len() > 30, "only {} keys found", keys.len());
     for (section, leaf) in keys {

@@ -7,13 +7,7 @@ use std::path::Path;
 use adsim::scenario::Scenario;
 use polars::prelude::*;
 
-use crate::common::{adsim, stderr};
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = adsim(dir, args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::common::{adsim, adsim_ok as ok, stderr};
 
 fn read(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).expect("opens"))

@@ -5,28 +5,7 @@
 use adsim::registry::{Parameter, parameters};
 use adsim::scenario::Scenario;
 
-/// Every leaf of a TOML value, as `(path, value)`, arrays of tables as `path[]`.
-fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(&p, v, out);
-            }
-        }
-        toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table) => {
-            out.push((prefix.to_string(), v.clone()));
-            for x in a {
-                leaves(&format!("{prefix}[]"), x, out);
-            }
-        }
-        _ => out.push((prefix.to_string(), v.clone())),
-    }
-}
+use crate::common::toml_leaves;
 
 fn default_toml() -> toml::Value {
     toml::from_str(&Scenario::default().to_toml()).expect("the default scenario is TOML")
@@ -35,7 +14,7 @@ fn default_toml() -> toml::Value {
 #[test]
 fn every_scenario_key_is_registered_with_its_default() {
     let mut keys = Vec::new();
-    leaves("", &default_toml(), &mut keys);
+    toml_leaves("", &default_toml(), &mut keys);
     assert!(keys.len() > 30, "only {} keys", keys.len());
     for (path, value) in &keys {
         let p = adsim::registry::find(path).unwrap_or_else(|| {
@@ -66,7 +45,7 @@ fn every_scenario_key_is_registered_with_its_default() {
     for (name, _) in adsim::scenario::BUILTINS {
         let (s, _) = Scenario::builtin(name).expect("built-in");
         let value: toml::Value = toml::from_str(&s.to_toml()).expect("TOML");
-        leaves("", &value, &mut keys);
+        toml_leaves("", &value, &mut keys);
     }
     for p in parameters().iter().filter(|p| !p.is_data_column()) {
         let known = keys.iter().any(|(k, _)| *k == p.path)

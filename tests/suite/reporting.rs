@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{adsim, stderr};
+use crate::common::{adsim, adsim_ok, stderr};
 
 const CHARTS: &[&str] = &[
     "relevance_vs_rate",
@@ -15,8 +15,7 @@ const CHARTS: &[&str] = &[
 ];
 
 fn run(dir: &Path, args: &[&str]) {
-    let out = adsim(dir, args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    adsim_ok(dir, args);
 }
 
 /// Width and height of a PNG from its IHDR chunk.
@@ -109,7 +108,7 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
 }
 
 #[test]
-fn compare_sets_aligned_runs_side_by_side_and_refuses_others() {
+fn compare_sets_runs_side_by_side_across_modes_and_grids() {
     let dir = tempfile::tempdir().unwrap();
     run(
         dir.path(),
@@ -165,12 +164,59 @@ fn compare_sets_aligned_runs_side_by_side_and_refuses_others() {
     assert_eq!(csv.lines().count(), 1 + 43 + 22);
     assert!(dir.path().join("ab/compare_relevance.png").exists());
 
+    // A rate-mode run against a behavioral one: compared on the achieved rate, the
+    // behavioral arms as points, the scenarios' differences listed.
     let out = adsim(dir.path(), &["compare", "a", "c", "--out", "ac"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("c") && err.contains("the same opt-out rates as a"),
-        "{err}"
+        text.contains("opt_in") && text.contains("policy.mode: rate / behavioral"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("ac/compare.csv")).unwrap();
+    // whatsapp-2016: 43 rows; opt-in: 3 arms of one level each; plus the header.
+    assert_eq!(csv.lines().count(), 1 + 43 + 3, "{csv}");
+    let diffs = std::fs::read_to_string(dir.path().join("ac/differences.csv")).unwrap();
+    assert!(
+        diffs.starts_with("key,a,c") && diffs.contains("policy.mode,rate,behavioral"),
+        "{diffs}"
+    );
+    // The output folder is never overwritten without --force, and is replaced whole with it.
+    let again = adsim(dir.path(), &["compare", "a", "c", "--out", "ac"]);
+    assert!(!again.status.success() && stderr(&again).contains("--force"));
+    assert!(
+        adsim(dir.path(), &["compare", "a", "--out", "ac", "--force"])
+            .status
+            .success()
+    );
+    let csv = std::fs::read_to_string(dir.path().join("ac/compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 43, "the folder is replaced whole");
+    // Rate grids that differ compare on their common rates, the others listed.
+    let coarse = dir.path().join("coarse.toml");
+    let mut s = adsim::scenario::Scenario::default();
+    s.policy.rates = vec![0.0, 0.33, 0.5, 1.0];
+    s.policy.calibration_users = 4096;
+    std::fs::write(&coarse, s.to_toml()).unwrap();
+    run(
+        dir.path(),
+        &[
+            "run",
+            coarse.to_str().unwrap(),
+            "--users",
+            "2000",
+            "--replications",
+            "2",
+            "--out",
+            "d",
+            "--quiet",
+        ],
+    );
+    let out = adsim(dir.path(), &["compare", "a", "d", "--out", "ad"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("left out: a: rates 0.05") && text.contains("left out: d: rates 0.33"),
+        "{text}"
     );
     let out = adsim(dir.path(), &["compare", "a", "nowhere"]);
     assert!(stderr(&out).contains("nowhere") && !out.status.success());

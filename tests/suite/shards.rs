@@ -3,11 +3,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{adsim, stderr};
+use crate::common::{adsim, adsim_ok, stderr};
 
 fn ok(dir: &std::path::Path, args: &[&str]) {
-    let out = adsim(dir, args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    adsim_ok(dir, args);
 }
 
 #[test]
