@@ -320,7 +320,8 @@ fn u64_column(name: &str, values: Vec<u64>, valid: Option<&[bool]>) -> Column {
     UInt64Chunked::from_vec_validity(name.into(), values, bitmap).into_column()
 }
 
-/// At most this many rows of the count tables are built at a time (a Parquet row group).
+/// At most this many rows of the count tables are built at a time (they are then gathered
+/// into row groups of [`crate::folder::ROW_GROUP_ROWS`]).
 pub const BATCH_ROWS: usize = 1 << 15;
 
 /// The (arm, level) pairs of a layout in batches whose rows number at most [`BATCH_ROWS`]

@@ -3,9 +3,9 @@
 //!
 //! A folder is built under a temporary name beside its target and renamed into place when
 //! every file is written, so an interrupted run leaves nothing that looks complete. The count
-//! tables are written one replication at a time ([`CountsWriter`], a Parquet row group per
-//! replication) and read back the same way ([`read_counts`]), so neither writing nor reading
-//! holds more than one replication's counts.
+//! tables are written one replication at a time ([`CountsWriter`], rows gathered into Parquet
+//! row groups of [`ROW_GROUP_ROWS`]) and read back one replication at a time
+//! ([`read_counts`]), so neither writing nor reading holds more than one replication's counts.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
