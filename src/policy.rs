@@ -576,7 +576,7 @@ impl TimingModel {
     pub fn draw(&self, key: Key, id: u64) -> Timing {
         let mut rng: UserRng = key.user_rng(id, Stream::Timing);
         let read_notice = rng.bernoulli(self.read);
-        let settings_day = 1 + u32::from(self.days.draw(&mut rng));
+        let settings_day = 1 + self.days.draw(&mut rng) as u32;
         Timing {
             read_notice,
             settings_day,

@@ -375,7 +375,7 @@ impl Population {
         let k = id - c.start;
 
         let mut demo = self.key.user_rng(id, Stream::Demographics);
-        let age_band = c.age.draw(&mut demo);
+        let age_band = c.age.draw(&mut demo) as u8; // at most MAX_AGE_BANDS (validated)
 
         // One lane per segment (bit-sliced draws, [`Lanes`]): the interests, then the customer
         // relationships and the business messaging, both conditional on the interest.
@@ -472,7 +472,7 @@ impl Population {
             return noise;
         }
         let c = &self.countries[country];
-        let age_band = c.age.draw(&mut self.key.user_rng(id, Stream::Demographics));
+        let age_band = c.age.draw(&mut self.key.user_rng(id, Stream::Demographics)) as u8;
         let segs = &self.segments;
         let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
         let interests = segs.interest[age_band as usize]

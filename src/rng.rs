@@ -222,8 +222,8 @@ impl<const BITS: usize> Lanes<BITS> {
     }
 }
 
-/// A discrete distribution over at most 256 outcomes, drawn by comparing one 32-bit uniform
-/// with cumulative thresholds.
+/// A discrete distribution, drawn by comparing one 32-bit uniform with cumulative thresholds
+/// (a binary search: the Settings day has up to 365 outcomes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Categorical {
     cumulative: Vec<u64>,
@@ -249,9 +249,9 @@ impl Categorical {
 
     /// Draws an outcome index.
     #[inline(always)]
-    pub fn draw(&self, rng: &mut UserRng) -> u8 {
+    pub fn draw(&self, rng: &mut UserRng) -> usize {
         let u = rng.next_u64() >> 32;
-        self.cumulative.iter().take_while(|&&c| u >= c).count() as u8
+        self.cumulative.partition_point(|&c| u >= c)
     }
 }
 

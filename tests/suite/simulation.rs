@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use adsim::cells::{All, Counts, Layout, Seg};
+use adsim::cells::{All, Channel, Counts, Layout, Seg};
 use adsim::scenario::{Resolved, Scenario};
 use adsim::sweep::Sweep;
 use proptest::prelude::*;
@@ -180,6 +180,33 @@ fn at_full_opt_out_every_arm_targets_like_none() {
             seg_total(&l, &c, 0, 0, Seg::Audience)
         );
     }
+}
+
+#[test]
+fn settings_days_fill_a_window_of_365_days() {
+    // A half-life of ten years makes the Settings days nearly uniform over the window, so
+    // about 109/365 of the Settings opt-outs fall on days 257 to 365 (days past 256 used to
+    // wrap to days 1 to 109).
+    let r = small(20_000, 7, &[0.0, 0.5], |s| {
+        s.policy.window_days = 365;
+        s.policy.horizon_days = 400;
+        s.policy.settings_half_life_days = 3650.0;
+    });
+    let (l, c) = simulate(&r);
+    let arm = 1;
+    let tl = c.timeline_level(&l, arm, 1);
+    let settings = |day: usize| tl[l.day(day, Channel::Settings)];
+    let all: i64 = (0..=l.days).map(settings).sum();
+    let late: i64 = (257..=365).map(settings).sum();
+    let past: i64 = (366..=l.days).map(settings).sum();
+    assert!(all > 2000, "{all} Settings opt-outs");
+    assert_eq!(settings(0), 0, "day 0 is the notice's");
+    assert_eq!(past, 0, "no Settings opt-out after the window");
+    let share = late as f64 / all as f64;
+    assert!(
+        (0.25..0.33).contains(&share),
+        "share of Settings opt-outs on days 257-365: {share:.3}"
+    );
 }
 
 #[test]
