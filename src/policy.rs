@@ -255,7 +255,7 @@ impl PolicyConfig {
             file,
             "policy.settings_half_life_days",
             hl,
-            "days > 0"
+            "days above 0 and at most 3650"
         );
         ensure!(
             (1024..=1 << 26).contains(&self.calibration_users),
@@ -300,6 +300,13 @@ impl PolicyConfig {
                 format!("{:?}", arm.name),
                 "a name used once"
             );
+            ensure!(
+                arm.scope == Scope::Ads || arm.kind == ArmKind::OptOutWindow,
+                file,
+                format!("{key}.scope"),
+                "\"all\"",
+                "scope only on arms of kind \"opt_out_window\" (what an opt-out in the window stops)"
+            );
             for (j, rule) in arm.regional.iter().enumerate() {
                 let rk = format!("{key}.regional[{j}]");
                 ensure!(
@@ -309,7 +316,21 @@ impl PolicyConfig {
                     "a rule",
                     "no regional rules on a `none` arm (it shares nothing)"
                 );
+                ensure!(
+                    !rule.countries.is_empty(),
+                    file,
+                    format!("{rk}.countries"),
+                    "[]",
+                    "at least one country"
+                );
                 for (k, code) in rule.countries.iter().enumerate() {
+                    ensure!(
+                        !rule.countries[..k].contains(code),
+                        file,
+                        format!("{rk}.countries[{k}]"),
+                        format!("{code:?}"),
+                        "each country once"
+                    );
                     ensure!(
                         countries.contains(&code.as_str()),
                         file,

@@ -338,7 +338,7 @@ mod tests {
         let mut counts = [0u32; 3];
         let n = 100_000;
         for _ in 0..n {
-            counts[dist.draw(&mut rng) as usize] += 1;
+            counts[dist.draw(&mut rng)] += 1;
         }
         for (count, p) in counts.iter().zip([0.5, 0.25, 0.25]) {
             let sd = (n as f64 * p * (1.0 - p)).sqrt();

@@ -235,6 +235,21 @@ impl Scenario {
 
     /// Checks the scenario's own values (not the data files): `file` names it in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
+        // The name becomes part of the default results folder (reports/runs/<name>-...): no
+        // separators, no hidden or parent folder, nothing a terminal would not show.
+        let n = &self.name;
+        let plain = !n.is_empty()
+            && n.chars().count() <= 100
+            && !n.starts_with('.')
+            && n.chars()
+                .all(|c| c.is_alphanumeric() || " _-.+()".contains(c));
+        ensure!(
+            plain,
+            file,
+            "name",
+            format!("{n:?}"),
+            "1 to 100 letters, digits, spaces and _ - . + ( ), not starting with '.'"
+        );
         let p = &self.population;
         ensure!(
             (1..=MAX_USERS).contains(&p.users),

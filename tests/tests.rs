@@ -13,6 +13,8 @@
 //! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must.
 //! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
+//! - `fuzz`: the scenario fuzzer (examples/fuzz) at CI size: no panic, hang, runaway memory,
+//!   partial output or broken property; its checks can fail.
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
@@ -27,6 +29,8 @@ mod deploy;
 mod determinism;
 #[path = "suite/docs.rs"]
 mod docs;
+#[path = "suite/fuzz.rs"]
+mod fuzz;
 #[path = "suite/phones.rs"]
 mod phones;
 #[path = "suite/pipeline.rs"]

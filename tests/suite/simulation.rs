@@ -386,6 +386,33 @@ fn bad_policy_keys_are_refused_with_the_key() {
             &["policy.arms[1].regional[0].countries[0]", "\"XX\""],
         ),
         (
+            "regional empty country list",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"w\"\nkind = \"opt_out_window\"\nregional = [{ countries = [], rule = \"off\" }]\n",
+            &[
+                "policy.arms[1].regional[0].countries",
+                "at least one country",
+            ],
+        ),
+        (
+            "regional country repeated",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"w\"\nkind = \"opt_out_window\"\nregional = [{ countries = [\"DE\", \"DE\"], rule = \"off\" }]\n",
+            &[
+                "policy.arms[1].regional[0].countries[1]",
+                "each country once",
+            ],
+        ),
+        (
+            "scope all on an opt-in arm",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"i\"\nkind = \"opt_in\"\nscope = \"all\"\n",
+            &["policy.arms[1].scope", "opt_out_window"],
+        ),
+        (
+            "name with a path separator",
+            "name = \"../../elsewhere\"\n",
+            &["name", "../../elsewhere", "not starting with '.'"],
+        ),
+        ("empty name", "name = \"\"\n", &["name", "1 to 100"]),
+        (
             "window zero",
             "[policy]\nwindow_days = 0\n",
             &["policy.window_days", "1 to 365"],
