@@ -154,10 +154,11 @@ pub fn write_population(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = crate::folder::temp_path(out);
+    let _guard = crate::folder::Unfinished::new(&tmp);
     let result = write_to(&population, resolved, replication, options, &tmp, progress);
     match result {
         Ok(rows) => {
-            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+            crate::folder::publish_file(&tmp, out, options.force)?;
             let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
             Ok(ExportSummary { rows, bytes })
         }

@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
@@ -27,15 +28,82 @@ pub const PROGRAM: &str = concat!("adsim ", env!("CARGO_PKG_VERSION"));
 
 /// The hidden temporary name of `out` while it is being written (unique to this process).
 pub fn temp_path(out: &Path) -> PathBuf {
+    hidden(out, "tmp")
+}
+
+/// `.NAME.KIND-PID` beside `out`.
+fn hidden(out: &Path, kind: &str) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    out.with_file_name(format!(".{name}.{kind}-{}", std::process::id()))
+}
+
+/// Temporary files and folders being written now: what an interrupted run removes.
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn unfinished() -> MutexGuard<'static, Vec<PathBuf>> {
+    UNFINISHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary file or folder, registered while it exists so that an interruption removes it
+/// ([`interrupted`]); dropping the guard forgets it (after it was renamed or removed).
+pub struct Unfinished(PathBuf);
+
+impl Unfinished {
+    /// Registers `path` (before it is created).
+    pub fn new(path: &Path) -> Self {
+        unfinished().push(path.to_path_buf());
+        Unfinished(path.to_path_buf())
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        unfinished().retain(|p| *p != self.0);
+    }
+}
+
+fn remove_path(p: &Path) {
+    // Writer threads may still add files while a folder is removed: try again.
+    for _ in 0..5 {
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        };
+        if !p.exists() {
+            return;
+        }
+    }
+}
+
+/// Removes every unfinished file and folder, says so on standard error and exits with `code`
+/// (128 + the signal number): the handler of SIGINT, SIGTERM and SIGHUP. The registry stays
+/// locked until the process ends, so nothing new is started meanwhile.
+pub fn interrupted(signal: &str, code: i32) -> ! {
+    let list = unfinished();
+    for p in list.iter() {
+        remove_path(p);
+    }
+    let removed: Vec<String> = list.iter().map(|p| p.display().to_string()).collect();
+    if removed.is_empty() {
+        eprintln!("error: interrupted by {signal}");
+    } else {
+        eprintln!(
+            "error: interrupted by {signal}; removed the unfinished {}",
+            removed.join(", ")
+        );
+    }
+    std::process::exit(code)
 }
 
 /// Writes a folder through `fill` under a temporary name beside `out`, then renames it into
-/// place (replacing an existing `out` only when `force`). A failure removes the temporary.
+/// place. Without `force` an existing `out` is an error, also when another process put it
+/// there while this one was writing (the first to finish wins; the other fails and leaves
+/// nothing). With `force` the old folder is moved aside, the new one renamed into place and
+/// the old one removed, so `out` is never half-written. A failure removes the temporary.
 pub fn write_dir<T>(out: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if out.exists() && !force {
         return Err(Error::Exists(out.to_path_buf()));
@@ -46,20 +114,62 @@ pub fn write_dir<T>(out: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = temp_path(out);
+    let guard = Unfinished::new(&tmp);
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let value = match fill(&tmp) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let written = std::fs::create_dir_all(&tmp)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| fill(&tmp))
+        .and_then(|value| publish_dir(&tmp, out, force).map(|()| value));
+    if written.is_err() {
+        remove_path(&tmp);
     }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-    Ok(value)
+    drop(guard);
+    written
+}
+
+/// Renames the finished folder `tmp` to `out` (see [`write_dir`]).
+fn publish_dir(tmp: &Path, out: &Path, force: bool) -> Result<()> {
+    if !out.exists() {
+        // rename(2) refuses to replace a non-empty folder: a folder another run published
+        // since the check above stays, and this run fails.
+        return std::fs::rename(tmp, out).map_err(|e| {
+            if out.exists() {
+                Error::Exists(out.to_path_buf())
+            } else {
+                Error::io(out, e)
+            }
+        });
+    }
+    if !force {
+        return Err(Error::Exists(out.to_path_buf()));
+    }
+    let old = hidden(out, "old");
+    let _guard = Unfinished::new(&old);
+    std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+    if let Err(e) = std::fs::rename(tmp, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(Error::io(out, e));
+    }
+    remove_path(&old);
+    Ok(())
+}
+
+/// Puts the finished file `tmp` at `out`: with `force` by rename (replacing `out`), without it
+/// by a hard link, which fails if `out` appeared meanwhile (then `tmp` is removed).
+pub fn publish_file(tmp: &Path, out: &Path, force: bool) -> Result<()> {
+    let result = if force {
+        std::fs::rename(tmp, out)
+    } else {
+        std::fs::hard_link(tmp, out)
+    };
+    let _ = std::fs::remove_file(tmp);
+    result.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists(out.to_path_buf())
+        } else {
+            Error::io(out, e)
+        }
+    })
 }
 
 /// Writes `text` to `path`.
@@ -80,11 +190,49 @@ pub fn data_hash(resolved: &Resolved) -> String {
     hex::encode(Sha256::digest(text.to_string().as_bytes()))
 }
 
-fn metadata(schema: &str, data_hash: &str) -> polars::io::parquet::write::KeyValueMetadata {
+/// What a folder's Parquet tables were made from, recorded in their metadata: the reference
+/// data and the scenario (its canonical TOML), each as SHA-256 hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// [`data_hash`] of the scenario.
+    pub data: String,
+    /// SHA-256 of the scenario with defaults filled in ([`Scenario::to_toml`]).
+    ///
+    /// [`Scenario::to_toml`]: crate::scenario::Scenario::to_toml
+    pub scenario: String,
+    /// Which users the tables count: `all`, or a shard's `K/N`.
+    pub part: String,
+}
+
+impl Stamp {
+    /// The stamp of `resolved`, for tables of all its users.
+    pub fn of(resolved: &Resolved) -> Self {
+        Stamp {
+            data: data_hash(resolved),
+            scenario: hex::encode(Sha256::digest(resolved.scenario.to_toml().as_bytes())),
+            part: "all".into(),
+        }
+    }
+
+    /// The same stamp for tables of a part of the users (a shard's `K/N`).
+    pub fn part(self, part: String) -> Self {
+        Stamp { part, ..self }
+    }
+}
+
+/// Key of the part of the users a count table holds, in the Parquet metadata.
+pub const PART_KEY: &str = "adsim.part";
+
+/// Key of the scenario's SHA-256 in the Parquet metadata.
+const SCENARIO_KEY: &str = "adsim.scenario_sha256";
+
+fn metadata(schema: &str, stamp: &Stamp) -> polars::io::parquet::write::KeyValueMetadata {
     polars::io::parquet::write::KeyValueMetadata::from_static(vec![
         ("adsim.schema_version".into(), schema.into()),
         ("adsim.version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("adsim.data_sha256".into(), data_hash.into()),
+        ("adsim.data_sha256".into(), stamp.data.clone()),
+        (SCENARIO_KEY.into(), stamp.scenario.clone()),
+        (PART_KEY.into(), stamp.part.clone()),
     ])
 }
 
@@ -96,11 +244,11 @@ fn table_error(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
 }
 
 /// Writes `df` to a zstd Parquet file with adsim's metadata.
-pub fn write_parquet(path: &Path, df: &mut DataFrame, schema: &str, data_hash: &str) -> Result<()> {
+pub fn write_parquet(path: &Path, df: &mut DataFrame, schema: &str, stamp: &Stamp) -> Result<()> {
     let f = File::create(path).map_err(|e| Error::io(path, e))?;
     ParquetWriter::new(BufWriter::new(f))
         .with_compression(ParquetCompression::Zstd(None))
-        .with_key_value_metadata(Some(metadata(schema, data_hash)))
+        .with_key_value_metadata(Some(metadata(schema, stamp)))
         .finish(df)
         .map_err(table_error(path))?;
     Ok(())
@@ -120,7 +268,7 @@ struct Batched {
     path: PathBuf,
     writer: Option<BatchedWriter<BufWriter<File>>>,
     schema: &'static str,
-    data_hash: String,
+    stamp: Stamp,
     /// Frames not yet written, and their rows.
     pending: Vec<DataFrame>,
     rows: usize,
@@ -132,12 +280,12 @@ struct Batched {
 pub const ROW_GROUP_ROWS: usize = 1 << 17;
 
 impl Batched {
-    fn new(path: PathBuf, schema: &'static str, data_hash: &str) -> Self {
+    fn new(path: PathBuf, schema: &'static str, stamp: &Stamp) -> Self {
         Batched {
             path,
             writer: None,
             schema,
-            data_hash: data_hash.to_string(),
+            stamp: stamp.clone(),
             pending: Vec::new(),
             rows: 0,
         }
@@ -176,7 +324,7 @@ impl Batched {
             let writer = ParquetWriter::new(BufWriter::new(f))
                 .with_compression(ParquetCompression::Zstd(None))
                 .with_statistics(statistics)
-                .with_key_value_metadata(Some(metadata(self.schema, &self.data_hash)))
+                .with_key_value_metadata(Some(metadata(self.schema, &self.stamp)))
                 .batched(df.schema())
                 .map_err(&err)?;
             self.writer = Some(writer);
@@ -233,8 +381,8 @@ pub struct CountsWriter {
 
 impl CountsWriter {
     /// Writers for the count tables of `dir`.
-    pub fn new(dir: &Path, names: Names, layout: Layout, data_hash: &str) -> Self {
-        let batched = |file: &str| Batched::new(dir.join(file), CELLS_SCHEMA_VERSION, data_hash);
+    pub fn new(dir: &Path, names: Names, layout: Layout, stamp: &Stamp) -> Self {
+        let batched = |file: &str| Batched::new(dir.join(file), CELLS_SCHEMA_VERSION, stamp);
         let mut tables = CountTables {
             names,
             layout,
@@ -305,6 +453,13 @@ fn folder_error(path: &Path, problem: impl Into<String>) -> Error {
 
 /// The `adsim.schema_version` of a Parquet file of a results folder.
 pub fn schema_version(path: &Path) -> Result<String> {
+    metadata_value(path, "adsim.schema_version")?
+        .ok_or_else(|| folder_error(path, "not written by adsim (no adsim.schema_version)"))
+}
+
+/// A key of a Parquet table's metadata, if the table has it (an error if the file is missing
+/// or not Parquet).
+pub fn metadata_value(path: &Path, key: &str) -> Result<Option<String>> {
     if !path.is_file() {
         return Err(folder_error(
             path,
@@ -316,14 +471,11 @@ pub fn schema_version(path: &Path) -> Result<String> {
     let meta = reader
         .get_metadata()
         .map_err(|e| folder_error(path, format!("not a Parquet table adsim can read ({e})")))?;
-    meta.key_value_metadata()
-        .as_ref()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|k| k.key == "adsim.schema_version")
-                .and_then(|k| k.value.clone())
-        })
-        .ok_or_else(|| folder_error(path, "not written by adsim (no adsim.schema_version)"))
+    Ok(meta.key_value_metadata().as_ref().and_then(|kv| {
+        kv.iter()
+            .find(|k| k.key == key)
+            .and_then(|k| k.value.clone())
+    }))
 }
 
 /// Checks that a table of a results folder has the schema `expected`, which this program
@@ -403,5 +555,47 @@ pub fn load_scenario(dir: &Path) -> Result<Resolved> {
         ));
     }
     let scenario = crate::scenario::Scenario::from_file(&path)?;
-    scenario.resolve(&path.display().to_string(), dir)
+    let resolved = scenario.resolve(&path.display().to_string(), dir)?;
+    // A scenario.toml edited after the run would relabel or misread the tables: each table
+    // records the scenario it was made from (tables of earlier versions record none).
+    let stamp = Stamp::of(&resolved);
+    // A table of another schema is refused by its reader with the regenerating command.
+    for (table, schema) in [
+        ("cells.parquet", CELLS_SCHEMA_VERSION),
+        ("summary.parquet", crate::metrics::SCHEMA_VERSION),
+    ] {
+        let file = dir.join(table);
+        // A table that cannot be read is refused by the command that needs it.
+        let read = |key| metadata_value(&file, key).ok().flatten();
+        if read("adsim.schema_version").as_deref() != Some(schema) {
+            continue;
+        }
+        if let Some(made_from) = read(SCENARIO_KEY)
+            && made_from != stamp.scenario
+        {
+            return Err(folder_error(
+                &path,
+                format!(
+                    "is not the scenario {table} was made from (it was edited after the run): restore it, or run the edited scenario into a new folder: adsim run {} --out NEW_FOLDER",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let cells = dir.join("cells.parquet");
+    let shard_part = metadata_value(&cells, PART_KEY)
+        .ok()
+        .flatten()
+        .filter(|p| p != "all");
+    if let Some(part) = shard_part
+        && !dir.join("shard.json").is_file()
+    {
+        return Err(folder_error(
+            &cells,
+            format!(
+                "holds the counts of shard {part} only: merge the shards first (adsim merge SHARD_FOLDERS --out FOLDER)"
+            ),
+        ));
+    }
+    Ok(resolved)
 }

@@ -16,7 +16,7 @@ use polars::prelude::*;
 use crate::cells::{Counts, Layout, Names};
 use crate::error::{Error, Result};
 use crate::folder::{
-    CountsWriter, PROGRAM, data_hash, load_scenario, read_counts, write_csv, write_dir,
+    CountsWriter, PROGRAM, Stamp, data_hash, load_scenario, read_counts, write_csv, write_dir,
     write_parquet, write_text,
 };
 use crate::metrics::{Context, Estimates, Estimator};
@@ -152,7 +152,7 @@ pub fn run(resolved: &Resolved, options: &RunOptions, progress: Progress) -> Res
         let start = Instant::now();
         let mut simulate_secs = 0.0;
         let mut writer =
-            CountsWriter::new(tmp, names.clone(), layout.clone(), &data_hash(resolved));
+            CountsWriter::new(tmp, names.clone(), layout.clone(), &Stamp::of(resolved));
         let mut est = estimator(resolved);
         let mut last = Instant::now();
         simulate_each(resolved, 0..users, progress, |r, counts| {
@@ -237,7 +237,7 @@ fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
             resolved.scenario.to_toml()
         ),
     )?;
-    let hash = data_hash(resolved);
+    let stamp = Stamp::of(resolved);
     let (mut summary, mut segments, mut countries, mut tl) = (
         e.summary.clone(),
         e.segments.clone(),
@@ -249,7 +249,7 @@ fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
         &dir.join("summary.parquet"),
         &mut summary,
         crate::metrics::SCHEMA_VERSION,
-        &hash,
+        &stamp,
     )?;
     write_csv(&dir.join("segments.csv"), &mut segments)?;
     write_csv(&dir.join("countries.csv"), &mut countries)?;
@@ -281,8 +281,26 @@ pub fn estimate_folder(dir: &Path) -> Result<(Resolved, Estimates)> {
 pub fn replot(dir: &Path, out: Option<&Path>) -> Result<()> {
     let (resolved, estimates) = estimate_folder(dir)?;
     let target = out.unwrap_or(dir);
-    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-    crate::report::write(&resolved, &estimates, target)
+    // Drawn into a temporary folder first, then moved file by file (each rename atomic): a
+    // failure while drawing leaves the target as it was.
+    let staging = crate::folder::temp_path(target);
+    let _guard = crate::folder::Unfinished::new(&staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    let drawn = std::fs::create_dir_all(&staging)
+        .map_err(|e| Error::io(&staging, e))
+        .and_then(|()| crate::report::write(&resolved, &estimates, &staging))
+        .and_then(|()| std::fs::create_dir_all(target).map_err(|e| Error::io(target, e)))
+        .and_then(|()| {
+            let files = std::fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+            for f in files {
+                let f = f.map_err(|e| Error::io(&staging, e))?.path();
+                let to = target.join(f.file_name().unwrap_or_default());
+                std::fs::rename(&f, &to).map_err(|e| Error::io(&to, e))?;
+            }
+            Ok(())
+        });
+    let _ = std::fs::remove_dir_all(&staging);
+    drawn
 }
 
 /// The layout of a resolved scenario's counts.

@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::cells::Counts;
 use crate::error::{Error, Result};
-use crate::folder::{CountsWriter, data_hash, load_scenario, read_counts, write_dir, write_text};
+use crate::folder::{
+    CountsWriter, PART_KEY, Stamp, load_scenario, metadata_value, read_counts, write_dir,
+    write_text,
+};
 use crate::run::{
     Progress, RunOptions, RunOutput, estimator, names, publish, scenario_header, simulate_each,
 };
@@ -112,7 +115,7 @@ pub fn run_shard(
             tmp,
             names(resolved, &sweep),
             sweep.layout.clone(),
-            &data_hash(resolved),
+            &Stamp::of(resolved).part(format!("{}/{}", shard.index, shard.count)),
         );
         simulate_each(resolved, shard.ids(users), progress, |r, counts| {
             writer.write(r, counts)
@@ -171,6 +174,16 @@ fn check_shards(dirs: &[PathBuf]) -> Result<Resolved> {
                 ),
             ));
         }
+        let part = format!("{}/{}", info.shard.index, info.shard.count);
+        let cells = dir.join("cells.parquet");
+        if let Some(found) = metadata_value(&cells, PART_KEY)?
+            && found != part
+        {
+            return Err(refuse(
+                &cells,
+                format!("holds the counts of shard {found}, but shard.json says {part}"),
+            ));
+        }
         let n = *total.get_or_insert(info.shard.count);
         if info.shard.count != n {
             return Err(refuse(
@@ -222,12 +235,26 @@ pub fn merge(dirs: &[PathBuf], options: &RunOptions) -> Result<RunOutput> {
     write_dir(&options.out, options.force, |tmp| {
         let start = Instant::now();
         let mut writer =
-            CountsWriter::new(tmp, names.clone(), layout.clone(), &data_hash(&resolved));
+            CountsWriter::new(tmp, names.clone(), layout.clone(), &Stamp::of(&resolved));
         let mut est = estimator(&resolved);
         for r in 0..resolved.scenario.population.replications {
             let mut counts = Counts::zeros(&layout);
             for dir in dirs {
+                let before = users_counted(&layout, &counts);
                 read_counts(dir, &names, &layout, r, &mut counts)?;
+                let got = users_counted(&layout, &counts) - before;
+                let info = read_info(dir)?;
+                let ids = info.shard.ids(resolved.scenario.population.users);
+                let expected = (ids.end - ids.start) as i64;
+                if got != expected {
+                    return Err(Error::Folder {
+                        path: dir.join("cells.parquet"),
+                        problem: format!(
+                            "counts {got} users in replication {r}, but shard {}/{} has {expected}: the table is damaged or belongs to another run",
+                            info.shard.index, info.shard.count
+                        ),
+                    });
+                }
             }
             est.add(&counts).map_err(|source| Error::Table {
                 path: options.out.clone(),
@@ -247,6 +274,15 @@ pub fn merge(dirs: &[PathBuf], options: &RunOptions) -> Result<RunOutput> {
             estimate_secs: start.elapsed().as_secs_f64(),
         })
     })
+}
+
+/// Users counted in arm 0, level 0 (every user is counted once in each arm and level).
+fn users_counted(layout: &crate::cells::Layout, counts: &Counts) -> i64 {
+    let users = layout.all(crate::cells::All::Users);
+    (0..layout.countries)
+        .flat_map(|c| (0..layout.ages).map(move |a| (c, a)))
+        .map(|(c, a)| counts.get(layout, 0, 0, c, a, users))
+        .sum()
 }
 
 #[cfg(test)]

@@ -13,8 +13,12 @@
 //! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must.
 //! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
+//! - `faults`: a full disk, a file-size limit, SIGINT and SIGTERM, two runs into one folder,
+//!   a read-only location: clean errors, nothing half-written.
 //! - `fuzz`: the scenario fuzzer (examples/fuzz) at CI size: no panic, hang, runaway memory,
 //!   partial output or broken property; its checks can fail.
+//! - `hostile`: damaged, foreign or edited folders given to plot, compare and merge: refused,
+//!   the file named, nothing written.
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
@@ -29,8 +33,12 @@ mod deploy;
 mod determinism;
 #[path = "suite/docs.rs"]
 mod docs;
+#[path = "suite/faults.rs"]
+mod faults;
 #[path = "suite/fuzz.rs"]
 mod fuzz;
+#[path = "suite/hostile.rs"]
+mod hostile;
 #[path = "suite/phones.rs"]
 mod phones;
 #[path = "suite/pipeline.rs"]

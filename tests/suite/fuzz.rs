@@ -4,7 +4,7 @@
 #[path = "../../examples/fuzz/cases.rs"]
 mod cases;
 #[path = "../../examples/fuzz/runner.rs"]
-mod runner;
+pub(crate) mod runner;
 
 use adsim::cells::{All, Channel};
 use adsim::sweep::Sweep;

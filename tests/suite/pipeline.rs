@@ -279,7 +279,12 @@ fn a_folder_of_another_schema_is_refused_with_the_command_that_regenerates_it() 
     );
     // An older schema's count table, and a file that is not Parquet at all.
     let mut old = df!("count" => [1u64, 2]).expect("frame");
-    adsim::folder::write_parquet(&d.join("r/cells.parquet"), &mut old, "cells/1", "x")
+    let stamp = adsim::folder::Stamp {
+        data: "x".into(),
+        scenario: "y".into(),
+        part: "all".into(),
+    };
+    adsim::folder::write_parquet(&d.join("r/cells.parquet"), &mut old, "cells/1", &stamp)
         .expect("writes");
     let out = adsim(d, &["plot", "r", "--out", "p"]);
     let err = stderr(&out);
