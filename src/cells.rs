@@ -20,7 +20,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 /// Version of the `cells` and `timeline_cells` tables' schemas.
-pub const CELLS_SCHEMA_VERSION: &str = "cells/2";
+pub const CELLS_SCHEMA_VERSION: &str = "cells/3";
 
 /// A counted measure: its column name and what it counts (the data dictionary's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,18 +56,28 @@ macro_rules! measures {
 }
 
 measures! {
-    /// Measures counted per segment, on the segment's rows.
+    /// Measures counted per segment, on the segment's rows. Targeting, Custom Audience and
+    /// impression measures are summed over the days 0 to H-1 of the horizon (docs/model.md
+    /// §6): an account in the audience for 91 days counts 91 account-days.
     Seg {
-        Interested = "interested": "S accounts whose holder is interested in the segment",
-        Audience = "audience": "S accounts in the segment's campaign audience (flagged)",
-        TruePositive = "true_positive": "flagged accounts whose holder is interested",
-        ImpInterestedLinked = "impressions_interested_linked": "impression units (1/720720 of an account's supply) to interested holders of accounts with M data in ad use",
-        ImpOtherLinked = "impressions_other_linked": "impression units to uninterested holders of accounts with M data in ad use",
-        ImpInterestedUnlinked = "impressions_interested_unlinked": "impression units to interested holders of accounts without M data in ad use",
-        ImpOtherUnlinked = "impressions_other_unlinked": "impression units to uninterested holders of accounts without M data in ad use",
-        CaUploaded = "ca_uploaded": "numbers of the segment's customers uploaded to Custom Audiences",
-        CaRight = "ca_matched_right": "uploads matched to the customer's own account",
-        CaWrong = "ca_matched_wrong": "uploads matched only to someone else's account (stale or household number)",
+        InterestedDays = "interested_days": "account-days of S accounts whose holder is interested in the segment",
+        AudienceDays = "audience_days": "account-days in the segment's interest campaign audience (flagged)",
+        TruePositiveDays = "true_positive_days": "account-days flagged whose holder is interested",
+        ImpInterestedLinked = "impressions_interested_linked": "impression units (1/720720 of an account-day's supply) of the segment's interest campaign to interested holders, on days with M data in ad use on the account",
+        ImpOtherLinked = "impressions_other_linked": "impression units of the interest campaign to uninterested holders, on days with M data in ad use",
+        ImpInterestedUnlinked = "impressions_interested_unlinked": "impression units of the interest campaign to interested holders, on days without M data in ad use",
+        ImpOtherUnlinked = "impressions_other_unlinked": "impression units of the interest campaign to uninterested holders, on days without M data in ad use",
+        CaImpCustomerLinked = "ca_impressions_customer_linked": "impression units of the segment's Custom Audience campaigns to matched customers (right person), on days with M data in ad use",
+        CaImpCustomerUnlinked = "ca_impressions_customer_unlinked": "impression units of Custom Audience campaigns to matched customers, on days without M data in ad use",
+        CaImpInterestedLinked = "ca_impressions_interested_linked": "impression units of Custom Audience campaigns to wrong-person matches interested in the segment, on days with M data in ad use",
+        CaImpInterestedUnlinked = "ca_impressions_interested_unlinked": "impression units of Custom Audience campaigns to wrong-person matches interested in the segment, on days without M data in ad use",
+        CaImpOtherLinked = "ca_impressions_other_linked": "impression units of Custom Audience campaigns to wrong-person matches not interested in the segment, on days with M data in ad use",
+        CaImpOtherUnlinked = "ca_impressions_other_unlinked": "impression units of Custom Audience campaigns to wrong-person matches not interested in the segment, on days without M data in ad use",
+        CaUploadedDays = "ca_uploaded_days": "upload-days: numbers of the segment's customers uploaded to Custom Audiences, times the days of the horizon",
+        CaRightDays = "ca_matched_right_days": "upload-days matched to the customer's own account",
+        CaWrongDays = "ca_matched_wrong_days": "upload-days matched only to someone else's account (stale or household number)",
+        UsersInterested = "users_interested": "M users interested in the segment (with or without an S account)",
+        OptedOutInterested = "opted_out_interested": "M users interested in the segment who opted out (did not opt in, or left)",
     }
 }
 
@@ -79,7 +89,8 @@ measures! {
         OptedOut = "opted_out": "users who opted out (did not opt in, or left)",
         Shared = "shared": "users whose number went to S",
         SharedWithAccount = "shared_with_account": "users with an S account whose number went to S",
-        AdUse = "ad_use": "users whose data is in ad use after the window",
+        AdUse = "ad_use": "users whose data is in ad use at the end of the horizon",
+        AdUseDays = "ad_use_days": "person-days on which a user's data is in ad use, days 0 to H-1",
         LinkTrue = "link_true": "shared users linked to their own account by their number",
         LinkMetadata = "link_metadata": "shared users linked to their own account through metadata (S adds their number)",
         LinkMislinkRecycled = "link_mislink_recycled": "shared users whose data landed on the previous owner's account (recycled number)",
@@ -87,9 +98,9 @@ measures! {
         LinkNone = "link_none": "shared users not linked to any account",
         MislinkReceived = "mislink_received": "accounts that received someone else's data",
         ExposureDays = "exposure_days": "days of ad use before an opt-out took effect, summed over users",
-        LinkedAccounts = "linked_accounts": "accounts with M data in ad use (own or someone else's)",
-        ImpUntargetedLinked = "impressions_untargeted_linked": "impression units of untargeted ads on accounts with M data in ad use",
-        ImpUntargetedUnlinked = "impressions_untargeted_unlinked": "impression units of untargeted ads on accounts without M data in ad use",
+        LinkedAccountDays = "linked_account_days": "account-days with M data in ad use (the holder's own or someone else's)",
+        ImpUntargetedLinked = "impressions_untargeted_linked": "impression units of untargeted ads, on account-days with M data in ad use",
+        ImpUntargetedUnlinked = "impressions_untargeted_unlinked": "impression units of untargeted ads, on account-days without M data in ad use",
     }
 }
 
@@ -545,7 +556,7 @@ pub fn add_cells(
         let (cols, offset) = if s == layout.segments {
             (&all_cols, layout.all(All::Users))
         } else {
-            (&seg_cols, layout.seg(s, Seg::Interested))
+            (&seg_cols, layout.seg(s, Seg::InterestedDays))
         };
         for (j, col) in cols.iter().enumerate() {
             let v = col[i].ok_or_else(|| {
@@ -642,7 +653,7 @@ mod tests {
 
     #[test]
     fn measure_tables_follow_their_enums() {
-        assert_eq!(Seg::CaWrong.measure().name, "ca_matched_wrong");
+        assert_eq!(Seg::CaWrongDays.measure().name, "ca_matched_wrong_days");
         assert_eq!(All::ALL[All::ExposureDays as usize].name, "exposure_days");
         assert_eq!(Channel::InAdUse as usize, 2);
         let mut names: Vec<&str> = Seg::ALL.iter().chain(All::ALL).map(|m| m.name).collect();
@@ -662,8 +673,8 @@ mod tests {
         // A few values scattered over arms, levels, cells, segments and the timeline.
         let per = layout.per_level();
         c.arms[0][layout.cell(1, 0) + layout.all(All::Users)] = 7;
-        c.arms[1][2 * per + layout.cell(0, 0) + layout.seg(1, Seg::Audience)] = 3;
-        c.arms[1][per + layout.cell(1, 0) + layout.seg(0, Seg::CaRight)] = 11;
+        c.arms[1][2 * per + layout.cell(0, 0) + layout.seg(1, Seg::AudienceDays)] = 3;
+        c.arms[1][per + layout.cell(1, 0) + layout.seg(0, Seg::CaRightDays)] = 11;
         c.timeline[1][layout.timeline_per_level() + layout.day(2, Channel::Settings)] = 5;
         let all: Vec<(usize, usize)> = level_batches(&layout).concat();
         assert_eq!(all, vec![(0, 0), (1, 0), (1, 1), (1, 2)]);
@@ -679,7 +690,7 @@ mod tests {
         // Not-applicable measures are null, so a column's sum is a true total.
         let users = cells.column("users").expect("users");
         assert_eq!(users.null_count(), 2);
-        let audience = cells.column("audience").expect("audience");
+        let audience = cells.column("audience_days").expect("audience_days");
         assert_eq!(audience.null_count(), 1);
     }
 

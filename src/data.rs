@@ -95,6 +95,13 @@ pub struct Segment {
     pub messages_if_not: f64,
     /// Shift of the opt-out propensity for users interested in the segment, logistic scale.
     pub privacy_shift: f64,
+    /// The advertiser industry whose benchmarks stand for the segment (a label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<String>,
+    /// Value of a click on the segment's campaigns, dollars (docs/model.md §8); absent: the
+    /// scenario's `revenue.cost_per_click_usd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpc_usd: Option<f64>,
 }
 
 /// One age band.
@@ -463,6 +470,15 @@ impl ReferenceData {
                 s.privacy_shift,
                 "a finite number"
             );
+            if let Some(cpc) = s.cpc_usd {
+                ensure!(
+                    cpc > 0.0 && cpc <= 1000.0,
+                    f,
+                    k("cpc_usd"),
+                    cpc,
+                    "dollars per click above 0, at most 1000"
+                );
+            }
             if let Some(m) = &s.age_multipliers {
                 ensure!(
                     m.len() == bands,

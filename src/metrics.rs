@@ -21,7 +21,7 @@ use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/2";
+pub const SCHEMA_VERSION: &str = "results/3";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -40,6 +40,11 @@ pub struct Context {
     pub regions: Vec<(String, String, f64)>,
     /// k of the k-anonymity count (docs/model.md §9): 100.
     pub k_anonymity: f64,
+    /// Days of the horizon: the day measures are sums over them.
+    pub horizon_days: u32,
+    /// Value of a click per segment, dollars (docs/model.md §8); untargeted clicks are valued
+    /// at `revenue.cost_per_click_usd`.
+    pub cpc: Vec<f64>,
 }
 
 impl Context {
@@ -69,7 +74,18 @@ pub const METRICS: &[(&str, &str)] = &[
         "audience recall: interested accounts flagged / interested accounts",
     ),
     ("f1", "harmonic mean of precision and recall"),
-    ("ctr", "expected click-through rate of all impressions"),
+    (
+        "ctr",
+        "expected click-through rate of all impressions (interest, Custom Audience and untargeted)",
+    ),
+    (
+        "ca_impression_share",
+        "share of impressions in Custom Audience campaigns",
+    ),
+    (
+        "ca_click_share",
+        "share of expected clicks from Custom Audience campaigns",
+    ),
     (
         "value_ratio_linked",
         "expected clicks per impression on accounts with M data in ad use / without",
@@ -77,6 +93,14 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "value_ratio_targeted",
         "expected clicks per targeted impression / per untargeted impression",
+    ),
+    (
+        "value_ratio_in_ad_use",
+        "value (clicks x cost per click) per account-day with M data in ad use / per account-day of all accounts (selection, docs/model.md §9)",
+    ),
+    (
+        "value_ratio_not_in_ad_use",
+        "value per account-day without M data in ad use / per account-day of all accounts",
     ),
     (
         "ca_match_rate",
@@ -123,6 +147,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "S's ad revenue from M users' accounts, $M per quarter, at full scale",
     ),
     (
+        "ca_revenue_musd",
+        "the part of revenue_musd earned by Custom Audience campaigns, $M per quarter",
+    ),
+    (
         "revenue_change_musd",
         "revenue_musd minus the none arm's, paired by replication",
     ),
@@ -130,9 +158,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "revenue_change_share",
         "revenue_change_musd / S's quarterly ad revenue",
     ),
+    ("people_opted_out", "people who opted out, at full scale"),
+    (
+        "opted_out_share",
+        "users interested in the segment who opted out / users interested in it",
+    ),
     (
         "min_audience_cell",
-        "smallest non-empty audience cell (country x age x segment), people",
+        "smallest non-empty audience cell (country x age x segment, average audience of a day), people",
     ),
     (
         "cells_under_k",
@@ -151,8 +184,20 @@ pub const PAIRED: &[&str] = &[
     "ca_right_rate",
 ];
 
-/// The metrics of the segment table: the relevance metrics that are also paired.
-pub const SEGMENT_METRICS: &[&str] = PAIRED;
+/// The metrics of the segment table: the relevance metrics that are also paired, and who
+/// opted out (selection).
+pub const SEGMENT_METRICS: &[&str] = &[
+    "precision",
+    "recall",
+    "f1",
+    "ctr",
+    "ca_match_rate",
+    "ca_right_rate",
+    "opted_out_share",
+];
+
+/// The metrics of the age band table (selection, docs/model.md §9).
+pub const AGE_METRICS: &[&str] = &["achieved_rate", "share_in_ad_use", "people_opted_out"];
 
 /// The metrics of the country table.
 pub const COUNTRY_METRICS: &[&str] = &[
@@ -165,6 +210,7 @@ pub const COUNTRY_METRICS: &[&str] = &[
     "link_precision",
     "link_recall",
     "people_mislinked",
+    "people_opted_out",
 ];
 
 /// A non-negative float rounded to a whole number (half up), still as a float.
@@ -178,63 +224,97 @@ fn ratio(a: Expr, b: Expr) -> Expr {
         .otherwise(lit(NULL).cast(DataType::Float64))
 }
 
-/// The metrics of a margin table whose count columns are every measure (as floats).
+/// Derived sums of a margin table, computed with the counts (per segment, where the click
+/// value differs): expected clicks and value (clicks x cost per click, dollars) in impression
+/// units, on account-days with and without M data in ad use, and of Custom Audience campaigns.
+const DERIVED: [&str; 6] = [
+    "clicks_linked",
+    "clicks_unlinked",
+    "ca_clicks",
+    "value_linked",
+    "value_unlinked",
+    "ca_value",
+];
+
+/// The metrics of a margin table whose count columns are every measure and [`DERIVED`] sum
+/// (as floats).
 fn rate_columns(ctx: &Context) -> Vec<Expr> {
-    let t = &ctx.targeting;
     let scale = ctx.scale();
+    let h = lit(f64::from(ctx.horizon_days));
     let c = |m: Seg| col(m.measure().name);
     let a = |m: All| col(m.measure().name);
-    let targeted_clicks = |interested: Seg, other: Seg| {
-        c(interested) * lit(t.ctr_relevant) + c(other) * lit(t.ctr_irrelevant)
-    };
-    let linked_clicks = targeted_clicks(Seg::ImpInterestedLinked, Seg::ImpOtherLinked)
-        + a(All::ImpUntargetedLinked) * lit(t.ctr_untargeted);
-    let unlinked_clicks = targeted_clicks(Seg::ImpInterestedUnlinked, Seg::ImpOtherUnlinked)
-        + a(All::ImpUntargetedUnlinked) * lit(t.ctr_untargeted);
-    let targeted_imp = c(Seg::ImpInterestedLinked)
+    let ca_imp = c(Seg::CaImpCustomerLinked)
+        + c(Seg::CaImpCustomerUnlinked)
+        + c(Seg::CaImpInterestedLinked)
+        + c(Seg::CaImpInterestedUnlinked)
+        + c(Seg::CaImpOtherLinked)
+        + c(Seg::CaImpOtherUnlinked);
+    let interest_imp = c(Seg::ImpInterestedLinked)
         + c(Seg::ImpOtherLinked)
         + c(Seg::ImpInterestedUnlinked)
         + c(Seg::ImpOtherUnlinked);
-    let linked_imp =
-        c(Seg::ImpInterestedLinked) + c(Seg::ImpOtherLinked) + a(All::ImpUntargetedLinked);
-    let unlinked_imp =
-        c(Seg::ImpInterestedUnlinked) + c(Seg::ImpOtherUnlinked) + a(All::ImpUntargetedUnlinked);
+    let all_imp = interest_imp.clone()
+        + ca_imp.clone()
+        + a(All::ImpUntargetedLinked)
+        + a(All::ImpUntargetedUnlinked);
+    let linked_imp = c(Seg::ImpInterestedLinked)
+        + c(Seg::ImpOtherLinked)
+        + c(Seg::CaImpCustomerLinked)
+        + c(Seg::CaImpInterestedLinked)
+        + c(Seg::CaImpOtherLinked)
+        + a(All::ImpUntargetedLinked);
+    let unlinked_imp = all_imp.clone() - linked_imp.clone();
+    let clicks = col("clicks_linked") + col("clicks_unlinked");
+    let value = col("value_linked") + col("value_unlinked");
+    let account_days = a(All::Accounts) * h.clone();
+    let unlinked_days = account_days.clone() - a(All::LinkedAccountDays);
+    let per_day = |v: Expr, days: Expr| ratio(v, days);
     let links = a(All::LinkTrue) + a(All::LinkMetadata);
     let mislinks = a(All::LinkMislinkRecycled) + a(All::LinkMislinkShared);
+    let ctr_untargeted = lit(ctx.targeting.ctr_untargeted);
+    let targeted_clicks = clicks.clone()
+        - col("ca_clicks")
+        - (a(All::ImpUntargetedLinked) + a(All::ImpUntargetedUnlinked)) * ctr_untargeted.clone();
     vec![
         ratio(a(All::OptedOut), a(All::Users)).alias("achieved_rate"),
         ratio(a(All::AdUse), a(All::Users)).alias("share_in_ad_use"),
-        ratio(c(Seg::TruePositive), c(Seg::Audience)).alias("precision"),
-        ratio(c(Seg::TruePositive), c(Seg::Interested)).alias("recall"),
+        ratio(c(Seg::TruePositiveDays), c(Seg::AudienceDays)).alias("precision"),
+        ratio(c(Seg::TruePositiveDays), c(Seg::InterestedDays)).alias("recall"),
         ratio(
-            lit(2.0) * c(Seg::TruePositive),
-            c(Seg::Audience) + c(Seg::Interested),
+            lit(2.0) * c(Seg::TruePositiveDays),
+            c(Seg::AudienceDays) + c(Seg::InterestedDays),
         )
         .alias("f1"),
+        ratio(clicks.clone(), all_imp.clone()).alias("ctr"),
+        ratio(ca_imp.clone(), all_imp).alias("ca_impression_share"),
+        ratio(col("ca_clicks"), clicks.clone()).alias("ca_click_share"),
         ratio(
-            linked_clicks.clone() + unlinked_clicks.clone(),
-            linked_imp.clone() + unlinked_imp.clone(),
-        )
-        .alias("ctr"),
-        ratio(
-            ratio(linked_clicks.clone(), linked_imp),
-            ratio(unlinked_clicks.clone(), unlinked_imp),
+            ratio(col("clicks_linked"), linked_imp),
+            ratio(col("clicks_unlinked"), unlinked_imp),
         )
         .alias("value_ratio_linked"),
+        ratio(ratio(targeted_clicks, interest_imp), ctr_untargeted).alias("value_ratio_targeted"),
         ratio(
-            ratio(
-                targeted_clicks(Seg::ImpInterestedLinked, Seg::ImpOtherLinked)
-                    + targeted_clicks(Seg::ImpInterestedUnlinked, Seg::ImpOtherUnlinked),
-                targeted_imp,
-            ),
-            lit(t.ctr_untargeted),
+            per_day(col("value_linked"), a(All::LinkedAccountDays)),
+            per_day(value.clone(), account_days.clone()),
         )
-        .alias("value_ratio_targeted"),
-        // Whole click units: sums of integer-valued floats are exact in any order.
-        whole(linked_clicks + unlinked_clicks).alias("clicks"),
-        ratio(c(Seg::CaRight) + c(Seg::CaWrong), c(Seg::CaUploaded)).alias("ca_match_rate"),
-        ratio(c(Seg::CaRight), c(Seg::CaUploaded)).alias("ca_right_rate"),
-        ratio(c(Seg::CaWrong), c(Seg::CaUploaded)).alias("ca_wrong_rate"),
+        .alias("value_ratio_in_ad_use"),
+        ratio(
+            per_day(col("value_unlinked"), unlinked_days),
+            per_day(value.clone(), account_days),
+        )
+        .alias("value_ratio_not_in_ad_use"),
+        // Whole units: sums of integer-valued floats are exact in any order.
+        whole(clicks).alias("clicks"),
+        whole(value).alias("value"),
+        whole(col("ca_value")).alias("ca_value_whole"),
+        ratio(
+            c(Seg::CaRightDays) + c(Seg::CaWrongDays),
+            c(Seg::CaUploadedDays),
+        )
+        .alias("ca_match_rate"),
+        ratio(c(Seg::CaRightDays), c(Seg::CaUploadedDays)).alias("ca_right_rate"),
+        ratio(c(Seg::CaWrongDays), c(Seg::CaUploadedDays)).alias("ca_wrong_rate"),
         ratio(links.clone(), links.clone() + mislinks.clone()).alias("link_precision"),
         ratio(links, a(All::SharedWithAccount)).alias("link_recall"),
         (a(All::Shared) * lit(scale)).alias("people_shared"),
@@ -242,6 +322,8 @@ fn rate_columns(ctx: &Context) -> Vec<Expr> {
         (mislinks * lit(scale)).alias("people_mislinked"),
         (a(All::MislinkReceived) * lit(scale)).alias("accounts_received_foreign"),
         (a(All::ExposureDays) * lit(scale)).alias("exposure_person_days"),
+        (a(All::OptedOut) * lit(scale)).alias("people_opted_out"),
+        ratio(c(Seg::OptedOutInterested), c(Seg::UsersInterested)).alias("opted_out_share"),
     ]
 }
 
@@ -253,6 +335,8 @@ struct Margins {
     segment: DataFrame,
     /// Per (arm, level, country): every measure.
     country: DataFrame,
+    /// Per (arm, level, age band): every measure.
+    age: DataFrame,
     /// Per (arm, level, day, channel): users.
     timeline: DataFrame,
 }
@@ -273,7 +357,7 @@ impl MarginRows {
             level: Vec::new(),
             rate: Vec::new(),
             key: Vec::new(),
-            sums: vec![Vec::new(); Seg::COUNT + All::COUNT],
+            sums: vec![Vec::new(); Seg::COUNT + All::COUNT + DERIVED.len()],
         }
     }
 
@@ -291,6 +375,9 @@ impl MarginRows {
 
     /// Adds a (country, age) cell's measures to row `i`: segment measures summed over
     /// `segments`, all-segment measures as they are.
+    /// Adds a (country, age) cell's measures to row `i`: segment measures summed over
+    /// `segments`, all-segment measures as they are (with `all`), and the [`DERIVED`] sums:
+    /// the segments' clicks and value, and with `all` the untargeted ones.
     fn add(
         &mut self,
         i: usize,
@@ -298,10 +385,42 @@ impl MarginRows {
         cell: &[i64],
         segments: std::ops::Range<usize>,
         all: bool,
+        ctx: &Context,
     ) {
+        let t = &ctx.targeting;
+        let mut derived = [0.0; DERIVED.len()];
         for s in segments {
+            let v = |m: Seg| cell[s * Seg::COUNT + m as usize] as f64;
             for m in 0..Seg::COUNT {
                 self.sums[m][i] += cell[s * Seg::COUNT + m] as f64;
+            }
+            let ca_linked = v(Seg::CaImpCustomerLinked) * t.ctr_customer
+                + v(Seg::CaImpInterestedLinked) * t.ctr_relevant
+                + v(Seg::CaImpOtherLinked) * t.ctr_irrelevant;
+            let ca_unlinked = v(Seg::CaImpCustomerUnlinked) * t.ctr_customer
+                + v(Seg::CaImpInterestedUnlinked) * t.ctr_relevant
+                + v(Seg::CaImpOtherUnlinked) * t.ctr_irrelevant;
+            let linked = v(Seg::ImpInterestedLinked) * t.ctr_relevant
+                + v(Seg::ImpOtherLinked) * t.ctr_irrelevant
+                + ca_linked;
+            let unlinked = v(Seg::ImpInterestedUnlinked) * t.ctr_relevant
+                + v(Seg::ImpOtherUnlinked) * t.ctr_irrelevant
+                + ca_unlinked;
+            let cpc = ctx
+                .cpc
+                .get(s)
+                .copied()
+                .unwrap_or(ctx.revenue.cost_per_click_usd);
+            let ca = ca_linked + ca_unlinked;
+            for (d, x) in derived.iter_mut().zip([
+                linked,
+                unlinked,
+                ca,
+                linked * cpc,
+                unlinked * cpc,
+                ca * cpc,
+            ]) {
+                *d += x;
             }
         }
         if all {
@@ -309,6 +428,17 @@ impl MarginRows {
             for m in 0..All::COUNT {
                 self.sums[Seg::COUNT + m][i] += cell[base + m] as f64;
             }
+            let cpc = ctx.revenue.cost_per_click_usd;
+            let linked = cell[base + All::ImpUntargetedLinked as usize] as f64 * t.ctr_untargeted;
+            let unlinked =
+                cell[base + All::ImpUntargetedUnlinked as usize] as f64 * t.ctr_untargeted;
+            derived[0] += linked;
+            derived[1] += unlinked;
+            derived[3] += linked * cpc;
+            derived[4] += unlinked * cpc;
+        }
+        for (k, d) in derived.into_iter().enumerate() {
+            self.sums[Seg::COUNT + All::COUNT + k][i] += d;
         }
     }
 
@@ -326,23 +456,32 @@ impl MarginRows {
                     .into_column(),
             );
         }
-        for (m, v) in Seg::ALL.iter().chain(All::ALL).zip(self.sums) {
-            columns.push(Series::from_vec(m.name.into(), v).into_column());
+        let names = Seg::ALL
+            .iter()
+            .chain(All::ALL)
+            .map(|m| m.name)
+            .chain(DERIVED);
+        for (name, v) in names.zip(self.sums) {
+            columns.push(Series::from_vec(name.into(), v).into_column());
         }
         DataFrame::new(n, columns)
     }
 }
 
-/// Sums one replication's finished counts into its margins. Counts are below 2^53 in every
-/// legal scenario, so the sums are exact in floats.
+/// Sums one replication's finished counts into its margins, in a fixed order (so the float
+/// sums, exact below 2^53, are the same bits for every thread count and shard layout).
 fn margins(
     names: &Names,
     layout: &Layout,
     counts: &Counts,
     ctx: &Context,
 ) -> PolarsResult<Margins> {
-    let (mut level, mut segment, mut country) =
-        (MarginRows::new(), MarginRows::new(), MarginRows::new());
+    let (mut level, mut segment, mut country, mut age) = (
+        MarginRows::new(),
+        MarginRows::new(),
+        MarginRows::new(),
+        MarginRows::new(),
+    );
     let (mut min_cell, mut under_k) = (Vec::new(), Vec::new());
     let (mut t_arm, mut t_level, mut t_rate, mut t_day, mut t_channel, mut t_count) = (
         Vec::new(),
@@ -360,28 +499,37 @@ fn margins(
             let cell =
                 |c: usize, g: usize| &values[layout.cell(c, g)..layout.cell(c, g) + measures];
             let i = level.row(names, a, k, "");
-            let (mut smallest, mut small) = (u64::MAX, 0u64);
+            // The k-anonymity figures on a day's average audience (audience-days / H).
+            let days = f64::from(ctx.horizon_days.max(1));
+            let (mut smallest, mut small) = (f64::INFINITY, 0u64);
             for c in 0..layout.countries {
                 let j = country.row(names, a, k, &names.countries[c]);
                 for g in 0..layout.ages {
-                    level.add(i, layout, cell(c, g), 0..layout.segments, true);
-                    country.add(j, layout, cell(c, g), 0..layout.segments, true);
+                    level.add(i, layout, cell(c, g), 0..layout.segments, true, ctx);
+                    country.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
                     for s in 0..layout.segments {
-                        let audience = cell(c, g)[layout.seg(s, Seg::Audience)].max(0) as u64;
-                        if audience > 0 {
-                            smallest = smallest.min(audience);
-                            small += u64::from((audience as f64) * scale < ctx.k_anonymity);
+                        let audience = cell(c, g)[layout.seg(s, Seg::AudienceDays)].max(0) as f64;
+                        if audience > 0.0 {
+                            let people = audience / days * scale;
+                            smallest = smallest.min(people);
+                            small += u64::from(people < ctx.k_anonymity);
                         }
                     }
                 }
             }
-            min_cell.push((smallest < u64::MAX).then_some(smallest as f64 * scale));
+            min_cell.push(smallest.is_finite().then_some(smallest));
             under_k.push(small as f64);
+            for g in 0..layout.ages {
+                let j = age.row(names, a, k, &names.ages[g]);
+                for c in 0..layout.countries {
+                    age.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
+                }
+            }
             for s in 0..layout.segments {
                 let j = segment.row(names, a, k, &names.segments[s]);
                 for c in 0..layout.countries {
                     for g in 0..layout.ages {
-                        segment.add(j, layout, cell(c, g), s..s + 1, false);
+                        segment.add(j, layout, cell(c, g), s..s + 1, false, ctx);
                     }
                 }
             }
@@ -419,6 +567,7 @@ fn margins(
         level,
         segment: segment.frame(Some("segment"))?,
         country: country.frame(Some("country"))?,
+        age: age.frame(Some("age_band"))?,
         timeline,
     })
 }
@@ -435,7 +584,8 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
             col("arm"),
             col("level"),
             col("country"),
-            col("clicks"),
+            col("value"),
+            col("ca_value_whole"),
             col(All::Accounts.measure().name).alias("accounts"),
         ])
         .join(
@@ -446,7 +596,8 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         )
         .group_by_stable([col("arm"), col("level"), col("region")])
         .agg([
-            col("clicks").sum(),
+            col("value").sum(),
+            col("ca_value_whole").sum(),
             col("accounts").sum(),
             col("arpu").first(),
         ]);
@@ -455,7 +606,7 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         .filter(col("arm").eq(lit(ctx.none_arm.as_str())))
         .select([
             col("region"),
-            col("clicks").alias("clicks_none"),
+            col("value").alias("value_none"),
             col("accounts").alias("accounts_none"),
         ]);
     let anchor = lit(ctx.revenue.ad_share() * ctx.scale());
@@ -472,14 +623,22 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
                 col("arpu")
                     * col("accounts_none")
                     * anchor.clone()
-                    * ratio(col("clicks"), col("clicks_none")).fill_null(lit(1.0)),
+                    * ratio(col("value"), col("value_none")).fill_null(lit(1.0)),
             )
             .alias("revenue_musd"),
+            whole(
+                col("arpu")
+                    * col("accounts_none")
+                    * anchor.clone()
+                    * ratio(col("ca_value_whole"), col("value_none")).fill_null(lit(0.0)),
+            )
+            .alias("ca_revenue_musd"),
             whole(col("arpu") * col("accounts_none") * anchor).alias("revenue_none_musd"),
         ])
         .group_by_stable([col("arm"), col("level")])
         .agg([
             col("revenue_musd").sum() / lit(1e6),
+            col("ca_revenue_musd").sum() / lit(1e6),
             col("revenue_none_musd").sum() / lit(1e6),
         ])
         .with_columns([
@@ -491,13 +650,14 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
             col("arm"),
             col("level"),
             col("revenue_musd"),
+            col("ca_revenue_musd"),
             col("revenue_change_musd"),
             col("revenue_change_share"),
         ]))
 }
 
 /// One replication's metric tables, rows in the order of its margins.
-fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 4]> {
+fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 5]> {
     let country = m.country.lazy().with_columns(rate_columns(ctx));
     let per_level = m.level.lazy().with_columns(rate_columns(ctx)).join(
         revenue(country.clone(), ctx)?,
@@ -512,11 +672,13 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 4]> {
         .timeline
         .lazy()
         .with_columns([(col("people") * lit(ctx.scale())).alias("people")]);
+    let ages = m.age.lazy().with_columns(rate_columns(ctx));
     Ok([
         summary,
         segments.collect()?,
         country.collect()?,
         timeline.collect()?,
+        ages.collect()?,
     ])
 }
 
@@ -543,20 +705,12 @@ fn paired(summary: &mut DataFrame, none_arm: &str) -> PolarsResult<()> {
     Ok(())
 }
 
-/// Student's t quantile at 0.975 with `df` degrees of freedom.
+/// Student's t quantile at 0.975 with `df` degrees of freedom (statrs); NaN at 0.
 pub fn t975(df: u32) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => T[df as usize - 1],
-        31..=60 => 2.042 - (f64::from(df) - 30.0) * (2.042 - 2.000) / 30.0,
-        61..=120 => 2.000 - (f64::from(df) - 60.0) * (2.000 - 1.980) / 60.0,
-        _ => 1.960,
-    }
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    StudentsT::new(0.0, 1.0, f64::from(df))
+        .map(|t| t.inverse_cdf(0.975))
+        .unwrap_or(f64::NAN)
 }
 
 /// Running moments of one metric column across replications (Welford): per row, how many
@@ -677,6 +831,8 @@ pub struct Estimates {
     pub countries: DataFrame,
     /// Per arm, level, day and channel.
     pub timeline: DataFrame,
+    /// Per arm, level and age band.
+    pub ages: DataFrame,
 }
 
 /// Folds replications' counts into estimates, one replication at a time.
@@ -685,7 +841,7 @@ pub struct Estimator {
     ctx: Context,
     names: Names,
     layout: Layout,
-    tables: [Fold; 4],
+    tables: [Fold; 5],
 }
 
 impl Estimator {
@@ -704,6 +860,7 @@ impl Estimator {
                     &["arm", "level", "rate", "day", "channel"],
                     list(&["people"]),
                 ),
+                Fold::new(&["arm", "level", "rate", "age_band"], list(AGE_METRICS)),
             ],
         }
     }
@@ -719,12 +876,13 @@ impl Estimator {
 
     /// The estimated tables.
     pub fn finish(self) -> PolarsResult<Estimates> {
-        let [summary, segments, countries, timeline] = self.tables.map(Fold::finish);
+        let [summary, segments, countries, timeline, ages] = self.tables.map(Fold::finish);
         Ok(Estimates {
             summary: summary?,
             segments: segments?,
             countries: countries?,
             timeline: timeline?,
+            ages: ages?,
         })
     }
 }
@@ -745,4 +903,162 @@ pub fn summary_metric_names() -> Vec<String> {
         names.push(format!("{p}_lift"));
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(users: u64) -> Context {
+        Context {
+            users,
+            replications: 2,
+            none_arm: "none".into(),
+            targeting: TargetingConfig::default(),
+            revenue: RevenueConfig::default(),
+            regions: vec![
+                ("AA".into(), "North".into(), 10.0),
+                ("BB".into(), "South".into(), 2.0),
+            ],
+            k_anonymity: 100.0,
+            horizon_days: 10,
+            cpc: vec![1.0, 3.0],
+        }
+    }
+
+    #[test]
+    fn t_quantiles_are_the_published_ones() {
+        // Student's t at 0.975 (any statistics table).
+        for (df, t) in [
+            (1, 12.7062),
+            (4, 2.7764),
+            (30, 2.0423),
+            (60, 2.0003),
+            (120, 1.9799),
+        ] {
+            assert!((t975(df) - t).abs() < 5e-4, "df {df}: {}", t975(df));
+        }
+        assert!(t975(0).is_nan());
+    }
+
+    #[test]
+    fn intervals_are_mean_plus_minus_t_sd_over_root_n() {
+        let mut m = Moments {
+            n: vec![0; 2],
+            mean: vec![0.0; 2],
+            m2: vec![0.0; 2],
+        };
+        for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
+            // Row 1 is defined in one replication only.
+            m.add([Some(x), (x == 3.0).then_some(7.0)].into_iter());
+        }
+        let [mean, lo, hi] = m.bounds();
+        // Mean 3, sd sqrt(2.5) = 1.58114, half-width 2.77645 x 1.58114 / sqrt(5) = 1.96324.
+        assert_eq!(mean[0], Some(3.0));
+        assert!((lo[0].unwrap() - 1.03676).abs() < 1e-4, "{lo:?}");
+        assert!((hi[0].unwrap() - 4.96324).abs() < 1e-4, "{hi:?}");
+        assert_eq!((mean[1], lo[1], hi[1]), (Some(7.0), None, None));
+    }
+
+    #[test]
+    fn paired_differences_and_lifts_are_against_none_in_the_same_replication() {
+        let mut df = df!(
+            "arm" => ["none", "a", "a"],
+            "precision" => [0.5, 0.6, 0.5],
+            "recall" => [0.2, 0.3, 0.1],
+            "f1" => [0.0, 0.1, 0.2],
+            "ctr" => [0.01, 0.012, 0.01],
+            "ca_match_rate" => [0.4, 0.5, 0.4],
+            "ca_right_rate" => [0.3, 0.35, 0.3],
+        )
+        .unwrap();
+        paired(&mut df, "none").unwrap();
+        let f =
+            |c: &str| -> Vec<Option<f64>> { df.column(c).unwrap().f64().unwrap().iter().collect() };
+        let close = |a: Vec<Option<f64>>, b: [Option<f64>; 3]| {
+            a.iter().zip(b).all(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() < 1e-12,
+                (None, None) => true,
+                _ => false,
+            })
+        };
+        assert!(close(
+            f("precision_vs_none"),
+            [Some(0.0), Some(0.1), Some(0.0)]
+        ));
+        assert!(close(
+            f("precision_lift"),
+            [Some(1.0), Some(1.2), Some(1.0)]
+        ));
+        assert!(close(f("recall_lift"), [Some(1.0), Some(1.5), Some(0.5)]));
+        // A base of zero has a difference but no lift.
+        assert!(close(f("f1_vs_none"), [Some(0.0), Some(0.1), Some(0.2)]));
+        assert!(close(f("f1_lift"), [None, None, None]));
+    }
+
+    #[test]
+    fn revenue_is_anchored_per_region_on_none_and_moves_with_value() {
+        // 1000 simulated users stand for 10^9: a scale of 10^6 people each.
+        let ctx = context(1000);
+        let per_country = df!(
+            "arm" => ["none", "none", "a", "a"],
+            "level" => [0u32, 0, 0, 0],
+            "country" => ["AA", "BB", "AA", "BB"],
+            "value" => [100.0, 50.0, 150.0, 50.0],
+            "ca_value_whole" => [20.0, 0.0, 30.0, 10.0],
+            "accounts" => [300.0, 200.0, 300.0, 200.0],
+        )
+        .unwrap();
+        let r = revenue(per_country.lazy(), &ctx)
+            .unwrap()
+            .collect()
+            .unwrap();
+        let get = |c: &str, i: usize| r.column(c).unwrap().f64().unwrap().get(i).unwrap();
+        // none: ARPU x accounts x scale x ad share, summed over regions:
+        // (10 x 300 + 2 x 200) x 10^6 x 6239/6436 = 3,295.96 $M.
+        let share = 6239.0 / 6436.0;
+        let none = (10.0 * 300.0 + 2.0 * 200.0) * share;
+        assert!((get("revenue_musd", 0) - none).abs() < 1e-3, "{r}");
+        // a: the North's value rises by half, the South's stays: North x 1.5 + South.
+        let a = (10.0 * 300.0 * 1.5 + 2.0 * 200.0) * share;
+        assert!((get("revenue_musd", 1) - a).abs() < 1e-3, "{r}");
+        assert!((get("revenue_change_musd", 1) - (a - none)).abs() < 1e-3);
+        assert!((get("revenue_change_share", 1) - (a - none) / 6239.0).abs() < 1e-9);
+        // Custom Audience revenue: each region's revenue x its CA share of none's value.
+        let ca = (10.0 * 300.0 * 30.0 / 100.0 + 2.0 * 200.0 * 10.0 / 50.0) * share;
+        assert!((get("ca_revenue_musd", 1) - ca).abs() < 1e-3, "{r}");
+    }
+
+    #[test]
+    fn k_anonymity_counts_cells_of_a_days_average_audience_under_k() {
+        // One country, two age bands, two segments, one level of one arm; 10 days.
+        let layout = Layout {
+            countries: 1,
+            ages: 2,
+            segments: 2,
+            levels: vec![1],
+            days: 10,
+        };
+        let names = Names {
+            arms: vec!["none".into()],
+            rates: vec![vec![0.0]],
+            is_none: vec![true],
+            countries: vec!["AA".into()],
+            ages: vec!["young".into(), "old".into()],
+            segments: vec!["s0".into(), "s1".into()],
+        };
+        let mut counts = Counts::zeros(&layout);
+        let at = |age: usize, s: usize| layout.cell(0, age) + layout.seg(s, Seg::AudienceDays);
+        // Audiences of 3, 0.5 (five account-days over ten days), 20 and 0 accounts a day.
+        counts.arms[0][at(0, 0)] = 30;
+        counts.arms[0][at(0, 1)] = 5;
+        counts.arms[0][at(1, 0)] = 200;
+        let ctx = context(1_000_000_000 / 40); // 40 people per simulated account
+        let m = margins(&names, &layout, &counts, &ctx).unwrap();
+        let get = |c: &str| m.level.column(c).unwrap().f64().unwrap().get(0);
+        // Smallest non-empty: 0.5 x 40 = 20 people; under 100: 3 x 40 = 120 no, 20 yes,
+        // 800 no: one cell.
+        assert_eq!(get("min_audience_cell"), Some(20.0));
+        assert_eq!(get("cells_under_k"), Some(1.0));
+    }
 }

@@ -293,6 +293,9 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     ];
     if let (Some(first), Some(none)) = (sharing.first(), none) {
         out.push(segment_lift(resolved, e, &none.name, &first.name));
+        if let Some(f) = selection_chart(resolved, e, &first.name) {
+            out.push(f);
+        }
         out.push(timeline(e, &first.name));
         out.push(links_by_country(e, &first.name));
     }
@@ -359,6 +362,73 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
             groups,
         }),
     }
+}
+
+/// The level of `arm` in `df` whose rate is nearest `target`: (rate, row indices).
+fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>)> {
+    let (arms, rates) = (texts(df, "arm"), floats(df, "rate"));
+    let rate = (0..df.height())
+        .filter(|&i| arms[i] == arm)
+        .map(|i| rates[i])
+        .min_by(|a, b| (a - target).abs().total_cmp(&(b - target).abs()))?;
+    let rows = (0..df.height())
+        .filter(|&i| arms[i] == arm && (rates[i] - rate).abs() < 1e-12)
+        .collect();
+    Some((rate, rows))
+}
+
+/// The value of a click on each segment's campaigns, dollars (docs/model.md §8).
+fn click_values(resolved: &Resolved) -> Vec<(String, f64)> {
+    let default = resolved.scenario.revenue.cost_per_click_usd;
+    resolved
+        .data
+        .segments
+        .segment
+        .iter()
+        .map(|g| (g.name.clone(), g.cpc_usd.unwrap_or(default)))
+        .collect()
+}
+
+/// Opted-out share by segment at the level nearest 50%, each segment labelled with its click
+/// value (docs/model.md §9.3). None when the arm has no opt-outs there.
+fn selection_chart(resolved: &Resolved, e: &Estimates, arm: &str) -> Option<Figure> {
+    let seg = &e.segments;
+    let (rate, rows) = level_near(seg, arm, 0.5)?;
+    let share = floats(seg, "opted_out_share");
+    let names = texts(seg, "segment");
+    let values = click_values(resolved);
+    let mut bars: Vec<(String, f64)> = rows
+        .iter()
+        .map(|&i| {
+            let cpc = values
+                .iter()
+                .find(|(n, _)| *n == names[i])
+                .map_or(f64::NAN, |v| v.1);
+            (format!("{} (${cpc:.2})", names[i]), share[i] * 100.0)
+        })
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    if bars.iter().all(|(_, v)| *v == 0.0) {
+        return None;
+    }
+    bars.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(Figure {
+        stem: "selection",
+        caption: format!(
+            "Who opts out: share of the users interested in each segment who opted out, {arm} at {:.0}% opt-out, most first; in brackets the segment's value per click (docs/model.md §8). Segments whose users opt out more lose more of their targeting.",
+            rate * 100.0
+        ),
+        chart: Chart::Bars(BarChart {
+            title: "Opted out, by segment".into(),
+            x_label: "users interested in the segment who opted out".into(),
+            x_unit: Unit::Percent,
+            categories: bars.iter().map(|b| b.0.clone()).collect(),
+            groups: vec![(
+                format!("{arm} at {:.0}% opt-out", rate * 100.0),
+                bars.iter().map(|b| b.1).collect(),
+            )],
+        }),
+    })
 }
 
 fn timeline(e: &Estimates, arm: &str) -> Figure {
@@ -474,6 +544,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
     ];
     b.extend(simulated(resolved));
     b.extend(headline(resolved, e));
+    b.extend(selection(resolved, e));
     b.push(Block::Heading(2, "Charts".into()));
     for f in figures {
         b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
@@ -602,6 +673,7 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
             "precision (%)",
             "CTR (%)",
             "CA match (%)",
+            "CA clicks (%)",
             "revenue change ($M/qtr)",
             "share of S ad revenue (%)",
             "people mislinked (M)",
@@ -619,6 +691,7 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
                     with_ci(sum, "precision", i, 100.0, 2),
                     with_ci(sum, "ctr", i, 100.0, 3),
                     with_ci(sum, "ca_match_rate", i, 100.0, 1),
+                    with_ci(sum, "ca_click_share", i, 100.0, 1),
                     with_ci(sum, "revenue_change_musd", i, 1.0, 1),
                     with_ci(sum, "revenue_change_share", i, 100.0, 2),
                     with_ci(sum, "people_mislinked", i, 1e-6, 1),
@@ -631,6 +704,101 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     } else {
         "One replication: no intervals.".into()
     }));
+    b
+}
+
+/// "Who opts out": the value of the accounts that stay in ad use against the whole base, and
+/// the segments whose users opt out most, with their click values (docs/model.md §9.3).
+fn selection(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let s = &resolved.scenario;
+    let Some(arm) = s
+        .policy
+        .arms
+        .iter()
+        .find(|a| a.kind != ArmKind::None)
+        .map(|a| a.name.clone())
+    else {
+        return vec![];
+    };
+    let sum = &e.summary;
+    let Some((rate, rows)) = level_near(sum, &arm, 0.5) else {
+        return vec![];
+    };
+    let Some(&i) = rows.first() else {
+        return vec![];
+    };
+    let mut b = vec![Block::Heading(2, "Who opts out".into())];
+    let low = level_near(sum, &arm, 0.0).and_then(|(_, r)| r.first().copied());
+    let ratio = floats(sum, "value_ratio_in_ad_use");
+    let mut text = format!(
+        "Under {arm} at {:.0}% opt-out, an account-day with M data in ad use is worth {} times the average account-day of all accounts (value: expected clicks times the segment's value per click; the not-in-ad-use account-days: {}).",
+        rate * 100.0,
+        with_ci(sum, "value_ratio_in_ad_use", i, 1.0, 3),
+        with_ci(sum, "value_ratio_not_in_ad_use", i, 1.0, 3),
+    );
+    if let Some(j) = low.filter(|&j| j != i && ratio[j].is_finite() && ratio[i].is_finite()) {
+        let dir = if ratio[i] > ratio[j] { "more" } else { "less" };
+        text.push_str(&format!(
+            " At its lowest rate the ratio is {}: the accounts that remain in ad use are worth {dir} each as more users opt out.",
+            with_ci(sum, "value_ratio_in_ad_use", j, 1.0, 3)
+        ));
+    }
+    b.push(Block::Para(text));
+    let seg = &e.segments;
+    if let Some((_, rows)) = level_near(seg, &arm, 0.5) {
+        let (names, share) = (texts(seg, "segment"), floats(seg, "opted_out_share"));
+        let values = click_values(resolved);
+        let mut order: Vec<usize> = rows.into_iter().filter(|&k| share[k].is_finite()).collect();
+        order.sort_by(|&a, &b| share[b].total_cmp(&share[a]));
+        let cpc = |k: usize| {
+            values
+                .iter()
+                .find(|(n, _)| *n == names[k])
+                .map_or(f64::NAN, |v| v.1)
+        };
+        // Is the value of what leaves above the average? Opted-out shares weighted by click value.
+        let plain = order.iter().map(|&k| share[k]).sum::<f64>() / order.len().max(1) as f64;
+        let weighted = order.iter().map(|&k| share[k] * cpc(k)).sum::<f64>()
+            / order.iter().map(|&k| cpc(k)).sum::<f64>();
+        b.push(Block::Para(format!(
+            "The privacy score that decides who opts out rises with the interests' privacy shifts (health, money, politics; docs/model.md §3.6), so users of some segments opt out more. Averaged over segments, {:.1}% of interested users opted out; weighted by each segment's value per click, {:.1}%: the opt-outs take {} value than their number.",
+            plain * 100.0,
+            weighted * 100.0,
+            if weighted > plain { "more" } else { "less" }
+        )));
+        let shown: Vec<usize> = order
+            .iter()
+            .take(5)
+            .chain(
+                order
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev(),
+            )
+            .copied()
+            .collect();
+        b.push(Block::Table(
+            ["segment", "opted out (%)", "value per click ($)"]
+                .map(String::from)
+                .to_vec(),
+            shown
+                .iter()
+                .map(|&k| {
+                    vec![
+                        names[k].clone(),
+                        with_ci(seg, "opted_out_share", k, 100.0, 1),
+                        format!("{:.2}", cpc(k)),
+                    ]
+                })
+                .collect(),
+        ));
+        b.push(Block::Para(
+            "The five segments whose users opt out most and the three that opt out least; every segment is in segments.csv (opted_out_share), every country in countries.csv and every age band in ages.csv (people_opted_out, achieved_rate).".into(),
+        ));
+    }
     b
 }
 
@@ -714,7 +882,11 @@ fn caveats(resolved: &Resolved) -> Vec<Block> {
     let mut b = vec![Block::Heading(2, "Caveats".into())];
     for c in [
         "Every number not marked with a source in data/ is an assumption; the intervals do not include their uncertainty.".to_string(),
-        "Targeting outcomes are those of the steady state after the opt-out window; the timeline shows the path to it.".into(),
+        format!(
+            "Targeting, clicks, Custom Audience matches and revenue are summed over the {} days of the horizon: a window opt-out keeps its days of ad use before the opt-out, a regional pause its days before the pause.",
+            resolved.scenario.policy.horizon_days
+        ),
+        "Custom Audience campaigns run for every business to all its matched accounts; formatting faults of uploaded numbers are a yes/no draw, not edits of the number (docs/model.md §15).".into(),
         "A linked account keeps its on-platform evidence, so the value of M data is smaller than that of all tracking data.".into(),
         format!(
             "The smallest audience cell is resolved only to one simulated account ({:.0} real people per simulated user here); cells under 100 people are visible only when that is below 100.",

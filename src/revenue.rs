@@ -1,9 +1,11 @@
-//! Revenue (docs/model.md §8): expected clicks times cost per click, anchored per S region.
+//! Revenue (docs/model.md §8): expected clicks times each segment's value per click, anchored
+//! per S region.
 //!
 //! One factor per region and replication makes the `none` arm, scaled from N simulated users
 //! to M's real user count, equal the published Q2 2016 ARPU times those S accounts, times the
 //! advertising share of revenue (ARPU includes payments). Other arms and rates move it in
-//! proportion to the sum of clicks times cost per click. S's revenue from people who are not
+//! proportion to the sum of clicks times value per click (the segment's `cpc_usd`, or
+//! `cost_per_click_usd` for untargeted clicks). S's revenue from people who are not
 //! on M does not change with sharing. The computation itself is in [`crate::metrics`].
 
 use serde::{Deserialize, Serialize};
@@ -22,8 +24,10 @@ pub struct RevenueConfig {
     /// S's total revenue in the quarter, millions of dollars. Q2 2016: 6436; the advertising
     /// share is 6239 / 6436 (docs/model.md §8).
     pub s_total_revenue_musd: f64,
-    /// Cost per click, dollars, the same for every segment. Assumption: 0.60; it cancels in
-    /// the anchoring, so only its ratio between segments would matter.
+    /// Value of an untargeted click, and of a click on a segment without `cpc_usd` in the
+    /// segment table, dollars. 1.72: WordStream 2017's average Facebook cost per click over
+    /// all industries (docs/model.md §8). Only its ratio to the segments' values matters:
+    /// revenue is anchored per region.
     pub cost_per_click_usd: f64,
 }
 
@@ -33,7 +37,7 @@ impl Default for RevenueConfig {
             m_users_millions: 1000.0,
             s_ad_revenue_musd: 6239.0,
             s_total_revenue_musd: 6436.0,
-            cost_per_click_usd: 0.60,
+            cost_per_click_usd: 1.72,
         }
     }
 }

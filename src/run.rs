@@ -93,6 +93,14 @@ pub fn context(resolved: &Resolved) -> Context {
             })
             .collect(),
         k_anonymity: 100.0,
+        horizon_days: s.policy.horizon_days,
+        cpc: resolved
+            .data
+            .segments
+            .segment
+            .iter()
+            .map(|g| g.cpc_usd.unwrap_or(s.revenue.cost_per_click_usd))
+            .collect(),
     }
 }
 
@@ -254,6 +262,7 @@ fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
     write_csv(&dir.join("segments.csv"), &mut segments)?;
     write_csv(&dir.join("countries.csv"), &mut countries)?;
     write_csv(&dir.join("timeline.csv"), &mut tl)?;
+    write_csv(&dir.join("ages.csv"), &mut e.ages.clone())?;
     write_text(
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),

@@ -175,6 +175,7 @@ pub struct SegmentOverride {
     pub messages_if_interested: Option<f64>,
     pub messages_if_not: Option<f64>,
     pub privacy_shift: Option<f64>,
+    pub cpc_usd: Option<f64>,
 }
 
 /// `[engine]`: how the work is cut up. Results are identical for every setting.
@@ -264,6 +265,24 @@ impl Scenario {
             "population.replications",
             p.replications,
             format!("1 to {MAX_REPLICATIONS} replications")
+        );
+        // Impression units are summed over users and days in 64-bit counters (docs/model.md
+        // §6): 720720 units x days x users must stay below 2^63.
+        let unit_days = u128::from(p.users)
+            * u128::from(self.policy.horizon_days)
+            * u128::from(crate::targeting::IMPRESSION_UNITS);
+        ensure!(
+            unit_days < 1u128 << 63,
+            file,
+            "population.users",
+            p.users,
+            format!(
+                "at most {} users with policy.horizon_days = {} (impression units x days x users must fit a 64-bit count)",
+                (i64::MAX as u64)
+                    / (u64::from(self.policy.horizon_days.max(1))
+                        * crate::targeting::IMPRESSION_UNITS),
+                self.policy.horizon_days
+            )
         );
         let h = self.opt_out.heterogeneity;
         ensure!(
@@ -376,6 +395,9 @@ impl Scenario {
             set(&mut s.messages_if_interested, o.messages_if_interested);
             set(&mut s.messages_if_not, o.messages_if_not);
             set(&mut s.privacy_shift, o.privacy_shift);
+            if o.cpc_usd.is_some() {
+                s.cpc_usd = o.cpc_usd;
+            }
             if o.age_multipliers.is_some() {
                 s.age_multipliers = o.age_multipliers.clone();
             }

@@ -45,7 +45,7 @@ use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, resolve_arms};
 use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
-use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS};
+use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS, split};
 
 /// How a user's shared data is linked to an S account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl<'a> Sweep<'a> {
         let measures = l.measures();
         let targeting = [
             0..l.segments * Seg::COUNT,
-            l.all(All::LinkedAccounts)..l.all(All::ImpUntargetedUnlinked) + 1,
+            l.all(All::LinkedAccountDays)..l.all(All::ImpUntargetedUnlinked) + 1,
         ];
         for a in 0..counts.arms.len() {
             let source = self.targeting_source[a];
@@ -278,35 +278,49 @@ impl<'a> Sweep<'a> {
         let per_level = l.per_level();
         let tper = l.timeline_per_level();
 
-        // What every arm and level counts alike.
+        // What every arm and level counts alike; day measures over the H days of the horizon.
+        let days = i64::from(self.horizon);
         let common = &mut acc.common[cell..cell + measures];
         common[l.all(All::Users)] += 1;
+        for_bits(u.interests, |s| common[l.seg(s, Seg::UsersInterested)] += 1);
         if flags.is_some() {
             common[l.all(All::Accounts)] += 1;
-            for_bits(u.interests, |s| common[l.seg(s, Seg::Interested)] += 1);
+            for_bits(u.interests, |s| {
+                common[l.seg(s, Seg::InterestedDays)] += days
+            });
         }
         // Custom Audiences: the user's number in its businesses' customer lists. A metadata
-        // link's match depends on the level (the number reaches S's index only in ad use):
-        // the targeting counts it.
+        // link's match depends on the level (the number reaches S's index only on the days
+        // the user's data is in ad use): the targeting counts it.
         let foreign_has = u.number_on_file_of.is_some();
         for_bits(u.customer_of, |s| {
-            common[l.seg(s, Seg::CaUploaded)] += 1;
+            common[l.seg(s, Seg::CaUploadedDays)] += days;
             if usable >> s & 1 == 1 {
                 if u.s_account == SAccount::Own {
-                    common[l.seg(s, Seg::CaRight)] += 1;
+                    common[l.seg(s, Seg::CaRightDays)] += days;
                 } else if foreign_has {
-                    common[l.seg(s, Seg::CaWrong)] += 1;
+                    common[l.seg(s, Seg::CaWrongDays)] += days;
                 }
             }
         });
         let account = flags.map(|flags| Account {
             flags,
             interests: u.interests,
-            metadata_uploads: if link == Link::Metadata {
+            ca_own: if u.s_account == SAccount::Own {
                 u.customer_of & usable
             } else {
                 0
             },
+            ca_metadata: if link == Link::Metadata {
+                u.customer_of & usable
+            } else {
+                0
+            },
+            // The account holds the sender's number: the sender's businesses' uploads match
+            // it, the wrong person.
+            ca_foreign: sender.as_ref().map_or(0, |v| {
+                v.customer_of & self.uploads.usable(key, v.id, v.customer_of)
+            }),
         });
 
         // The measure of the user's link, counted while its number is shared.
@@ -339,8 +353,9 @@ impl<'a> Sweep<'a> {
             cuts.sort_unstable();
             let diff = &mut acc.counts.arms[ai];
             let targets = self.targeting_source[ai] == ai;
-            let mut shown: Option<Variant> = None;
-            let mut state = [0i64; 7];
+            let mut shown: Option<[i64; 4]> = None;
+            let mut state = [0i64; 8];
+            let mut was_out = 0i64;
             for w in cuts.windows(2) {
                 let (k0, k1) = (w[0], w[1]);
                 if k0 == k1 {
@@ -366,6 +381,7 @@ impl<'a> Sweep<'a> {
                         i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
                     ),
                     (l.all(All::ExposureDays), i64::from(st.exposure_days)),
+                    (l.all(All::AdUseDays), span(st.ad_use_days, self.horizon)),
                 ];
                 for ((m, v), p) in values.into_iter().zip(&mut state) {
                     if v != *p {
@@ -373,20 +389,38 @@ impl<'a> Sweep<'a> {
                         *p = v;
                     }
                 }
-                if let Some(account) = &account {
-                    // Targeting changes only where the variant does: written at the first
-                    // level of a new variant, as the new counts less the old.
-                    let v = Variant {
-                        own: st.ad_use && matches!(link, Link::True | Link::Metadata),
-                        foreign: sender_state.is_some_and(|s| s.ad_use),
-                    };
-                    if targets && shown != Some(v) {
+                if targets {
+                    // Opt-outs by interest (selection, docs/model.md §9), where they change.
+                    let out = i64::from(st.out);
+                    if out != was_out {
                         let row = &mut diff[start..start + measures];
-                        if let Some(old) = shown {
-                            self.targeting(row, account, old, -1);
+                        for_bits(u.interests, |s| {
+                            row[l.seg(s, Seg::OptedOutInterested)] += out - was_out
+                        });
+                        was_out = out;
+                    }
+                }
+                if let Some(account) = &account {
+                    // The account's days by variant: whether its holder's own M data and its
+                    // foreign sender's are in ad use that day. Targeting changes only where
+                    // these days do: written at the first level of new days, as the counts of
+                    // the days that moved between variants.
+                    let own = if matches!(link, Link::True | Link::Metadata) {
+                        st.ad_use_days
+                    } else {
+                        (0, 0)
+                    };
+                    let foreign = sender_state.map_or((0, 0), |s| s.ad_use_days);
+                    let by_variant = variant_days(self.horizon, own, foreign);
+                    if targets && shown != Some(by_variant) {
+                        let row = &mut diff[start..start + measures];
+                        let before = shown.unwrap_or([0; 4]);
+                        for (v, (now, was)) in by_variant.iter().zip(before).enumerate() {
+                            if *now != was {
+                                self.targeting(row, account, Variant::ALL[v], now - was);
+                            }
                         }
-                        self.targeting(row, account, v, 1);
-                        shown = Some(v);
+                        shown = Some(by_variant);
                     }
                 }
                 // Timeline: the day the user acted, and its days of ad use.
@@ -423,49 +457,79 @@ impl<'a> Sweep<'a> {
         }
     }
 
-    /// Adds `sign` times an account's targeting counts in `variant` to its cell `row`: its
-    /// campaign audiences and impressions, whether it is linked, and the Custom Audience
-    /// matches that a metadata link makes.
+    /// Adds `days` account-days of an account's targeting counts in `variant` to its cell
+    /// `row`: its interest and Custom Audience campaigns and their impressions, whether it is
+    /// linked, and the Custom Audience matches that a metadata link makes. `days` is negative
+    /// to take days away.
     #[inline]
-    fn targeting(&self, row: &mut [i64], account: &Account, variant: Variant, sign: i64) {
+    fn targeting(&self, row: &mut [i64], account: &Account, variant: Variant, days: i64) {
         let l = &self.layout;
         let f = &account.flags;
         let linked = variant.own || variant.foreign;
-        row[l.all(All::LinkedAccounts)] += sign * i64::from(linked);
+        row[l.all(All::LinkedAccountDays)] += days * i64::from(linked);
         let flagged = f.platform
             | if variant.own { f.own } else { 0 }
             | if variant.foreign { f.foreign } else { 0 };
-        match SHARES[flagged.count_ones() as usize] {
-            0 => {
-                let m = if linked {
-                    All::ImpUntargetedLinked
-                } else {
-                    All::ImpUntargetedUnlinked
-                };
-                row[l.all(m)] += sign * IMPRESSION_UNITS as i64;
-            }
-            each => for_bits(flagged, |s| {
+        // Custom Audience campaigns the account is in: its holder's own businesses' (the
+        // right person; by metadata only while its data is in ad use), and those of the
+        // sender whose number it holds (the wrong person).
+        let right = account.ca_own | if variant.own { account.ca_metadata } else { 0 };
+        let wrong = account.ca_foreign & !right;
+        let campaigns = flagged.count_ones() + (right | wrong).count_ones();
+        if campaigns == 0 {
+            let m = if linked {
+                All::ImpUntargetedLinked
+            } else {
+                All::ImpUntargetedUnlinked
+            };
+            row[l.all(m)] += days * IMPRESSION_UNITS as i64;
+        } else {
+            // The day's units split across every campaign, exactly (docs/model.md §6).
+            let (each, extra) = split(campaigns);
+            let mut k = 0;
+            let mut units = || {
+                k += 1;
+                days * (each + u64::from(k <= extra)) as i64
+            };
+            for_bits(flagged, |s| {
                 let interested = account.interests >> s & 1 == 1;
-                row[l.seg(s, Seg::Audience)] += sign;
-                row[l.seg(s, Seg::TruePositive)] += sign * i64::from(interested);
+                row[l.seg(s, Seg::AudienceDays)] += days;
+                row[l.seg(s, Seg::TruePositiveDays)] += days * i64::from(interested);
                 let m = match (interested, linked) {
                     (true, true) => Seg::ImpInterestedLinked,
                     (false, true) => Seg::ImpOtherLinked,
                     (true, false) => Seg::ImpInterestedUnlinked,
                     (false, false) => Seg::ImpOtherUnlinked,
                 };
-                row[l.seg(s, m)] += sign * each as i64;
-            }),
+                row[l.seg(s, m)] += units();
+            });
+            for_bits(right | wrong, |s| {
+                let m = if right >> s & 1 == 1 {
+                    if linked {
+                        Seg::CaImpCustomerLinked
+                    } else {
+                        Seg::CaImpCustomerUnlinked
+                    }
+                } else {
+                    match (account.interests >> s & 1 == 1, linked) {
+                        (true, true) => Seg::CaImpInterestedLinked,
+                        (true, false) => Seg::CaImpInterestedUnlinked,
+                        (false, true) => Seg::CaImpOtherLinked,
+                        (false, false) => Seg::CaImpOtherUnlinked,
+                    }
+                };
+                row[l.seg(s, m)] += units();
+            });
         }
         if variant.own {
-            for_bits(account.metadata_uploads, |s| {
-                row[l.seg(s, Seg::CaRight)] += sign
+            for_bits(account.ca_metadata, |s| {
+                row[l.seg(s, Seg::CaRightDays)] += days
             });
         }
     }
 }
 
-/// What an account's targeting depends on at one level: whether its holder's own M data and
+/// What an account's targeting depends on on one day: whether its holder's own M data and
 /// its foreign sender's are in ad use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Variant {
@@ -473,13 +537,59 @@ struct Variant {
     foreign: bool,
 }
 
+impl Variant {
+    /// The four variants, in the order of [`variant_days`].
+    const ALL: [Variant; 4] = [
+        Variant {
+            own: false,
+            foreign: false,
+        },
+        Variant {
+            own: true,
+            foreign: false,
+        },
+        Variant {
+            own: false,
+            foreign: true,
+        },
+        Variant {
+            own: true,
+            foreign: true,
+        },
+    ];
+}
+
+/// Days of `[start, end)` within the horizon's days 0 to `horizon - 1`.
+fn span((start, end): (u32, u32), horizon: u32) -> i64 {
+    i64::from(end.min(horizon).saturating_sub(start.min(horizon)))
+}
+
+/// An account's days 0 to `horizon - 1` by variant ([`Variant::ALL`]), from the days its
+/// holder's own data (`own`) and its sender's (`foreign`) are in ad use.
+fn variant_days(horizon: u32, own: (u32, u32), foreign: (u32, u32)) -> [i64; 4] {
+    let both = span((own.0.max(foreign.0), own.1.min(foreign.1)), horizon);
+    let own = span(own, horizon);
+    let foreign = span(foreign, horizon);
+    [
+        i64::from(horizon) - own - foreign + both,
+        own - both,
+        foreign - both,
+        both,
+    ]
+}
+
 /// An account's fixed inputs to targeting.
 #[derive(Clone, Copy, Debug)]
 struct Account {
     flags: Flags,
     interests: u64,
-    /// Customer-list uploads of its holder's number that match once S links it by metadata.
-    metadata_uploads: u64,
+    /// Custom Audience uploads of its holder's number that match its own number on file.
+    ca_own: u64,
+    /// Uploads of its holder's number that match once S adds the number by a metadata link
+    /// (on the days the holder's data is in ad use).
+    ca_metadata: u64,
+    /// Uploads of the number it holds that belong to another user (stale or household).
+    ca_foreign: u64,
 }
 
 /// One thread's counts: per arm, differences over levels; and the counts every arm and
@@ -509,18 +619,6 @@ impl Accumulator {
         }
     }
 }
-
-/// `SHARES[n]`: the impression units of each of `n` campaigns an account is in (0 for none),
-/// a table rather than a division per account.
-const SHARES: [u64; 65] = {
-    let mut t = [0; 65];
-    let mut n = 1;
-    while n <= 64 {
-        t[n] = IMPRESSION_UNITS / n as u64;
-        n += 1;
-    }
-    t
-};
 
 /// Calls `f` with the index of every set bit of `bits`, lowest first.
 #[inline]

@@ -20,9 +20,19 @@ use crate::ensure;
 use crate::error::Result;
 use crate::rng::{Key, Lanes, Stream};
 
-/// Impression supply of one account per period, in units: 720720 = lcm(1..16), so splits over
-/// up to 16 campaigns are exact; beyond, each share is rounded down (by under 1.4e-6).
+/// Impression supply of one account per day, in units: 720720 = lcm(1..16), so splits over up
+/// to 16 campaigns are equal; over more, the first `720720 mod n` campaigns get one unit more
+/// ([`split`]), so an account-day's units always add up to exactly this (docs/model.md §6).
 pub const IMPRESSION_UNITS: u64 = 720_720;
+
+/// The units of each of `n` campaigns sharing one account-day: `(each, extra)`, where the
+/// first `extra` campaigns get `each + 1` and the others `each`; they add up to
+/// [`IMPRESSION_UNITS`]. `n` is 1 to 128.
+#[inline]
+pub fn split(n: u32) -> (u64, u32) {
+    let n = u64::from(n.max(1));
+    (IMPRESSION_UNITS / n, (IMPRESSION_UNITS % n) as u32)
+}
 
 /// `[targeting]`: detector and click parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +56,10 @@ pub struct TargetingConfig {
     /// Click-through rate of an untargeted impression. Assumption: 0.0035 (run-of-network;
     /// targeted impressions then earn about 2.4 times as much; Beales 2010 found 2.68, docs/model.md §13).
     pub ctr_untargeted: f64,
+    /// Click-through rate of a Custom Audience impression shown to the business's own customer
+    /// (a right-person match). Assumption: 0.025, above an interested stranger's 0.015:
+    /// customers know the business (docs/model.md §7).
+    pub ctr_customer: f64,
 }
 
 impl Default for TargetingConfig {
@@ -58,6 +72,7 @@ impl Default for TargetingConfig {
             ctr_relevant: 0.015,
             ctr_irrelevant: 0.002,
             ctr_untargeted: 0.0035,
+            ctr_customer: 0.025,
         }
     }
 }
@@ -73,6 +88,7 @@ impl TargetingConfig {
             ("ctr_relevant", self.ctr_relevant),
             ("ctr_irrelevant", self.ctr_irrelevant),
             ("ctr_untargeted", self.ctr_untargeted),
+            ("ctr_customer", self.ctr_customer),
         ] {
             ensure!(
                 (0.0..=1.0).contains(&v),

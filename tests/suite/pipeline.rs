@@ -82,7 +82,7 @@ fn the_cells_table_is_wide_and_sums_to_the_users() {
         "age_band",
         "segment",
         "users",
-        "audience",
+        "audience_days",
     ] {
         assert!(cells.column(c).is_ok(), "cells.parquet lacks {c}");
     }

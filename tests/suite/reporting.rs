@@ -10,6 +10,7 @@ const CHARTS: &[&str] = &[
     "revenue_vs_rate",
     "frontier",
     "segment_lift",
+    "selection",
     "timeline",
     "links_by_country",
 ];
@@ -65,6 +66,7 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
     for section in [
         "## What was simulated",
         "## Headline results",
+        "## Who opts out",
         "## Calibration",
         "## Caveats",
         "95% intervals over 2 replications",

@@ -50,6 +50,7 @@ proptest! {
     fn invariants_hold(users in 200u64..3000, seed: u64, h in 0.0f64..3.0, cut in 0.05f64..0.95) {
         let r = small(users, seed, &[0.0, cut, 1.0], |s| s.opt_out.heterogeneity = h);
         let (l, c) = simulate(&r);
+        let days = i64::from(r.scenario.policy.horizon_days);
         for arm in 0..l.levels.len() {
             let mut previous_out = -1;
             for level in 0..l.levels[arm] {
@@ -65,14 +66,24 @@ proptest! {
                 let links = t(All::LinkTrue) + t(All::LinkMetadata) + t(All::LinkMislinkRecycled) + t(All::LinkMislinkShared) + t(All::LinkNone);
                 prop_assert_eq!(links, t(All::Shared));
                 prop_assert!(t(All::Shared) <= t(All::Users));
-                prop_assert!(t(All::LinkedAccounts) <= t(All::Accounts));
+                prop_assert!(t(All::LinkedAccountDays) <= t(All::Accounts) * days);
+                // Every account-day's impressions are shared out exactly (docs/model.md §6).
+                let imp: i64 = (0..l.segments).map(|s| {
+                    [Seg::ImpInterestedLinked, Seg::ImpOtherLinked, Seg::ImpInterestedUnlinked, Seg::ImpOtherUnlinked,
+                     Seg::CaImpCustomerLinked, Seg::CaImpCustomerUnlinked, Seg::CaImpInterestedLinked,
+                     Seg::CaImpInterestedUnlinked, Seg::CaImpOtherLinked, Seg::CaImpOtherUnlinked]
+                        .iter().map(|&m| total(&l, &c, arm, level, l.seg(s, m))).sum::<i64>()
+                }).sum::<i64>() + t(All::ImpUntargetedLinked) + t(All::ImpUntargetedUnlinked);
+                prop_assert_eq!(imp, t(All::Accounts) * days * adsim::targeting::IMPRESSION_UNITS as i64);
+                prop_assert!(t(All::AdUseDays) <= t(All::Users) * days);
                 for s in 0..l.segments {
                     let g = |m| total(&l, &c, arm, level, l.seg(s, m));
                     // Confusion counts add up to accounts.
-                    prop_assert!(g(Seg::TruePositive) <= g(Seg::Audience));
-                    prop_assert!(g(Seg::TruePositive) <= g(Seg::Interested));
-                    prop_assert!(g(Seg::Audience) - g(Seg::TruePositive) + g(Seg::Interested) <= t(All::Accounts));
-                    prop_assert!(g(Seg::CaRight) + g(Seg::CaWrong) <= g(Seg::CaUploaded));
+                    prop_assert!(g(Seg::TruePositiveDays) <= g(Seg::AudienceDays));
+                    prop_assert!(g(Seg::TruePositiveDays) <= g(Seg::InterestedDays));
+                    prop_assert!(g(Seg::AudienceDays) - g(Seg::TruePositiveDays) + g(Seg::InterestedDays) <= t(All::Accounts) * days);
+                    prop_assert!(g(Seg::CaRightDays) + g(Seg::CaWrongDays) <= g(Seg::CaUploadedDays));
+                    prop_assert!(g(Seg::OptedOutInterested) <= g(Seg::UsersInterested));
                 }
             }
             // Rate 0: no one out; rate 1: everyone out (none arm has one level and no opt-outs).
@@ -154,16 +165,19 @@ fn each_arm_counts_as_when_simulated_alone() {
 
 #[test]
 fn at_full_opt_out_every_arm_targets_like_none() {
-    let r = small(5000, 3, &[0.0, 0.5, 1.0], |_| {});
+    // Everyone reads the notice and acts on day 0: no day of ad use before an opt-out.
+    let r = small(5000, 3, &[0.0, 0.5, 1.0], |s| {
+        s.policy.notice_read_rate = 1.0
+    });
     let (l, c) = simulate(&r);
     for arm in 1..l.levels.len() {
         for m in [
-            Seg::Audience,
-            Seg::TruePositive,
+            Seg::AudienceDays,
+            Seg::TruePositiveDays,
             Seg::ImpInterestedUnlinked,
             Seg::ImpOtherUnlinked,
-            Seg::CaRight,
-            Seg::CaWrong,
+            Seg::CaRightDays,
+            Seg::CaWrongDays,
         ] {
             for s in 0..l.segments {
                 assert_eq!(
@@ -173,13 +187,103 @@ fn at_full_opt_out_every_arm_targets_like_none() {
                 );
             }
         }
-        assert_eq!(total(&l, &c, arm, 2, l.all(All::LinkedAccounts)), 0);
+        assert_eq!(total(&l, &c, arm, 2, l.all(All::LinkedAccountDays)), 0);
         // And at rate 0 sharing changes targeting (the test would pass vacuously otherwise).
         assert_ne!(
-            seg_total(&l, &c, arm, 0, Seg::Audience),
-            seg_total(&l, &c, 0, 0, Seg::Audience)
+            seg_total(&l, &c, arm, 0, Seg::AudienceDays),
+            seg_total(&l, &c, 0, 0, Seg::AudienceDays)
         );
     }
+}
+
+#[test]
+fn a_regional_pause_keeps_its_days_before_the_pause_and_differs_from_off() {
+    use adsim::policy::{ArmConfig, ArmKind, RegionalRule, RuleKind, Scope};
+    let eu = ["DE", "IT", "ES", "FR", "GB"];
+    let arm = |name: &str, rule: Option<(RuleKind, u32)>| ArmConfig {
+        name: name.into(),
+        kind: ArmKind::OptOutWindow,
+        scope: Scope::Ads,
+        regional: rule
+            .map(|(rule, from_day)| RegionalRule {
+                countries: eu.iter().map(|c| c.to_string()).collect(),
+                rule,
+                from_day,
+            })
+            .into_iter()
+            .collect(),
+    };
+    let r = small(20_000, 9, &[0.0, 0.5], |s| {
+        s.policy.arms = vec![
+            ArmConfig {
+                name: "none".into(),
+                kind: ArmKind::None,
+                scope: Scope::Ads,
+                regional: vec![],
+            },
+            arm("window", None),
+            arm("pause", Some((RuleKind::Pause, 74))),
+            arm("off", Some((RuleKind::Off, 0))),
+        ];
+    });
+    let (l, c) = simulate(&r);
+    let codes = crate::common::country_codes();
+    let h = i64::from(r.scenario.policy.horizon_days);
+    let in_eu = |co: usize| eu.contains(&codes[co].as_str());
+    let days = |arm: usize, level: usize, m: usize, eu_only: bool| -> i64 {
+        (0..l.countries)
+            .filter(|&co| in_eu(co) == eu_only)
+            .flat_map(|co| (0..l.ages).map(move |a| (co, a)))
+            .map(|(co, a)| c.get(&l, arm, level, co, a, m))
+            .sum()
+    };
+    let linked = l.all(All::LinkedAccountDays);
+    // At rate 0 no one opts out: the window arm links accounts on all H days, the pause on
+    // days 0 to 73 in the EU, exactly, and off on none.
+    assert!(days(1, 0, linked, true) > 0);
+    assert_eq!(days(2, 0, linked, true) * h, days(1, 0, linked, true) * 74);
+    assert_eq!(days(3, 0, linked, true), 0);
+    // Outside the EU the three arms are the same, measure by measure.
+    for m in 0..l.measures() {
+        for level in 0..2 {
+            assert_eq!(
+                days(1, level, m, false),
+                days(2, level, m, false),
+                "measure {m}"
+            );
+            assert_eq!(
+                days(1, level, m, false),
+                days(3, level, m, false),
+                "measure {m}"
+            );
+        }
+    }
+    // At rate 0.5 the pause lies strictly between the window and off.
+    let (w, p, o) = (
+        days(1, 1, linked, true),
+        days(2, 1, linked, true),
+        days(3, 1, linked, true),
+    );
+    assert!(w > p && p > o, "window {w}, pause {p}, off {o}");
+}
+
+#[test]
+fn a_window_opt_out_keeps_its_days_before_the_opt_out() {
+    // Nobody reads the notice: every opt-out comes on its Settings day d, and keeps days
+    // 0 to d-1 of ad use; at rate 1 the person-days of ad use are exactly the exposure days.
+    let r = small(5000, 4, &[0.0, 1.0], |s| s.policy.notice_read_rate = 0.0);
+    let (l, c) = simulate(&r);
+    let h = i64::from(r.scenario.policy.horizon_days);
+    let t = |level, m| total(&l, &c, 1, level, l.all(m));
+    assert_eq!(t(0, All::AdUseDays), 5000 * h);
+    assert_eq!(t(1, All::OptedOut), 5000);
+    assert_eq!(t(1, All::AdUseDays), t(1, All::ExposureDays));
+    assert!(
+        t(1, All::AdUseDays) > 5000,
+        "opt-outs keep their days before the opt-out"
+    );
+    // So targeting at full opt-out still differs from none (linked account-days remain).
+    assert!(t(1, All::LinkedAccountDays) > 0);
 }
 
 #[test]
@@ -227,7 +331,7 @@ fn without_recycled_or_shared_phones_there_are_no_mislinks() {
             );
             assert_eq!(total(&l, &c, arm, level, l.all(All::LinkMislinkShared)), 0);
             assert_eq!(total(&l, &c, arm, level, l.all(All::MislinkReceived)), 0);
-            assert_eq!(seg_total(&l, &c, arm, level, Seg::CaWrong), 0);
+            assert_eq!(seg_total(&l, &c, arm, level, Seg::CaWrongDays), 0);
         }
     }
     // With the default rates there are mislinks (the test is not vacuous).
@@ -251,18 +355,18 @@ fn without_metadata_links_custom_audiences_match_as_under_none() {
     for arm in 1..l.levels.len() {
         for level in 0..l.levels[arm] {
             assert_eq!(
-                seg_total(&l, &c, arm, level, Seg::CaRight),
-                seg_total(&l, &c, 0, 0, Seg::CaRight)
+                seg_total(&l, &c, arm, level, Seg::CaRightDays),
+                seg_total(&l, &c, 0, 0, Seg::CaRightDays)
             );
             assert_eq!(
-                seg_total(&l, &c, arm, level, Seg::CaWrong),
-                seg_total(&l, &c, 0, 0, Seg::CaWrong)
+                seg_total(&l, &c, arm, level, Seg::CaWrongDays),
+                seg_total(&l, &c, 0, 0, Seg::CaWrongDays)
             );
         }
     }
     let (l, c) = simulate(&small(6000, 8, &[0.0], |_| {}));
     assert!(
-        seg_total(&l, &c, 1, 0, Seg::CaRight) > seg_total(&l, &c, 0, 0, Seg::CaRight),
+        seg_total(&l, &c, 1, 0, Seg::CaRightDays) > seg_total(&l, &c, 0, 0, Seg::CaRightDays),
         "metadata links add matches"
     );
 }
@@ -502,8 +606,10 @@ fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
         }
     }
     let (l, c) = simulate(&r);
-    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaRight), right);
-    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaWrong), wrong);
+    // The engine counts upload-days: each match holds on every day of the horizon here.
+    let days = i64::from(r.scenario.policy.horizon_days);
+    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaRightDays), right * days);
+    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaWrongDays), wrong * days);
     assert!(
         wrong > 0 && right > 10 * wrong,
         "right {right}, wrong {wrong}"
