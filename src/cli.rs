@@ -107,6 +107,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the model against the published findings and calibration figures (docs/model.md §13).
+    #[command(
+        after_help = "Examples:\n  adsim validate                            # every case at 100,000 users x 5 replications\n  adsim validate --users 2000 --replications 2 --out v\n\n\
+        Writes validation.md, validation.html and validation.csv, prints the table, and exits with 3 when a\n\
+        case fails or a known miss starts passing (1 on an error)."
+    )]
+    Validate {
+        /// Users per replication of each scenario.
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Replications.
+        #[arg(long, default_value_t = 5)]
+        replications: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 2016)]
+        seed: u64,
+        /// Folder for the validation files (default: a new folder under reports/runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the folder if it exists.
+        #[arg(long)]
+        force: bool,
+        /// No table on the terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  adsim completions bash > /etc/bash_completion.d/adsim")]
     Completions {
@@ -315,12 +341,70 @@ pub fn run() -> Result<()> {
             print_parameters(assumptions, json);
             Ok(())
         }
+        Command::Validate {
+            users,
+            replications,
+            seed,
+            out,
+            force,
+            quiet,
+        } => validate(users, replications, seed, out, force, quiet),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "adsim", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+fn validate(
+    users: u64,
+    replications: u32,
+    seed: u64,
+    out: Option<PathBuf>,
+    force: bool,
+    quiet: bool,
+) -> Result<()> {
+    use adsim::validate::{Status, all_hold, shown, write};
+    let outcomes = adsim::validate::validate(users, replications, seed, &|name| {
+        if !quiet {
+            eprintln!("running {name} at {users} users x {replications} replications");
+        }
+    })?;
+    let out = out.unwrap_or_else(|| default_run_dir("validation", users, seed));
+    write(&outcomes, users, replications, &out, force)?;
+    if !quiet {
+        say!(
+            "{:<24} {:<15} {:<28} {}",
+            "case",
+            "scenario",
+            "model",
+            "status"
+        );
+        for o in &outcomes {
+            say!(
+                "{:<24} {:<15} {:<28} {}",
+                o.case.name,
+                o.case.scenario,
+                shown(o),
+                o.status.label()
+            );
+        }
+        say!(
+            "wrote validation.md, validation.html and validation.csv to {}",
+            out.display()
+        );
+    }
+    if !all_hold(&outcomes) {
+        let failed: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Fail)
+            .map(|o| o.case.name)
+            .collect();
+        eprintln!("error: validation failed: {}", failed.join(", "));
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 fn load_scenario(path: Option<&Path>) -> Result<(Scenario, String, PathBuf)> {

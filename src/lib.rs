@@ -73,5 +73,6 @@ pub mod shard;
 pub mod sweep;
 pub mod table;
 pub mod targeting;
+pub mod validate;
 
 pub use error::{Error, Result};

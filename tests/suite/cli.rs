@@ -334,3 +334,46 @@ fn raw_phones_warn_and_hashes_do_not() {
     assert!(csv.lines().next().unwrap().contains("phone_sha256"));
     assert!(!csv.contains("+91"));
 }
+
+#[test]
+fn validate_runs_every_case_and_writes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = adsim(
+        dir.path(),
+        &[
+            "validate",
+            "--users",
+            "2000",
+            "--replications",
+            "2",
+            "--out",
+            "v",
+            "--quiet",
+        ],
+    );
+    // At this size a case may fail by chance (exit 3); the verdicts come from the default size.
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
+    let v = dir.path().join("v");
+    let md = std::fs::read_to_string(v.join("validation.md")).unwrap();
+    let known = md.find("## Known misses").expect("known misses section");
+    let cases = md.find("## Cases").expect("cases section");
+    assert!(known < cases, "known misses head the report");
+    assert!(md.contains("`average-ctr`") && md.contains("anchored"));
+    let csv = std::fs::read_to_string(v.join("validation.csv")).unwrap();
+    assert_eq!(csv.lines().count(), adsim::validate::cases().len() + 1);
+    assert!(v.join("validation.html").is_file());
+    // Every case's model quantity is defined in docs/model.md section 13.
+    let model = include_str!("../../docs/model.md");
+    let section = model
+        .split("## 13. Validation against published findings")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/model.md has its section 13");
+    for c in adsim::validate::cases() {
+        assert!(
+            section.contains(&format!("`{}`", c.name)),
+            "docs/model.md section 13 lacks {}",
+            c.name
+        );
+    }
+}
