@@ -518,6 +518,39 @@ impl Population {
     }
 }
 
+impl Population {
+    /// The current number of user `id` of country `country` (what [`Population::user`] gives,
+    /// without the rest of the user).
+    pub fn phone_of(&self, id: u64, country: usize) -> PhoneNumber {
+        let c = &self.countries[country];
+        PhoneNumber {
+            calling_code: c.calling_code,
+            national: c.space.national(c.phones.forward(id - c.start)),
+        }
+    }
+
+    /// The M user whose number is the E.164 digit string `digits` (calling code first, no
+    /// `+`), if any: how a typed number that S normalized is looked up (docs/model.md §7).
+    pub fn holder_of_digits(&self, digits: &[u8]) -> Option<u64> {
+        self.countries.iter().find_map(|c| {
+            let cc = c.calling_code.to_string();
+            let national = digits.strip_prefix(cc.as_bytes())?;
+            if national.is_empty() || national.len() > 15 {
+                return None;
+            }
+            let number = std::str::from_utf8(national).ok()?.parse::<u64>().ok()?;
+            let phone = PhoneNumber {
+                calling_code: c.calling_code,
+                national: crate::phone::National {
+                    number,
+                    len: national.len() as u32,
+                },
+            };
+            self.holder_of(&phone)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,7 +272,7 @@ impl<'a> Sweep<'a> {
                 foreign,
             )
         });
-        let usable = self.uploads.usable(key, id, u.customer_of);
+
         let cell = l.cell(country, u.age_band as usize);
         let measures = l.measures();
         let per_level = l.per_level();
@@ -292,15 +292,26 @@ impl<'a> Sweep<'a> {
         // Custom Audiences: the user's number in its businesses' customer lists. A metadata
         // link's match depends on the level (the number reaches S's index only on the days
         // the user's data is in ad use): the targeting counts it.
+        // An upload typed with a fault that S does not recover is hashed as another string:
+        // it matches only if that string is another user's number on file (a typo).
         let foreign_has = u.number_on_file_of.is_some();
-        for_bits(u.customer_of, |s| {
+        let mut usable = 0u64;
+        let phone = || population.phone_of(id, country);
+        self.uploads.each(key, id, u.customer_of, |s, typo| {
             common[l.seg(s, Seg::CaUploadedDays)] += days;
-            if usable >> s & 1 == 1 {
-                if u.s_account == SAccount::Own {
-                    common[l.seg(s, Seg::CaRightDays)] += days;
-                } else if foreign_has {
+            match self.uploads.landing(typo, phone) {
+                None => {
+                    usable |= 1 << s;
+                    if u.s_account == SAccount::Own {
+                        common[l.seg(s, Seg::CaRightDays)] += days;
+                    } else if foreign_has {
+                        common[l.seg(s, Seg::CaWrongDays)] += days;
+                    }
+                }
+                Some(digits) if typo_matches(population, id, digits.as_bytes()) => {
                     common[l.seg(s, Seg::CaWrongDays)] += days;
                 }
+                Some(_) => {}
             }
         });
         let account = flags.map(|flags| Account {
@@ -319,7 +330,8 @@ impl<'a> Sweep<'a> {
             // The account holds the sender's number: the sender's businesses' uploads match
             // it, the wrong person.
             ca_foreign: sender.as_ref().map_or(0, |v| {
-                v.customer_of & self.uploads.usable(key, v.id, v.customer_of)
+                let phone = || population.phone_of(v.id, country);
+                v.customer_of & self.uploads.correct(key, v.id, v.customer_of, phone)
             }),
         });
 
@@ -557,6 +569,20 @@ impl Variant {
             foreign: true,
         },
     ];
+}
+
+/// Whether the normalized `digits` of an upload of user `id`'s number are the number of
+/// another M user that an S account holds (its own, or a stale or household one): a
+/// wrong-person match by a typo (docs/model.md §7.2). Numbers S added through metadata links
+/// are not looked up here (docs/model.md §15).
+fn typo_matches(population: &Population, id: u64, digits: &[u8]) -> bool {
+    population
+        .holder_of_digits(digits)
+        .filter(|&w| w != id)
+        .is_some_and(|w| {
+            let holder = population.user(w);
+            holder.s_account == SAccount::Own || holder.number_on_file_of.is_some()
+        })
 }
 
 /// Days of `[start, end)` within the horizon's days 0 to `horizon - 1`.

@@ -566,52 +566,176 @@ fn bad_policy_keys_are_refused_with_the_key() {
 
 #[test]
 fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
-    // Build S's phone index the way S would: SHA-256 of each number on file, to the account
-    // holding it. Upload every customer's hashed number and match. The engine's fast path (the
-    // inverse number map) must give the same right and wrong matches under `none`.
+    // The hashed path, as S would run it: every number on an S account's file into an index of
+    // SHA-256 hashes; every upload typed as the business typed it (with its fault), normalized
+    // from the string, hashed and looked up. The engine's fast path (digits, the inverse
+    // number map) must give the same right and wrong matches, under both normalizations.
     use std::collections::BTreeMap;
 
-    use adsim::audiences::Uploads;
+    use adsim::audiences::{Fault, Normalization, Uploads, normalize_str, typed_string};
     use adsim::population::{Population, SAccount};
+    use sha2::{Digest, Sha256};
 
-    let r = small(20_000, 12, &[0.0], |_| {});
-    let pop = Population::new(&r, 0).unwrap();
-    let users: Vec<_> = (0..20_000).map(|i| pop.user(i)).collect();
-    let mut index: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for u in &users {
-        let on_file = match u.s_account {
-            SAccount::Own => Some(u.phone),
-            SAccount::Stale { sender } | SAccount::Household { sender } => {
-                Some(users[sender as usize].phone)
-            }
-            _ => None,
-        };
-        if let Some(phone) = on_file {
-            index.entry(phone.sha256_hex()).or_default().push(u.id);
-        }
-    }
-    let uploads = Uploads::new(&r.scenario.audiences);
-    let (mut right, mut wrong) = (0i64, 0i64);
-    for u in &users {
-        let usable = uploads.usable(pop.key(), u.id, u.customer_of);
-        let hash = u.phone.sha256_hex();
-        for s in 0..64 {
-            if usable >> s & 1 == 1 {
-                match index.get(&hash) {
-                    Some(holders) if holders.contains(&u.id) => right += 1,
-                    Some(_) => wrong += 1,
-                    None => {}
+    let sha = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+    for mode in [Normalization::Strict, Normalization::Lenient] {
+        // Many faults, so that every kind occurs thousands of times.
+        let r = small(20_000, 12, &[0.0], |s| {
+            s.audiences.fault_rate = 0.6;
+            s.audiences.normalization = mode;
+        });
+        let pop = Population::new(&r, 0).unwrap();
+        let users: Vec<_> = (0..20_000).map(|i| pop.user(i)).collect();
+        let mut index: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for u in &users {
+            let on_file = match u.s_account {
+                SAccount::Own => Some(u.phone),
+                SAccount::Stale { sender } | SAccount::Household { sender } => {
+                    Some(users[sender as usize].phone)
                 }
+                _ => None,
+            };
+            if let Some(phone) = on_file {
+                index
+                    .entry(sha(&phone.normalized()))
+                    .or_default()
+                    .push(u.id);
             }
         }
+        let uploads = Uploads::new(&r.scenario.audiences);
+        let (mut right, mut wrong, mut uploaded) = (0i64, 0i64, 0i64);
+        let mut kinds: BTreeMap<String, [i64; 3]> = BTreeMap::new();
+        for u in &users {
+            uploads.each(pop.key(), u.id, u.customer_of, |_, typo| {
+                uploaded += 1;
+                let typed = typed_string(&u.phone, typo);
+                let hash = sha(&normalize_str(&typed, mode, u.phone.calling_code));
+                let outcome = match index.get(&hash) {
+                    Some(holders) if holders.contains(&u.id) => 0,
+                    Some(_) => 1,
+                    None => 2,
+                };
+                match outcome {
+                    0 => right += 1,
+                    1 => wrong += 1,
+                    _ => {}
+                }
+                let kind = typo.map_or("none".to_string(), |(k, _)| format!("{k:?}"));
+                kinds.entry(kind).or_default()[outcome] += 1;
+            });
+        }
+        let (l, c) = simulate(&r);
+        let days = i64::from(r.scenario.policy.horizon_days);
+        assert_eq!(
+            seg_total(&l, &c, 0, 0, Seg::CaUploadedDays),
+            uploaded * days
+        );
+        assert_eq!(
+            seg_total(&l, &c, 0, 0, Seg::CaRightDays),
+            right * days,
+            "{mode:?}"
+        );
+        assert_eq!(
+            seg_total(&l, &c, 0, 0, Seg::CaWrongDays),
+            wrong * days,
+            "{mode:?}"
+        );
+        assert!(uploaded > 10_000, "{uploaded} uploads");
+        assert_eq!(
+            kinds.len(),
+            1 + Fault::ALL.len(),
+            "every kind occurs: {kinds:?}"
+        );
+        // Recovered kinds match like clean numbers; the others never reach the right person.
+        for k in ["DoubledDigit", "NoCountryCode"] {
+            assert_eq!(kinds[k][0], 0, "{k} never matches the right person");
+        }
+        // A dropped digit reaches the right person only under lenient, when the first digit
+        // of a calling code like 20 is dropped and the trunk 0 left is replaced.
+        assert_eq!(
+            kinds["DroppedDigit"][0] > 0,
+            mode == Normalization::Lenient,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds["TrunkPrefix"][0] > 0,
+            mode == Normalization::Lenient,
+            "{kinds:?}"
+        );
+        assert!(kinds["Separators"][0] > 0 && kinds["InternationalPrefix"][0] > 0);
+        assert!(
+            kinds["none"][1] > 0,
+            "stale and household numbers match the wrong person"
+        );
     }
-    let (l, c) = simulate(&r);
-    // The engine counts upload-days: each match holds on every day of the horizon here.
-    let days = i64::from(r.scenario.policy.horizon_days);
-    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaRightDays), right * days);
-    assert_eq!(seg_total(&l, &c, 0, 0, Seg::CaWrongDays), wrong * days);
-    assert!(
-        wrong > 0 && right > 10 * wrong,
-        "right {right}, wrong {wrong}"
-    );
+}
+
+#[test]
+fn typos_that_land_on_another_users_number_match_the_wrong_person() {
+    // A number one digit longer (or shorter) than a user's, typed with that digit dropped (or
+    // doubled), normalizes to the user's number: the fast path finds that user exactly as the
+    // hash of the normalized string does.
+    use adsim::audiences::{
+        Fault, Normalization, normalize, normalize_str, typed_digits, typed_string,
+    };
+    use adsim::phone::{National, PhoneNumber};
+    use adsim::population::Population;
+
+    let r = small(20_000, 3, &[0.0], |_| {});
+    let pop = Population::new(&r, 0).unwrap();
+    let mut found = [0; 2];
+    for id in (0..20_000).step_by(7) {
+        let w = pop.user(id);
+        let n = w.phone.national;
+        // Insert a digit after the first national digit: dropping it gives w's number back.
+        let digits = n.number.to_string();
+        let longer: u64 = format!("{}7{}", &digits[..1], &digits[1..])
+            .parse()
+            .unwrap();
+        let x = PhoneNumber {
+            calling_code: w.phone.calling_code,
+            national: National {
+                number: longer,
+                len: n.len + 1,
+            },
+        };
+        let cc_len = w.phone.calling_code.to_string().len() as u32;
+        let typo = Some((Fault::DroppedDigit, cc_len + 1));
+        for mode in [Normalization::Strict, Normalization::Lenient] {
+            let fast = normalize(typed_digits(&x, typo).as_bytes(), mode, x.calling_code);
+            let hashed = normalize_str(&typed_string(&x, typo), mode, x.calling_code);
+            assert_eq!(fast.as_bytes(), hashed.as_bytes());
+            assert_eq!(hashed, w.phone.normalized(), "the typo lands on user {id}");
+            assert_eq!(pop.holder_of_digits(fast.as_bytes()), Some(id));
+            found[0] += 1;
+        }
+        // A doubled digit: a number with one of a pair of equal digits left out, typed with the
+        // other doubled.
+        if let Some(i) = digits
+            .as_bytes()
+            .windows(2)
+            .position(|p| p[0] == p[1])
+            .filter(|&i| i > 0)
+        {
+            let shorter: u64 = format!("{}{}", &digits[..i], &digits[i + 1..])
+                .parse()
+                .unwrap();
+            let x = PhoneNumber {
+                calling_code: w.phone.calling_code,
+                national: National {
+                    number: shorter,
+                    len: n.len - 1,
+                },
+            };
+            let typo = Some((Fault::DoubledDigit, cc_len + i as u32));
+            let fast = normalize(
+                typed_digits(&x, typo).as_bytes(),
+                Normalization::Strict,
+                x.calling_code,
+            );
+            assert_eq!(fast.as_bytes(), w.phone.normalized().as_bytes());
+            assert_eq!(pop.holder_of_digits(fast.as_bytes()), Some(id));
+            found[1] += 1;
+        }
+    }
+    assert!(found[0] > 1000 && found[1] > 100, "{found:?}");
 }
