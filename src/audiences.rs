@@ -203,12 +203,29 @@ impl Digits {
     }
 }
 
+/// The ASCII digits of a calling code and how many there are (no allocation).
+fn calling_code_digits(cc: u16) -> ([u8; 5], usize) {
+    let mut buf = [0u8; 5];
+    let mut x = cc;
+    let mut n = 0;
+    loop {
+        buf[n] = b'0' + (x % 10) as u8;
+        n += 1;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    buf[..n].reverse();
+    (buf, n)
+}
+
 /// The digits of `phone` as typed with `typo`, its separators and `+` left out (what S's
 /// "digits only" keeps of [`typed_string`]).
 pub fn typed_digits(phone: &PhoneNumber, typo: Typo) -> Digits {
     let mut e164 = [0u8; 20];
     let all = phone.normalized_into(&mut e164);
-    let cc_len = phone.calling_code.to_string().len();
+    let cc_len = calling_code_digits(phone.calling_code).1;
     let mut out = Digits::new();
     let at = |pos: u32, n: usize| pos as usize % n.max(1);
     match typo {
@@ -275,7 +292,8 @@ pub fn normalize(digits: &[u8], mode: Normalization, calling_code: u16) -> Digit
     let mut out = Digits::new();
     let trunk = digits.first() == Some(&b'0') && digits.get(1) != Some(&b'0');
     let rest = if mode == Normalization::Lenient && trunk {
-        calling_code.to_string().bytes().for_each(|d| out.push(d));
+        let (cc, len) = calling_code_digits(calling_code);
+        cc[..len].iter().for_each(|&d| out.push(d));
         &digits[1..]
     } else {
         let zeros = digits.iter().take_while(|&&d| d == b'0').count();

@@ -40,9 +40,10 @@ pub const BYTES_PER_ROW: u64 = 470;
 /// (column chunk metadata, statistics and page indices of about 33 columns; measured: 92 KB).
 pub const BYTES_PER_ROW_GROUP: u64 = 100 << 10;
 
-/// CPU nanoseconds per user and arm of the simulation (about 4 M users a second on 2 cores
-/// for 3 arms at 21 levels, calibration and estimation included).
-const NS_PER_USER_ARM: f64 = 165.0;
+/// CPU nanoseconds per user and arm of the simulation (about 2.5 M users a second on 2 cores
+/// for 3 arms at 21 levels with day-level outcomes, Custom Audience campaigns and typed
+/// faults; 10^8 users x 1 replication measured at 39.9 s on 2026-11-30).
+const NS_PER_USER_ARM: f64 = 265.0;
 /// CPU nanoseconds per calibration user (scores and selection).
 const NS_PER_CALIBRATION_USER: f64 = 90.0;
 /// CPU nanoseconds per count of a replication's accumulators (zeroing, merging, prefix sums,

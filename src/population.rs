@@ -531,24 +531,47 @@ impl Population {
 
     /// The M user whose number is the E.164 digit string `digits` (calling code first, no
     /// `+`), if any: how a typed number that S normalized is looked up (docs/model.md §7).
+    /// Arithmetic on the digits' value: no string is built.
     pub fn holder_of_digits(&self, digits: &[u8]) -> Option<u64> {
+        let n = digits.len();
+        if !(2..=19).contains(&n) || digits[0] == b'0' {
+            return None;
+        }
+        let value = digits.iter().try_fold(0u64, |v, &d| {
+            d.is_ascii_digit().then(|| v * 10 + u64::from(d - b'0'))
+        })?;
         self.countries.iter().find_map(|c| {
-            let cc = c.calling_code.to_string();
-            let national = digits.strip_prefix(cc.as_bytes())?;
-            if national.is_empty() || national.len() > 15 {
+            let cc = u64::from(c.calling_code);
+            let national_len = n.checked_sub(decimal_digits(cc)).filter(|&l| l > 0)?;
+            let scale = POW10[national_len];
+            if value / scale != cc {
                 return None;
             }
-            let number = std::str::from_utf8(national).ok()?.parse::<u64>().ok()?;
-            let phone = PhoneNumber {
-                calling_code: c.calling_code,
-                national: crate::phone::National {
-                    number,
-                    len: national.len() as u32,
-                },
+            let national_len = national_len as u32;
+            let national = crate::phone::National {
+                number: value % scale,
+                len: national_len,
             };
-            self.holder_of(&phone)
+            let k = c.phones.inverse(c.space.position(national)?);
+            (k < c.count).then_some(c.start + k)
         })
     }
+}
+
+/// Powers of ten up to 10^19.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Decimal digits of `x` (1 for 0).
+fn decimal_digits(x: u64) -> usize {
+    POW10[1..].iter().take_while(|&&p| x >= p).count() + 1
 }
 
 #[cfg(test)]
