@@ -318,15 +318,11 @@ impl<'a> Sweep<'a> {
             flags,
             interests: u.interests,
             ca_own: if u.s_account == SAccount::Own {
-                u.customer_of & usable
+                usable
             } else {
                 0
             },
-            ca_metadata: if link == Link::Metadata {
-                u.customer_of & usable
-            } else {
-                0
-            },
+            ca_metadata: if link == Link::Metadata { usable } else { 0 },
             // The account holds the sender's number: the sender's businesses' uploads match
             // it, the wrong person.
             ca_foreign: sender.as_ref().map_or(0, |v| {
@@ -412,11 +408,12 @@ impl<'a> Sweep<'a> {
                         was_out = out;
                     }
                 }
-                if let Some(account) = &account {
+                if let Some(account) = account.as_ref().filter(|_| targets) {
                     // The account's days by variant: whether its holder's own M data and its
                     // foreign sender's are in ad use that day. Targeting changes only where
                     // these days do: written at the first level of new days, as the counts of
-                    // the days that moved between variants.
+                    // the days that moved between variants. Arms that share their targeting
+                    // with an earlier one copy it instead ([`Sweep::complete`]).
                     let own = if matches!(link, Link::True | Link::Metadata) {
                         st.ad_use_days
                     } else {
@@ -424,7 +421,7 @@ impl<'a> Sweep<'a> {
                     };
                     let foreign = sender_state.map_or((0, 0), |s| s.ad_use_days);
                     let by_variant = variant_days(self.horizon, own, foreign);
-                    if targets && shown != Some(by_variant) {
+                    if shown != Some(by_variant) {
                         let row = &mut diff[start..start + measures];
                         let before = shown.unwrap_or([0; 4]);
                         for (v, (now, was)) in by_variant.iter().zip(before).enumerate() {
