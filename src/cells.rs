@@ -20,7 +20,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 /// Version of the `cells` and `timeline_cells` tables' schemas.
-pub const CELLS_SCHEMA_VERSION: &str = "cells/3";
+pub const CELLS_SCHEMA_VERSION: &str = "cells/4";
 
 /// A counted measure: its column name and what it counts (the data dictionary's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,14 +105,32 @@ measures! {
 }
 
 measures! {
-    /// Timeline channels (`timeline_cells.parquet`): per day, the users who acted at the notice
-    /// or in Settings (opting out, opting in or leaving, by arm), and the users whose data is
-    /// in ad use that day.
+    /// Timeline channels (`timeline_cells.parquet`), per S region and day: the users who acted
+    /// at the notice or in Settings (opting out, opting in or leaving, by arm), the users whose
+    /// data is in ad use that day, and the value that M data adds to the region's accounts that
+    /// day (the only signed channel).
     Channel {
         Notice = "notice": "users who acted at the notice that day (day 0)",
         Settings = "settings": "users who acted in Settings that day",
         InAdUse = "in_ad_use": "users whose data is in ad use that day",
+        ValueGain = "value_gain": "the day's expected click value of the accounts, less what the same accounts earn with no M data in ad use, in units of 1/Q dollar per impression unit (Q below); signed",
     }
+}
+
+impl Channel {
+    /// Whether the engine writes the channel as differences over days (a value held over a
+    /// span of days), turned into daily values by [`Counts::finish`].
+    pub fn held_over_days(self) -> bool {
+        matches!(self, Channel::InAdUse | Channel::ValueGain)
+    }
+
+    /// The channels, in index order.
+    pub const EACH: [Channel; 4] = [
+        Channel::Notice,
+        Channel::Settings,
+        Channel::InAdUse,
+        Channel::ValueGain,
+    ];
 }
 
 /// The shape of the counts of one scenario.
@@ -128,6 +146,8 @@ pub struct Layout {
     pub levels: Vec<usize>,
     /// Days of the timeline (day 0 to the horizon).
     pub days: usize,
+    /// S reporting regions: the timeline is kept per region (revenue is anchored per region).
+    pub regions: usize,
 }
 
 impl Layout {
@@ -159,15 +179,15 @@ impl Layout {
         self.countries * self.ages * self.measures()
     }
 
-    /// Index of a timeline value within a level: day `day`, channel `ch`.
+    /// Index of a timeline value within a level: region `region`, day `day`, channel `ch`.
     #[inline]
-    pub fn day(&self, day: usize, ch: Channel) -> usize {
-        day * Channel::COUNT + ch as usize
+    pub fn day(&self, region: usize, day: usize, ch: Channel) -> usize {
+        (region * (self.days + 1) + day) * Channel::COUNT + ch as usize
     }
 
     /// Values per timeline level.
     pub fn timeline_per_level(&self) -> usize {
-        (self.days + 1) * Channel::COUNT
+        self.regions * (self.days + 1) * Channel::COUNT
     }
 
     /// Bytes of one replication's [`Counts`] (the engine's accumulators are this size too).
@@ -223,8 +243,8 @@ impl Counts {
             });
     }
 
-    /// Turns differences over levels (and, for `in_ad_use`, over days) into counts, an arm
-    /// per rayon task.
+    /// Turns differences over levels (and, for the channels held over days, over days) into
+    /// counts, an arm per rayon task.
     pub fn finish(mut self, layout: &Layout) -> Self {
         let per = layout.per_level();
         self.arms
@@ -234,11 +254,15 @@ impl Counts {
         for v in &mut self.timeline {
             prefix_over_levels(v, tper);
             for level in v.chunks_mut(tper) {
-                let mut acc = 0;
-                for day in 0..=layout.days {
-                    let i = layout.day(day, Channel::InAdUse);
-                    acc += level[i];
-                    level[i] = acc;
+                for r in 0..layout.regions {
+                    for ch in Channel::EACH.into_iter().filter(|c| c.held_over_days()) {
+                        let mut acc = 0;
+                        for day in 0..=layout.days {
+                            let i = layout.day(r, day, ch);
+                            acc += level[i];
+                            level[i] = acc;
+                        }
+                    }
                 }
             }
         }
@@ -296,6 +320,8 @@ pub struct Names {
     pub ages: Vec<String>,
     /// Segment names.
     pub segments: Vec<String>,
+    /// S reporting regions.
+    pub regions: Vec<String>,
 }
 
 /// The segment label of the rows that hold the all-segment measures.
@@ -426,29 +452,31 @@ pub fn cells_frame(
     DataFrame::new(n, columns)
 }
 
-/// The `timeline_cells` rows of one replication: one row per (arm, level, day) with a
-/// non-zero count, a column per channel. The `none` arm has no timeline.
+/// The `timeline_cells` rows of one replication: one row per (arm, level, region, day) with a
+/// non-zero value, a column per channel. The `none` arm has no timeline.
 pub fn timeline_frame(
     names: &Names,
     layout: &Layout,
     replication: u32,
     counts: &Counts,
 ) -> PolarsResult<DataFrame> {
-    let (mut arm, mut level, mut day) = (Vec::new(), Vec::new(), Vec::new());
-    let mut values: Vec<Vec<u64>> = vec![Vec::new(); Channel::COUNT];
+    let (mut arm, mut level, mut region, mut day) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut values: Vec<Vec<i64>> = vec![Vec::new(); Channel::COUNT];
     for a in 0..layout.levels.len() {
         if names.is_none[a] {
             continue;
         }
         for k in 0..layout.levels[a] {
             let t = counts.timeline_level(layout, a, k);
-            for (d, v) in t.chunks(Channel::COUNT).enumerate() {
+            for (i, v) in t.chunks(Channel::COUNT).enumerate() {
                 if v.iter().any(|&x| x != 0) {
                     arm.push(a as u32);
                     level.push(k as u32);
-                    day.push(d as u32);
+                    region.push((i / (layout.days + 1)) as u32);
+                    day.push((i % (layout.days + 1)) as u32);
                     for (col, &x) in values.iter_mut().zip(v) {
-                        col.push(x.max(0) as u64);
+                        col.push(x);
                     }
                 }
             }
@@ -465,10 +493,16 @@ pub fn timeline_frame(
         Series::from_vec("level".into(), level).into_column(),
         Series::from_vec("rate".into(), rates).into_column(),
         Series::from_vec("replication".into(), vec![replication; n]).into_column(),
+        enum_column("region", &names.regions, region)?,
         Series::from_vec("day".into(), day).into_column(),
     ];
-    for (m, v) in Channel::ALL.iter().zip(values) {
-        columns.push(u64_column(m.name, v, None));
+    for (ch, v) in Channel::EACH.into_iter().zip(values) {
+        let name = ch.measure().name;
+        columns.push(if ch == Channel::ValueGain {
+            Series::from_vec(name.into(), v).into_column()
+        } else {
+            u64_column(name, v.into_iter().map(|x| x.max(0) as u64).collect(), None)
+        });
     }
     DataFrame::new(n, columns)
 }
@@ -503,6 +537,20 @@ fn column_u64(df: &DataFrame, name: &str) -> Result<Vec<Option<u64>>, Foreign> {
     let ca = s
         .u64()
         .map_err(|e| Foreign(format!("column `{name}` is not a count ({e})")))?;
+    Ok(ca.iter().collect())
+}
+
+fn column_i64(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, Foreign> {
+    let c = df
+        .column(name)
+        .map_err(|_| Foreign(format!("no column `{name}`")))?;
+    let s = c
+        .as_materialized_series()
+        .cast(&DataType::Int64)
+        .map_err(|e| Foreign(format!("column `{name}` is not a whole number ({e})")))?;
+    let ca = s
+        .i64()
+        .map_err(|e| Foreign(format!("column `{name}` is not a whole number ({e})")))?;
     Ok(ca.iter().collect())
 }
 
@@ -577,19 +625,31 @@ pub fn add_timeline(
     df: &DataFrame,
     counts: &mut Counts,
 ) -> Result<(), Foreign> {
-    let (arm, level, day) = (
+    let (arm, level, region, day) = (
         column_texts(df, "arm")?,
         column_u64(df, "level")?,
+        column_texts(df, "region")?,
         column_u64(df, "day")?,
     );
-    let cols = Channel::ALL
-        .iter()
-        .map(|m| column_u64(df, m.name))
+    let cols = Channel::EACH
+        .into_iter()
+        .map(|ch| {
+            let name = ch.measure().name;
+            if ch == Channel::ValueGain {
+                column_i64(df, name)
+            } else {
+                Ok(column_u64(df, name)?
+                    .into_iter()
+                    .map(|v| v.and_then(|x| i64::try_from(x).ok()))
+                    .collect())
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let per = layout.timeline_per_level();
     for i in 0..df.height() {
         let a = index_of(&names.arms, &arm[i], "arm")?;
         let k = level[i].ok_or_else(|| Foreign("an empty level".into()))? as usize;
+        let r = index_of(&names.regions, &region[i], "region")?;
         let d = day[i].ok_or_else(|| Foreign("an empty day".into()))? as usize;
         if k >= layout.levels[a] || d > layout.days {
             return Err(Foreign(format!(
@@ -597,9 +657,9 @@ pub fn add_timeline(
                 names.arms[a], layout.levels[a], layout.days
             )));
         }
-        for (j, col) in cols.iter().enumerate() {
+        for (ch, col) in Channel::EACH.into_iter().zip(&cols) {
             let v = col[i].ok_or_else(|| Foreign(format!("a null count in row {i}")))?;
-            counts.timeline[a][k * per + d * Channel::COUNT + j] += v as i64;
+            counts.timeline[a][k * per + layout.day(r, d, ch)] += v;
         }
     }
     Ok(())
@@ -616,6 +676,7 @@ mod tests {
             segments: 2,
             levels: vec![1, 3],
             days: 2,
+            regions: 2,
         };
         let names = Names {
             arms: vec!["none".into(), "window".into()],
@@ -624,6 +685,7 @@ mod tests {
             countries: vec!["IN".into(), "BR".into()],
             ages: vec!["18-24".into()],
             segments: vec!["Books".into(), "Music".into()],
+            regions: vec!["europe".into(), "asia_pacific".into()],
         };
         (layout, names)
     }
@@ -636,6 +698,7 @@ mod tests {
             segments: 1,
             levels: vec![4],
             days: 2,
+            regions: 1,
         };
         let mut c = Counts::zeros(&layout);
         let per = layout.per_level();
@@ -652,10 +715,46 @@ mod tests {
     }
 
     #[test]
+    fn channels_held_over_days_become_daily_values_per_region() {
+        let layout = Layout {
+            countries: 1,
+            ages: 1,
+            segments: 1,
+            levels: vec![2],
+            days: 5,
+            regions: 2,
+        };
+        let mut c = Counts::zeros(&layout);
+        let per = layout.timeline_per_level();
+        // Region 1 gains 7 on days 1 to 3 at both levels, and loses 2 on days 2 to 4 at level 1
+        // only; region 0 acts once at the notice.
+        c.timeline[0][layout.day(1, 1, Channel::ValueGain)] += 7;
+        c.timeline[0][layout.day(1, 4, Channel::ValueGain)] -= 7;
+        c.timeline[0][per + layout.day(1, 2, Channel::ValueGain)] -= 2;
+        c.timeline[0][per + layout.day(1, 5, Channel::ValueGain)] += 2;
+        c.timeline[0][layout.day(0, 0, Channel::Notice)] += 1;
+        let c = c.finish(&layout);
+        let days = |k: usize, r: usize, ch: Channel| -> Vec<i64> {
+            (0..=5)
+                .map(|d| c.timeline_level(&layout, 0, k)[layout.day(r, d, ch)])
+                .collect()
+        };
+        assert_eq!(days(0, 1, Channel::ValueGain), vec![0, 7, 7, 7, 0, 0]);
+        assert_eq!(days(1, 1, Channel::ValueGain), vec![0, 7, 5, 5, -2, 0]);
+        assert_eq!(days(0, 0, Channel::ValueGain), vec![0; 6]);
+        // Acts are counted on their day, not held.
+        assert_eq!(days(1, 0, Channel::Notice), vec![1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn measure_tables_follow_their_enums() {
         assert_eq!(Seg::CaWrongDays.measure().name, "ca_matched_wrong_days");
         assert_eq!(All::ALL[All::ExposureDays as usize].name, "exposure_days");
         assert_eq!(Channel::InAdUse as usize, 2);
+        for (i, ch) in Channel::EACH.into_iter().enumerate() {
+            assert_eq!(ch as usize, i);
+        }
+        assert_eq!(Channel::EACH.len(), Channel::COUNT);
         let mut names: Vec<&str> = Seg::ALL.iter().chain(All::ALL).map(|m| m.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -675,14 +774,15 @@ mod tests {
         c.arms[0][layout.cell(1, 0) + layout.all(All::Users)] = 7;
         c.arms[1][2 * per + layout.cell(0, 0) + layout.seg(1, Seg::AudienceDays)] = 3;
         c.arms[1][per + layout.cell(1, 0) + layout.seg(0, Seg::CaRightDays)] = 11;
-        c.timeline[1][layout.timeline_per_level() + layout.day(2, Channel::Settings)] = 5;
+        c.timeline[1][layout.timeline_per_level() + layout.day(1, 2, Channel::Settings)] = 5;
+        c.timeline[1][2 * layout.timeline_per_level() + layout.day(0, 1, Channel::ValueGain)] = -9;
         let all: Vec<(usize, usize)> = level_batches(&layout).concat();
         assert_eq!(all, vec![(0, 0), (1, 0), (1, 1), (1, 2)]);
         let cells = cells_frame(&names, &layout, 4, &c, &all).expect("cells");
         // Three non-zero rows: only they are written.
         assert_eq!(cells.height(), 3);
         let timeline = timeline_frame(&names, &layout, 4, &c).expect("timeline");
-        assert_eq!(timeline.height(), 1);
+        assert_eq!(timeline.height(), 2);
         let mut back = Counts::zeros(&layout);
         add_cells(&names, &layout, &cells, &mut back).expect("reads");
         add_timeline(&names, &layout, &timeline, &mut back).expect("reads");

@@ -158,13 +158,28 @@ pub struct BarChart {
     pub groups: Vec<(String, Vec<f64>)>,
 }
 
-/// A chart of either shape.
+/// A chart of any of these shapes.
 #[derive(Clone, Debug)]
 pub enum Chart {
     /// Lines with bands.
     Lines(LineChart),
     /// Grouped bars.
     Bars(BarChart),
+    /// Line charts stacked top to bottom, each [`PANEL_HEIGHT`] high (small multiples).
+    Panels(Vec<LineChart>),
+}
+
+/// Height of one panel of [`Chart::Panels`], pixels.
+pub const PANEL_HEIGHT: u32 = 640;
+
+impl Chart {
+    /// Its size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Chart::Panels(p) => (SIZE.0, PANEL_HEIGHT * p.len().max(1) as u32),
+            _ => SIZE,
+        }
+    }
 }
 
 type DrawResult<DB> =
@@ -537,6 +552,13 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Draw
     match chart {
         Chart::Lines(c) => draw_lines(&root, c),
         Chart::Bars(c) => draw_bars(&root, c),
+        Chart::Panels(panels) if panels.is_empty() => no_data(&root, "no data"),
+        Chart::Panels(panels) => {
+            for (area, c) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+                draw_lines(area, c)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -549,9 +571,10 @@ pub fn save(chart: &Chart, dir: &Path, stem: &str) -> Result<PathBuf> {
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     };
-    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)
+    let size = chart.size();
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), chart)
         .map_err(|e| fail(&png, e.to_string()))?;
-    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart)
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), chart)
         .map_err(|e| fail(&svg, e.to_string()))?;
     Ok(png)
 }

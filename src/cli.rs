@@ -43,7 +43,8 @@ enum Command {
         after_help = "Examples:\n  adsim run                          # whatsapp-2016 at 100,000 users, 5 replications\n  \
         adsim run eu-pause-2016 --users 1000000 --out eu\n  adsim run my-scenario.toml --replications 10\n\n\
         The folder holds scenario.toml (run it again to reproduce every file but run.json), cells.parquet,\n\
-        timeline_cells.parquet, summary.csv/.parquet/.json, segments.csv, countries.csv, timeline.csv, run.json."
+        timeline_cells.parquet, summary.csv/.parquet/.json, segments.csv, countries.csv,\n\
+        ages.csv, timeline.csv, revenue_days.csv, charts, report.md/.html, run.json."
     )]
     Run(RunArgs),
     /// Merge shard folders (from `adsim run --shard K/N`) into one results folder.

@@ -21,7 +21,7 @@ use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/3";
+pub const SCHEMA_VERSION: &str = "results/4";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct Context {
     /// Value of a click per segment, dollars (docs/model.md §8); untargeted clicks are valued
     /// at `revenue.cost_per_click_usd`.
     pub cpc: Vec<f64>,
+    /// Quanta per dollar of the timeline's `value_gain` ([`crate::revenue::DayValue`]).
+    pub value_quantum: f64,
 }
 
 impl Context {
@@ -339,6 +341,8 @@ struct Margins {
     age: DataFrame,
     /// Per (arm, level, day, channel): users.
     timeline: DataFrame,
+    /// Per (arm, level, region, day): the revenue change, $M (region `all`: their sum).
+    revenue_days: DataFrame,
 }
 
 /// Rows of a margin table under construction: keys and one sum per measure.
@@ -442,6 +446,12 @@ impl MarginRows {
         }
     }
 
+    /// Row `i`'s click value (linked and unlinked), dollars per impression unit.
+    fn value(&self, i: usize) -> f64 {
+        let at = Seg::COUNT + All::COUNT;
+        self.sums[at + 3][i] + self.sums[at + 4][i]
+    }
+
     fn frame(self, key_name: Option<&str>) -> PolarsResult<DataFrame> {
         let n = self.arm.len();
         let mut columns = vec![
@@ -493,6 +503,18 @@ fn margins(
     );
     let measures = layout.measures();
     let scale = ctx.scale();
+    // Per region: the `none` arm's value and accounts, which anchor its revenue.
+    let region_of: Vec<usize> = ctx
+        .regions
+        .iter()
+        .map(|(_, r, _)| names.regions.iter().position(|n| n == r).unwrap_or(0))
+        .collect();
+    let mut arpu = vec![0.0; layout.regions];
+    for (c, (_, _, a)) in ctx.regions.iter().enumerate() {
+        arpu[region_of[c]] = *a;
+    }
+    let (mut none_value, mut none_accounts) =
+        (vec![0.0; layout.regions], vec![0.0; layout.regions]);
     for a in 0..layout.levels.len() {
         for k in 0..layout.levels[a] {
             let values = counts.level(layout, a, k);
@@ -507,6 +529,13 @@ fn margins(
                 for g in 0..layout.ages {
                     level.add(i, layout, cell(c, g), 0..layout.segments, true, ctx);
                     country.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
+                }
+                if names.is_none[a] {
+                    let r = region_of.get(c).copied().unwrap_or(0);
+                    none_value[r] += country.value(j).round();
+                    none_accounts[r] += country.sums[Seg::COUNT + All::Accounts as usize][j];
+                }
+                for g in 0..layout.ages {
                     for s in 0..layout.segments {
                         let audience = cell(c, g)[layout.seg(s, Seg::AudienceDays)].max(0) as f64;
                         if audience > 0.0 {
@@ -542,7 +571,9 @@ fn margins(
                         t_rate.push(names.rates[a][k]);
                         t_day.push(d as u32);
                         t_channel.push(ch.measure().name);
-                        t_count.push(t[layout.day(d, ch)] as f64);
+                        let people: i64 =
+                            (0..layout.regions).map(|r| t[layout.day(r, d, ch)]).sum();
+                        t_count.push(people as f64);
                     }
                 }
             }
@@ -563,13 +594,99 @@ fn margins(
             Series::from_vec("people".into(), t_count).into_column(),
         ],
     )?;
+    let revenue_days = revenue_days(
+        names,
+        layout,
+        counts,
+        ctx,
+        &arpu,
+        &none_value,
+        &none_accounts,
+    )?;
     Ok(Margins {
         level,
         segment: segment.frame(Some("segment"))?,
         country: country.frame(Some("country"))?,
         age: age.frame(Some("age_band"))?,
         timeline,
+        revenue_days,
     })
+}
+
+/// The label of the rows of `revenue_days` that sum every region.
+pub const ALL_REGIONS: &str = "all";
+
+/// The revenue change per (arm, level, region, day) of one replication, $M (docs/model.md §8):
+/// a region's day of `value_gain`, in dollars, times the anchoring of its `none` arm (its ARPU
+/// times its accounts, scaled, over the `none` arm's value of the quarter). Summed over the
+/// days, it is the quarter's revenue change of the region, up to the rounding of the quanta.
+/// The `none` arm has no rows; region [`ALL_REGIONS`] sums the others.
+fn revenue_days(
+    names: &Names,
+    layout: &Layout,
+    counts: &Counts,
+    ctx: &Context,
+    arpu: &[f64],
+    none_value: &[f64],
+    none_accounts: &[f64],
+) -> PolarsResult<DataFrame> {
+    let anchor = ctx.revenue.ad_share() * ctx.scale();
+    let per_quantum: Vec<f64> = (0..layout.regions)
+        .map(|r| {
+            if none_value[r] > 0.0 {
+                arpu[r] * none_accounts[r] * anchor / none_value[r] / ctx.value_quantum / 1e6
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut region_labels: Vec<&str> = names.regions.iter().map(String::as_str).collect();
+    region_labels.push(ALL_REGIONS);
+    let (mut arm, mut level, mut rate, mut region, mut day, mut change) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for a in 0..layout.levels.len() {
+        if names.is_none[a] {
+            continue;
+        }
+        for k in 0..layout.levels[a] {
+            let t = counts.timeline_level(layout, a, k);
+            for (r, label) in region_labels.iter().enumerate() {
+                for d in 0..layout.days {
+                    let value =
+                        |r: usize| t[layout.day(r, d, Channel::ValueGain)] as f64 * per_quantum[r];
+                    let v = if r < layout.regions {
+                        value(r)
+                    } else {
+                        (0..layout.regions).map(value).sum()
+                    };
+                    arm.push(names.arms[a].as_str());
+                    level.push(k as u32);
+                    rate.push(names.rates[a][k]);
+                    region.push(*label);
+                    day.push(d as u32);
+                    change.push(v);
+                }
+            }
+        }
+    }
+    let n = arm.len();
+    DataFrame::new(
+        n,
+        vec![
+            StringChunked::from_iter_values("arm".into(), arm.into_iter()).into_column(),
+            Series::from_vec("level".into(), level).into_column(),
+            Series::from_vec("rate".into(), rate).into_column(),
+            StringChunked::from_iter_values("region".into(), region.into_iter()).into_column(),
+            Series::from_vec("day".into(), day).into_column(),
+            Series::from_vec("revenue_change_musd".into(), change).into_column(),
+        ],
+    )
 }
 
 /// Revenue per (arm, level) of one replication, anchored per region on the `none` arm.
@@ -657,7 +774,7 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
 }
 
 /// One replication's metric tables, rows in the order of its margins.
-fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 5]> {
+fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
     let country = m.country.lazy().with_columns(rate_columns(ctx));
     let per_level = m.level.lazy().with_columns(rate_columns(ctx)).join(
         revenue(country.clone(), ctx)?,
@@ -679,6 +796,7 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 5]> {
         country.collect()?,
         timeline.collect()?,
         ages.collect()?,
+        m.revenue_days,
     ])
 }
 
@@ -833,6 +951,8 @@ pub struct Estimates {
     pub timeline: DataFrame,
     /// Per arm, level and age band.
     pub ages: DataFrame,
+    /// Per arm, level, S region and day: the revenue change.
+    pub revenue_days: DataFrame,
 }
 
 /// Folds replications' counts into estimates, one replication at a time.
@@ -841,7 +961,7 @@ pub struct Estimator {
     ctx: Context,
     names: Names,
     layout: Layout,
-    tables: [Fold; 5],
+    tables: [Fold; 6],
 }
 
 impl Estimator {
@@ -861,6 +981,10 @@ impl Estimator {
                     list(&["people"]),
                 ),
                 Fold::new(&["arm", "level", "rate", "age_band"], list(AGE_METRICS)),
+                Fold::new(
+                    &["arm", "level", "rate", "region", "day"],
+                    list(&["revenue_change_musd"]),
+                ),
             ],
         }
     }
@@ -876,13 +1000,15 @@ impl Estimator {
 
     /// The estimated tables.
     pub fn finish(self) -> PolarsResult<Estimates> {
-        let [summary, segments, countries, timeline, ages] = self.tables.map(Fold::finish);
+        let [summary, segments, countries, timeline, ages, revenue_days] =
+            self.tables.map(Fold::finish);
         Ok(Estimates {
             summary: summary?,
             segments: segments?,
             countries: countries?,
             timeline: timeline?,
             ages: ages?,
+            revenue_days: revenue_days?,
         })
     }
 }
@@ -923,6 +1049,7 @@ mod tests {
             k_anonymity: 100.0,
             horizon_days: 10,
             cpc: vec![1.0, 3.0],
+            value_quantum: 1.0,
         }
     }
 
@@ -1038,6 +1165,7 @@ mod tests {
             segments: 2,
             levels: vec![1],
             days: 10,
+            regions: 1,
         };
         let names = Names {
             arms: vec!["none".into()],
@@ -1046,6 +1174,7 @@ mod tests {
             countries: vec!["AA".into()],
             ages: vec!["young".into(), "old".into()],
             segments: vec!["s0".into(), "s1".into()],
+            regions: vec!["North".into()],
         };
         let mut counts = Counts::zeros(&layout);
         let at = |age: usize, s: usize| layout.cell(0, age) + layout.seg(s, Seg::AudienceDays);

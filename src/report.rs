@@ -9,9 +9,9 @@ use std::path::Path;
 use base64::Engine as _;
 use polars::prelude::*;
 
-use crate::charts::{BarChart, Chart, Line, LineChart, PALETTE, Style, Unit, save};
+use crate::charts::{BarChart, Chart, Line, LineChart, PALETTE, Point, Style, Unit, save};
 use crate::error::{Error, Result};
-use crate::metrics::Estimates;
+use crate::metrics::{ALL_REGIONS, Estimates};
 use crate::policy::{ArmKind, Mode};
 use crate::scenario::Resolved;
 use crate::table::{floats, headline_rows, texts, with_ci};
@@ -297,6 +297,7 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
             out.push(f);
         }
         out.push(timeline(e, &first.name));
+        out.push(revenue_days_chart(e, &sharing));
         out.push(links_by_country(e, &first.name));
     }
     out
@@ -379,13 +380,12 @@ fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>
 
 /// The value of a click on each segment's campaigns, dollars (docs/model.md §8).
 fn click_values(resolved: &Resolved) -> Vec<(String, f64)> {
-    let default = resolved.scenario.revenue.cost_per_click_usd;
     resolved
         .data
-        .segments
-        .segment
-        .iter()
-        .map(|g| (g.name.clone(), g.cpc_usd.unwrap_or(default)))
+        .segment_names()
+        .into_iter()
+        .map(String::from)
+        .zip(resolved.click_values())
         .collect()
 }
 
@@ -500,6 +500,135 @@ fn timeline(e: &Estimates, arm: &str) -> Figure {
     }
 }
 
+/// The sharing arms whose per-day revenue differs from every earlier arm's (arms with the same
+/// ad use, such as scopes `ads` and `all` of one design, have the same), each with the arms
+/// that equal it.
+fn distinct_revenue_arms(e: &Estimates, sharing: &[&ArmInfo]) -> Vec<(String, Vec<String>)> {
+    let r = &e.revenue_days;
+    let (arms, values) = (texts(r, "arm"), floats(r, "revenue_change_musd"));
+    let series = |arm: &str| -> Vec<f64> {
+        (0..r.height())
+            .filter(|&i| arms[i] == arm)
+            .map(|i| values[i])
+            .collect()
+    };
+    let mut out: Vec<(String, Vec<String>, Vec<f64>)> = Vec::new();
+    for a in sharing {
+        let v = series(&a.name);
+        match out.iter_mut().find(|(_, _, w)| *w == v) {
+            Some((_, same, _)) => same.push(a.name.clone()),
+            None => out.push((a.name.clone(), Vec::new(), v)),
+        }
+    }
+    out.into_iter().map(|(a, same, _)| (a, same)).collect()
+}
+
+/// The revenue change per day by S region (docs/model.md §8): a panel per sharing arm (at most
+/// four, arms with equal days shown once), its regions at the level nearest 50% opt-out and
+/// all regions at 0% and at that level.
+fn revenue_days_chart(e: &Estimates, sharing: &[&ArmInfo]) -> Figure {
+    let r = &e.revenue_days;
+    let (arms, rates, regions, days, m, lo, hi) = (
+        texts(r, "arm"),
+        floats(r, "rate"),
+        texts(r, "region"),
+        floats(r, "day"),
+        floats(r, "revenue_change_musd"),
+        floats(r, "revenue_change_musd_lo"),
+        floats(r, "revenue_change_musd_hi"),
+    );
+    let mut region_names: Vec<String> = Vec::new();
+    for g in &regions {
+        if g != ALL_REGIONS && !region_names.contains(g) {
+            region_names.push(g.clone());
+        }
+    }
+    let series = |arm: &str, rate: f64, region: &str| -> Vec<Point> {
+        (0..r.height())
+            .filter(|&i| arms[i] == arm && regions[i] == region && (rates[i] - rate).abs() < 1e-12)
+            .map(|i| {
+                let ci = (lo[i].is_finite() && hi[i].is_finite()).then_some((lo[i], hi[i]));
+                (days[i], m[i], ci)
+            })
+            .collect()
+    };
+    let shown = distinct_revenue_arms(e, sharing);
+    let mut rate_used = 0.5;
+    let panels: Vec<LineChart> = shown
+        .iter()
+        .take(4)
+        .map(|(arm, same)| {
+            let (rate, _) = level_near(r, arm, 0.5).unwrap_or((0.0, Vec::new()));
+            let (low, _) = level_near(r, arm, 0.0).unwrap_or((0.0, Vec::new()));
+            rate_used = rate;
+            let pct = |x: f64| format!("{:.0}%", x * 100.0);
+            let mut lines = vec![
+                Line {
+                    label: format!("all regions, {} opt-out", pct(low)),
+                    points: series(arm, low, ALL_REGIONS),
+                    style: Style {
+                        colour: 0,
+                        dashed: true,
+                    },
+                },
+                Line {
+                    label: format!("all regions, {}", pct(rate)),
+                    points: series(arm, rate, ALL_REGIONS),
+                    style: Style {
+                        colour: 0,
+                        dashed: false,
+                    },
+                },
+            ];
+            for (j, g) in region_names.iter().enumerate() {
+                lines.push(Line {
+                    label: format!("{g}, {}", pct(rate)),
+                    points: series(arm, rate, g),
+                    style: Style {
+                        colour: j + 1,
+                        dashed: false,
+                    },
+                });
+            }
+            let also = if same.is_empty() {
+                String::new()
+            } else {
+                format!(" (same: {})", same.join(", "))
+            };
+            LineChart {
+                title: format!("Revenue change per day, {arm}{also}"),
+                x_label: "days after the notice".into(),
+                x_unit: Unit::Days,
+                y_label: "revenue change per day".into(),
+                y_unit: Unit::MillionsUsd,
+                x_from_zero: true,
+                y_from_zero: true,
+                lines,
+            }
+        })
+        .collect();
+    let more = if shown.len() > 4 {
+        format!(
+            " Arms not drawn ({}) are in `revenue_days.csv`.",
+            shown[4..]
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    Figure {
+        stem: "revenue_days",
+        caption: format!(
+            "S's revenue change per day against no sharing, by S region (anchored per region), for each arm: all regions at the lowest rate level (dashed) and at the level nearest {:.0}% opt-out, with each region at that level. It changes on the days users opt out in Settings, agree late, or a regional rule pauses ad use.{more}",
+            rate_used * 100.0
+        ),
+        chart: Chart::Panels(panels),
+    }
+}
+
 fn links_by_country(e: &Estimates, arm: &str) -> Figure {
     let c = &e.countries;
     let (arms, rates, countries) = (texts(c, "arm"), floats(c, "rate"), texts(c, "country"));
@@ -545,6 +674,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
     b.extend(simulated(resolved));
     b.extend(headline(resolved, e));
     b.extend(selection(resolved, e));
+    b.extend(over_the_quarter(resolved, e));
     b.push(Block::Heading(2, "Charts".into()));
     for f in figures {
         b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
@@ -705,6 +835,69 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
         "One replication: no intervals.".into()
     }));
     b
+}
+
+/// "Over the quarter": the revenue change on a few days of each arm, all regions together, at
+/// the level nearest 50% opt-out (docs/model.md §8).
+fn over_the_quarter(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let arms = arms(resolved);
+    let sharing: Vec<&ArmInfo> = arms.iter().filter(|a| a.kind != ArmKind::None).collect();
+    let shown = distinct_revenue_arms(e, &sharing);
+    if shown.is_empty() {
+        return Vec::new();
+    }
+    let r = &e.revenue_days;
+    let (regions, days, values) = (
+        texts(r, "region"),
+        floats(r, "day"),
+        floats(r, "revenue_change_musd"),
+    );
+    let h = resolved.scenario.policy.horizon_days;
+    let window = resolved
+        .scenario
+        .policy
+        .window_days
+        .min(h.saturating_sub(1));
+    let mut picked = vec![0, window, h.saturating_sub(1)];
+    picked.dedup();
+    let mut header = vec!["arm".to_string(), "rate".to_string()];
+    header.extend(picked.iter().map(|d| format!("day {d} ($M)")));
+    header.push("quarter, sum of days ($M)".into());
+    let rows = shown
+        .iter()
+        .filter_map(|(arm, same)| {
+            let (rate, rows) = level_near(r, arm, 0.5)?;
+            let all: Vec<usize> = rows
+                .into_iter()
+                .filter(|&i| regions[i] == ALL_REGIONS)
+                .collect();
+            let name = if same.is_empty() {
+                arm.clone()
+            } else {
+                format!("{arm} (= {})", same.join(", "))
+            };
+            let mut row = vec![name, format!("{rate:.2}")];
+            for &d in &picked {
+                row.push(
+                    all.iter()
+                        .find(|&&i| days[i] == f64::from(d))
+                        .map_or("-".into(), |&i| {
+                            with_ci(r, "revenue_change_musd", i, 1.0, 3)
+                        }),
+                );
+            }
+            let total: f64 = all.iter().map(|&i| values[i]).sum();
+            row.push(format!("{total:.1}"));
+            Some(row)
+        })
+        .collect();
+    vec![
+        Block::Heading(2, "Over the quarter".into()),
+        Block::Para(format!(
+            "S's revenue change against no sharing, per day, all regions together, at the level nearest 50% opt-out. A user's data counts on the days it is in ad use: opting out in Settings ends it on that day, a late agreement starts it, a regional pause stops it. The quarter's change is the sum of its {h} days (it equals the headline's up to rounding); `revenue_days.csv` has every day, level and S region, and the chart `revenue_days.png` draws them."
+        )),
+        Block::Table(header, rows),
+    ]
 }
 
 /// "Who opts out": the value of the accounts that stay in ad use against the whole base, and

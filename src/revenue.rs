@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure;
 use crate::error::Result;
+use crate::targeting::TargetingConfig;
 
 /// `[revenue]`: anchoring figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,5 +76,119 @@ impl RevenueConfig {
     /// The advertising share of revenue.
     pub fn ad_share(&self) -> f64 {
         self.s_ad_revenue_musd / self.s_total_revenue_musd
+    }
+}
+
+/// The click value of one account-day, in whole units of `1/quantum` dollar per impression
+/// unit, for the per-day revenue (docs/model.md §8): the engine sums it per region and day as
+/// integers (`value_gain` of the timeline), so it adds up exactly in any order.
+#[derive(Clone, Debug)]
+pub struct DayValue {
+    /// Per segment, a unit's value shown to an interested holder, in quanta.
+    relevant: Vec<f64>,
+    /// Per segment, shown to an uninterested holder.
+    irrelevant: Vec<f64>,
+    /// Per segment, shown in a Custom Audience campaign to the business's customer.
+    customer: Vec<f64>,
+    /// An untargeted unit.
+    untargeted: f64,
+    /// Quanta per dollar: a power of two, the largest at which a day's sum over every user of
+    /// the scenario, and the differences the engine keeps of it, stay below 2^62.
+    pub quantum: f64,
+}
+
+impl DayValue {
+    /// The values of a scenario of `users` users per replication, whose segments' clicks are
+    /// worth `cpc` dollars (untargeted clicks `revenue.cost_per_click_usd`).
+    pub fn new(t: &TargetingConfig, r: &RevenueConfig, cpc: &[f64], users: u64) -> Self {
+        let untargeted = t.ctr_untargeted * r.cost_per_click_usd;
+        let most = cpc
+            .iter()
+            .map(|c| c * t.ctr_relevant.max(t.ctr_irrelevant).max(t.ctr_customer))
+            .fold(untargeted, f64::max);
+        let quantum = value_quantum(users, most);
+        let scaled = |ctr: f64| cpc.iter().map(|c| c * ctr * quantum).collect();
+        DayValue {
+            relevant: scaled(t.ctr_relevant),
+            irrelevant: scaled(t.ctr_irrelevant),
+            customer: scaled(t.ctr_customer),
+            untargeted: untargeted * quantum,
+            quantum,
+        }
+    }
+
+    /// Quanta of `units` impression units of segment `segment`'s campaign: a Custom Audience
+    /// campaign's to its customer (`customer`), or to a holder `interested` in the segment or
+    /// not.
+    #[inline]
+    pub fn targeted(&self, segment: usize, customer: bool, interested: bool, units: u64) -> f64 {
+        let w = if customer {
+            self.customer[segment]
+        } else if interested {
+            self.relevant[segment]
+        } else {
+            self.irrelevant[segment]
+        };
+        w * units as f64
+    }
+
+    /// Quanta of `units` untargeted impression units.
+    #[inline]
+    pub fn untargeted(&self, units: u64) -> f64 {
+        self.untargeted * units as f64
+    }
+}
+
+/// The quanta per dollar of [`DayValue`] for `users` users whose account-day is worth at most
+/// `most` dollars per impression unit: the largest power of two (from 2^-60 to 2^40) with
+/// `users x 720720 x most x quantum <= 2^56`. The engine's differences of a day's sum hold at
+/// most 32 such terms per user, so they stay below 2^61.
+pub fn value_quantum(users: u64, most: f64) -> f64 {
+    let top = (users.max(1) as f64) * crate::targeting::IMPRESSION_UNITS as f64 * most;
+    if !(top.is_finite() && top > 0.0) {
+        return 1.0;
+    }
+    let exponent = (56.0 - top.log2()).floor().clamp(-60.0, 40.0);
+    exponent.exp2()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quantum_keeps_a_day_of_every_user_below_2_to_the_56() {
+        for (users, most) in [
+            (1u64, 0.05),
+            (100_000, 0.094),
+            (1_000_000_000, 0.094),
+            (1 << 40, 3.0),
+        ] {
+            let q = value_quantum(users, most);
+            let top = users as f64 * 720_720.0 * most * q;
+            assert!(top <= 2f64.powi(56), "{users} users: {top}");
+            // The largest such power of two: twice it would pass the bound.
+            assert!(
+                top * 2.0 > 2f64.powi(56) || q == 2f64.powi(40),
+                "{users} users: {q}"
+            );
+            assert_eq!(q.log2().fract(), 0.0, "a power of two");
+        }
+        // 10^9 users: 2^56 / (10^9 x 720720 x 0.094) = 1064, so 2^10 quanta per dollar.
+        assert_eq!(value_quantum(1_000_000_000, 0.094), 1024.0);
+        // Nothing to value: any quantum will do.
+        assert_eq!(value_quantum(10, 0.0), 1.0);
+    }
+
+    #[test]
+    fn day_values_weigh_units_by_ctr_and_click_value() {
+        let t = TargetingConfig::default();
+        let r = RevenueConfig::default();
+        let v = DayValue::new(&t, &r, &[2.0, 1.0], 1000);
+        let q = v.quantum;
+        assert!((v.targeted(0, false, true, 100) - 100.0 * 0.015 * 2.0 * q).abs() < 1e-6 * q);
+        assert!((v.targeted(1, false, false, 100) - 100.0 * 0.002 * q).abs() < 1e-6 * q);
+        assert!((v.targeted(1, true, false, 100) - 100.0 * 0.025 * q).abs() < 1e-6 * q);
+        assert!((v.untargeted(100) - 100.0 * 0.0035 * 1.72 * q).abs() < 1e-6 * q);
     }
 }

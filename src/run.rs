@@ -21,6 +21,7 @@ use crate::folder::{
 };
 use crate::metrics::{Context, Estimates, Estimator};
 use crate::policy::ArmKind;
+use crate::revenue::DayValue;
 use crate::scenario::Resolved;
 use crate::sweep::Sweep;
 
@@ -60,6 +61,13 @@ pub fn names(resolved: &Resolved, sweep: &Sweep) -> Names {
         countries: own(resolved.data.country_codes()),
         ages: own(resolved.data.age_labels()),
         segments: own(resolved.data.segment_names()),
+        regions: resolved
+            .data
+            .countries
+            .arpu_region
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
     }
 }
 
@@ -67,6 +75,7 @@ pub fn names(resolved: &Resolved, sweep: &Sweep) -> Names {
 pub fn context(resolved: &Resolved) -> Context {
     let s = &resolved.scenario;
     let regions = &resolved.data.countries.arpu_region;
+    let cpc = resolved.click_values();
     Context {
         users: s.population.users,
         replications: s.population.replications,
@@ -94,13 +103,8 @@ pub fn context(resolved: &Resolved) -> Context {
             .collect(),
         k_anonymity: 100.0,
         horizon_days: s.policy.horizon_days,
-        cpc: resolved
-            .data
-            .segments
-            .segment
-            .iter()
-            .map(|g| g.cpc_usd.unwrap_or(s.revenue.cost_per_click_usd))
-            .collect(),
+        cpc: cpc.clone(),
+        value_quantum: DayValue::new(&s.targeting, &s.revenue, &cpc, s.population.users).quantum,
     }
 }
 
@@ -263,6 +267,7 @@ fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
     write_csv(&dir.join("countries.csv"), &mut countries)?;
     write_csv(&dir.join("timeline.csv"), &mut tl)?;
     write_csv(&dir.join("ages.csv"), &mut e.ages.clone())?;
+    write_csv(&dir.join("revenue_days.csv"), &mut e.revenue_days.clone())?;
     write_text(
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),

@@ -206,6 +206,20 @@ pub struct Resolved {
     pub spaces: Vec<NumberSpace>,
 }
 
+impl Resolved {
+    /// The value of a click on each segment's campaigns, dollars (docs/model.md §8): its
+    /// `cpc_usd`, or `revenue.cost_per_click_usd` where the segment table has none.
+    pub fn click_values(&self) -> Vec<f64> {
+        let fallback = self.scenario.revenue.cost_per_click_usd;
+        self.data
+            .segments
+            .segment
+            .iter()
+            .map(|g| g.cpc_usd.unwrap_or(fallback))
+            .collect()
+    }
+}
+
 impl Scenario {
     /// Reads and parses a scenario file (not yet validated: see [`Scenario::resolve`]).
     pub fn from_file(path: &Path) -> Result<Scenario> {

@@ -43,6 +43,7 @@ use crate::cells::{All, Channel, Counts, Layout, Seg};
 use crate::error::Result;
 use crate::policy::{Arm, ArmKind, Thresholds, TimingModel, resolve_arms};
 use crate::population::{NumberHistory, Population, SAccount, User};
+use crate::revenue::DayValue;
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
 use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS, split};
@@ -79,6 +80,10 @@ pub struct Sweep<'a> {
     targeting_source: Vec<usize>,
     /// Per arm, the first arm with the same rates (so the same opt-out thresholds).
     flip_source: Vec<usize>,
+    /// Per country, its S region (an index into the country table's `arpu_region`).
+    region_of: Vec<usize>,
+    /// Click values of an account-day, for the timeline's `value_gain`.
+    values: DayValue,
 }
 
 impl<'a> Sweep<'a> {
@@ -93,7 +98,22 @@ impl<'a> Sweep<'a> {
             segments: resolved.data.segments.segment.len(),
             levels: arms.iter().map(|a| a.rates.len()).collect(),
             days: s.policy.horizon_days as usize,
+            regions: resolved.data.countries.arpu_region.len(),
         };
+        let region_of = resolved
+            .data
+            .countries
+            .country
+            .iter()
+            .map(|c| {
+                let regions = &resolved.data.countries.arpu_region;
+                regions
+                    .iter()
+                    .position(|r| r.name == c.arpu_region)
+                    .unwrap_or(0)
+            })
+            .collect();
+        let cpc = resolved.click_values();
         let targeting_source = arms
             .iter()
             .map(|a| {
@@ -125,6 +145,8 @@ impl<'a> Sweep<'a> {
                 .map(|c| Threshold::new(c.metadata_link_rate))
                 .collect(),
             horizon: s.policy.horizon_days,
+            region_of,
+            values: DayValue::new(&s.targeting, &s.revenue, &cpc, s.population.users),
         }
     }
 
@@ -199,9 +221,19 @@ impl<'a> Sweep<'a> {
             0..l.segments * Seg::COUNT,
             l.all(All::LinkedAccountDays)..l.all(All::ImpUntargetedUnlinked) + 1,
         ];
+        let value_gain: Vec<usize> = (0..l.regions)
+            .flat_map(|r| (0..=l.days).map(move |d| l.day(r, d, Channel::ValueGain)))
+            .collect();
+        let tper = l.timeline_per_level();
         for a in 0..counts.arms.len() {
             let source = self.targeting_source[a];
             if source != a {
+                let (before, after) = counts.timeline.split_at_mut(a);
+                for (f, t) in before[source].chunks(tper).zip(after[0].chunks_mut(tper)) {
+                    for &i in &value_gain {
+                        t[i] += f[i];
+                    }
+                }
                 let (before, after) = counts.arms.split_at_mut(a);
                 let (from, to) = (&before[source], &mut after[0]);
                 for (f_cell, t_cell) in from.chunks(measures).zip(to.chunks_mut(measures)) {
@@ -274,6 +306,8 @@ impl<'a> Sweep<'a> {
         });
 
         let cell = l.cell(country, u.age_band as usize);
+        let region = self.region_of[country];
+        let mut day_values = [None; 4];
         let measures = l.measures();
         let per_level = l.per_level();
         let tper = l.timeline_per_level();
@@ -361,6 +395,8 @@ impl<'a> Sweep<'a> {
             cuts.sort_unstable();
             let diff = &mut acc.counts.arms[ai];
             let targets = self.targeting_source[ai] == ai;
+            let mut spans = [(0, 0, (0, 0), (0, 0)); 3];
+            let mut n_spans = 0;
             let mut shown: Option<[i64; 4]> = None;
             let mut state = [0i64; 8];
             let mut was_out = 0i64;
@@ -426,10 +462,23 @@ impl<'a> Sweep<'a> {
                         let before = shown.unwrap_or([0; 4]);
                         for (v, (now, was)) in by_variant.iter().zip(before).enumerate() {
                             if *now != was {
-                                self.targeting(row, account, Variant::ALL[v], now - was);
+                                let value =
+                                    self.targeting(row, account, Variant::ALL[v], now - was);
+                                day_values[v].get_or_insert(value);
                             }
                         }
                         shown = Some(by_variant);
+                    }
+                    // The value gain's days, written once the pieces are known (so that
+                    // targeting has valued the variants), pieces with the same days merged.
+                    match spans[..n_spans].last_mut() {
+                        Some(last) if last.1 == k0 && (last.2, last.3) == (own, foreign) => {
+                            last.1 = k1;
+                        }
+                        _ => {
+                            spans[n_spans] = (k0, k1, own, foreign);
+                            n_spans += 1;
+                        }
                     }
                 }
                 // Timeline: the day the user acted, and its days of ad use.
@@ -440,7 +489,7 @@ impl<'a> Sweep<'a> {
                 };
                 let tl = &mut acc.counts.timeline[ai];
                 let mut add = |day: usize, ch: Channel, a: i64| {
-                    let at = l.day(day, ch);
+                    let at = l.day(region, day, ch);
                     tl[k0 * tper + at] += a;
                     // As for the counts, the row past the last level is never read.
                     if k1 < levels {
@@ -463,28 +512,59 @@ impl<'a> Sweep<'a> {
                     }
                 }
             }
+            if let Some(account) = account.as_ref() {
+                for &(k0, k1, own, foreign) in &spans[..n_spans] {
+                    self.value_gain(
+                        &mut acc.counts.timeline[ai],
+                        (k0, k1, levels),
+                        region,
+                        account,
+                        own,
+                        foreign,
+                        &mut day_values,
+                    );
+                }
+            }
         }
     }
 
     /// Adds `days` account-days of an account's targeting counts in `variant` to its cell
     /// `row`: its interest and Custom Audience campaigns and their impressions, whether it is
     /// linked, and the Custom Audience matches that a metadata link makes. `days` is negative
-    /// to take days away.
+    /// to take days away. Returns the value of one of its days in `variant`, in quanta
+    /// (as [`Sweep::day_value`]).
     #[inline]
-    fn targeting(&self, row: &mut [i64], account: &Account, variant: Variant, days: i64) {
+    fn targeting(&self, row: &mut [i64], account: &Account, variant: Variant, days: i64) -> i64 {
         let l = &self.layout;
-        let f = &account.flags;
         let linked = variant.own || variant.foreign;
         row[l.all(All::LinkedAccountDays)] += days * i64::from(linked);
-        let flagged = f.platform
-            | if variant.own { f.own } else { 0 }
-            | if variant.foreign { f.foreign } else { 0 };
-        // Custom Audience campaigns the account is in: its holder's own businesses' (the
-        // right person; by metadata only while its data is in ad use), and those of the
-        // sender whose number it holds (the wrong person).
-        let right = account.ca_own | if variant.own { account.ca_metadata } else { 0 };
-        let wrong = account.ca_foreign & !right;
-        let campaigns = flagged.count_ones() + (right | wrong).count_ones();
+        let mut value = 0.0;
+        let campaigns = account.campaigns(variant, |s, campaign, interested, units| {
+            value += self
+                .values
+                .targeted(s, campaign == Campaign::Customer, interested, units);
+            let m = match campaign {
+                Campaign::Interest => {
+                    row[l.seg(s, Seg::AudienceDays)] += days;
+                    row[l.seg(s, Seg::TruePositiveDays)] += days * i64::from(interested);
+                    match (interested, linked) {
+                        (true, true) => Seg::ImpInterestedLinked,
+                        (false, true) => Seg::ImpOtherLinked,
+                        (true, false) => Seg::ImpInterestedUnlinked,
+                        (false, false) => Seg::ImpOtherUnlinked,
+                    }
+                }
+                Campaign::Customer if linked => Seg::CaImpCustomerLinked,
+                Campaign::Customer => Seg::CaImpCustomerUnlinked,
+                Campaign::WrongPerson => match (interested, linked) {
+                    (true, true) => Seg::CaImpInterestedLinked,
+                    (true, false) => Seg::CaImpInterestedUnlinked,
+                    (false, true) => Seg::CaImpOtherLinked,
+                    (false, false) => Seg::CaImpOtherUnlinked,
+                },
+            };
+            row[l.seg(s, m)] += days * units as i64;
+        });
         if campaigns == 0 {
             let m = if linked {
                 All::ImpUntargetedLinked
@@ -492,50 +572,91 @@ impl<'a> Sweep<'a> {
                 All::ImpUntargetedUnlinked
             };
             row[l.all(m)] += days * IMPRESSION_UNITS as i64;
-        } else {
-            // The day's units split across every campaign, exactly (docs/model.md §6).
-            let (each, extra) = split(campaigns);
-            let mut k = 0;
-            let mut units = || {
-                k += 1;
-                days * (each + u64::from(k <= extra)) as i64
-            };
-            for_bits(flagged, |s| {
-                let interested = account.interests >> s & 1 == 1;
-                row[l.seg(s, Seg::AudienceDays)] += days;
-                row[l.seg(s, Seg::TruePositiveDays)] += days * i64::from(interested);
-                let m = match (interested, linked) {
-                    (true, true) => Seg::ImpInterestedLinked,
-                    (false, true) => Seg::ImpOtherLinked,
-                    (true, false) => Seg::ImpInterestedUnlinked,
-                    (false, false) => Seg::ImpOtherUnlinked,
-                };
-                row[l.seg(s, m)] += units();
-            });
-            for_bits(right | wrong, |s| {
-                let m = if right >> s & 1 == 1 {
-                    if linked {
-                        Seg::CaImpCustomerLinked
-                    } else {
-                        Seg::CaImpCustomerUnlinked
-                    }
-                } else {
-                    match (account.interests >> s & 1 == 1, linked) {
-                        (true, true) => Seg::CaImpInterestedLinked,
-                        (true, false) => Seg::CaImpInterestedUnlinked,
-                        (false, true) => Seg::CaImpOtherLinked,
-                        (false, false) => Seg::CaImpOtherUnlinked,
-                    }
-                };
-                row[l.seg(s, m)] += units();
-            });
+            value = self.values.untargeted(IMPRESSION_UNITS);
         }
         if variant.own {
             for_bits(account.ca_metadata, |s| {
                 row[l.seg(s, Seg::CaRightDays)] += days
             });
         }
+        value.round() as i64
     }
+
+    /// The click value of one of the account's days in `variant`, in quanta (docs/model.md §8).
+    #[inline]
+    fn day_value(&self, account: &Account, variant: Variant) -> i64 {
+        let v = &self.values;
+        let mut total = 0.0;
+        let campaigns = account.campaigns(variant, |s, campaign, interested, units| {
+            total += v.targeted(s, campaign == Campaign::Customer, interested, units);
+        });
+        if campaigns == 0 {
+            total = v.untargeted(IMPRESSION_UNITS);
+        }
+        total.round() as i64
+    }
+
+    /// Adds to the timeline `tl` of an arm, at levels `[k0, k1)` of `levels`, the value that
+    /// M data adds to `account` on each day (docs/model.md §8): the value of its day in the
+    /// day's variant less its value with no M data in ad use, on the days its holder's own data
+    /// (`own`) and its foreign sender's (`foreign`) are in ad use. `values` caches the
+    /// account's day value per variant.
+    #[allow(clippy::too_many_arguments)]
+    fn value_gain(
+        &self,
+        tl: &mut [i64],
+        (k0, k1, levels): (usize, usize, usize),
+        region: usize,
+        account: &Account,
+        own: (u32, u32),
+        foreign: (u32, u32),
+        values: &mut [Option<i64>; 4],
+    ) {
+        let h = self.horizon;
+        let clip = |(a, b): (u32, u32)| (a.min(h), b.min(h));
+        let (own, foreign) = (clip(own), clip(foreign));
+        let both = (own.0.max(foreign.0), own.1.min(foreign.1));
+        let mut value =
+            |v: usize| *values[v].get_or_insert_with(|| self.day_value(account, Variant::ALL[v]));
+        let has = |(a, b): (u32, u32)| a < b;
+        if !has(own) && !has(foreign) {
+            return;
+        }
+        let base = value(0);
+        let g_own = if has(own) { value(1) - base } else { 0 };
+        let g_foreign = if has(foreign) { value(2) - base } else { 0 };
+        let g_both = if has(both) {
+            value(3) - base - g_own - g_foreign
+        } else {
+            0
+        };
+        let l = &self.layout;
+        let tper = l.timeline_per_level();
+        for ((start, end), g) in [(own, g_own), (foreign, g_foreign), (both, g_both)] {
+            if g == 0 || start >= end {
+                continue;
+            }
+            for (day, amount) in [(start, g), (end, -g)] {
+                let at = l.day(region, day as usize, Channel::ValueGain);
+                tl[k0 * tper + at] += amount;
+                if k1 < levels {
+                    tl[k1 * tper + at] -= amount;
+                }
+            }
+        }
+    }
+}
+
+/// The kind of campaign an account-day's impression units go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Campaign {
+    /// A segment's interest campaign (the account is flagged).
+    Interest,
+    /// A business's Custom Audience campaign, on its customer's account (right person).
+    Customer,
+    /// A business's Custom Audience campaign, on an account that holds its customer's number
+    /// but is someone else's.
+    WrongPerson,
 }
 
 /// What an account's targeting depends on on one day: whether its holder's own M data and
@@ -544,6 +665,48 @@ impl<'a> Sweep<'a> {
 struct Variant {
     own: bool,
     foreign: bool,
+}
+
+impl Account {
+    /// Calls `f(segment, campaign, interested, units)` for each campaign the account is in on
+    /// a day in `variant`, with the units of the day's supply it gets (they add up to
+    /// [`IMPRESSION_UNITS`], split exactly: docs/model.md §6) and whether the holder is
+    /// interested in the segment; returns how many (0: the day is untargeted).
+    #[inline]
+    fn campaigns(&self, variant: Variant, mut f: impl FnMut(usize, Campaign, bool, u64)) -> u32 {
+        let flags = &self.flags;
+        let flagged = flags.platform
+            | if variant.own { flags.own } else { 0 }
+            | if variant.foreign { flags.foreign } else { 0 };
+        // Custom Audience campaigns the account is in: its holder's own businesses' (the
+        // right person; by metadata only while its data is in ad use), and those of the
+        // sender whose number it holds (the wrong person).
+        let right = self.ca_own | if variant.own { self.ca_metadata } else { 0 };
+        let wrong = self.ca_foreign & !right;
+        let n = flagged.count_ones() + (right | wrong).count_ones();
+        if n == 0 {
+            return 0;
+        }
+        let (each, extra) = split(n);
+        let mut k = 0;
+        let mut units = || {
+            k += 1;
+            each + u64::from(k <= extra)
+        };
+        let interested = |s: usize| self.interests >> s & 1 == 1;
+        for_bits(flagged, |s| {
+            f(s, Campaign::Interest, interested(s), units())
+        });
+        for_bits(right | wrong, |s| {
+            let campaign = if right >> s & 1 == 1 {
+                Campaign::Customer
+            } else {
+                Campaign::WrongPerson
+            };
+            f(s, campaign, interested(s), units())
+        });
+        n
+    }
 }
 
 impl Variant {

@@ -554,6 +554,7 @@ mod tests {
             countries: DataFrame::empty(),
             timeline: DataFrame::empty(),
             ages: DataFrame::empty(),
+            revenue_days: DataFrame::empty(),
         }
     }
 

@@ -433,13 +433,18 @@ pub fn counts_hold(l: &Layout, c: &Counts, users: u64, window: usize) -> Result<
                 ));
             }
             let tl = c.timeline_level(l, arm, level);
-            for day in 0..=l.days {
-                let notice = tl[l.day(day, Channel::Notice)];
-                let settings = tl[l.day(day, Channel::Settings)];
-                let in_use = tl[l.day(day, Channel::InAdUse)];
+            for (region, day) in (0..l.regions).flat_map(|r| (0..=l.days).map(move |d| (r, d))) {
+                let notice = tl[l.day(region, day, Channel::Notice)];
+                let settings = tl[l.day(region, day, Channel::Settings)];
+                let in_use = tl[l.day(region, day, Channel::InAdUse)];
                 if notice < 0 || settings < 0 || in_use < 0 || in_use > users as i64 {
                     return Err(format!(
-                        "arm {arm} level {level} day {day}: a count out of range"
+                        "arm {arm} level {level} region {region} day {day}: a count out of range"
+                    ));
+                }
+                if day == l.days && tl[l.day(region, day, Channel::ValueGain)] != 0 {
+                    return Err(format!(
+                        "arm {arm} level {level} region {region}: value past the horizon"
                     ));
                 }
                 if (day != 0 && notice != 0) || ((day == 0 || day > window) && settings != 0) {

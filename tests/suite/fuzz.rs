@@ -104,10 +104,16 @@ fn the_property_checks_catch_broken_counts_and_folders() {
         "a user lost"
     );
     let mut late = counts.clone();
-    late.timeline[1][l.day(window + 1, Channel::Settings)] += 1;
+    late.timeline[1][l.day(0, window + 1, Channel::Settings)] += 1;
     assert!(
         runner::counts_hold(l, &late, 2000, window).is_err(),
         "a Settings day past the window"
+    );
+    let mut past = counts.clone();
+    past.timeline[1][l.day(0, l.days, Channel::ValueGain)] += 1;
+    assert!(
+        runner::counts_hold(l, &past, 2000, window).is_err(),
+        "value past the horizon"
     );
 
     let dir = tempfile::tempdir().expect("temp dir");

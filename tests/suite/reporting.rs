@@ -12,6 +12,7 @@ const CHARTS: &[&str] = &[
     "segment_lift",
     "selection",
     "timeline",
+    "revenue_days",
     "links_by_country",
 ];
 
@@ -45,7 +46,14 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
     let r = dir.path().join("r");
     for c in CHARTS {
         let png = std::fs::read(r.join(format!("{c}.png"))).unwrap();
-        assert_eq!(png_size(&png), (1200, 800), "{c}");
+        // Small multiples: one 640-pixel panel per arm (the default's two sharing arms have
+        // the same days, so one panel).
+        let size = if *c == "revenue_days" {
+            (1200, 640)
+        } else {
+            (1200, 800)
+        };
+        assert_eq!(png_size(&png), size, "{c}");
         let svg = std::fs::read_to_string(r.join(format!("{c}.svg"))).unwrap();
         assert!(
             svg.contains("<text"),
@@ -67,6 +75,7 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
         "## What was simulated",
         "## Headline results",
         "## Who opts out",
+        "## Over the quarter",
         "## Calibration",
         "## Caveats",
         "95% intervals over 2 replications",

@@ -265,6 +265,133 @@ fn a_regional_pause_keeps_its_days_before_the_pause_and_differs_from_off() {
         days(3, 1, linked, true),
     );
     assert!(w > p && p > o, "window {w}, pause {p}, off {o}");
+    // The value M data adds per day, by S region (the per-day revenue): the pause equals the
+    // window on days 0 to 73 in every region and from day 74 outside Europe; in Europe it
+    // falls on day 74 and stays level.
+    let europe = r
+        .data
+        .countries
+        .arpu_region
+        .iter()
+        .position(|g| g.name == "europe")
+        .expect("a europe region");
+    let gain = |arm: usize, region: usize, day: usize| {
+        c.timeline_level(&l, arm, 0)[l.day(region, day, Channel::ValueGain)]
+    };
+    for region in 0..l.regions {
+        for day in 0..l.days {
+            if region != europe || day < 74 {
+                assert_eq!(
+                    gain(2, region, day),
+                    gain(1, region, day),
+                    "region {region}, day {day}"
+                );
+            }
+        }
+        assert_eq!(
+            gain(1, region, l.days),
+            0,
+            "the day past the horizon is empty"
+        );
+    }
+    assert!(gain(1, europe, 0) > 0);
+    assert!(gain(2, europe, 74) < gain(1, europe, 74));
+    assert_eq!(gain(2, europe, 74), gain(2, europe, l.days - 1));
+    assert!(
+        gain(3, europe, 0) < gain(1, europe, 0),
+        "off takes the EU's days away"
+    );
+}
+
+#[test]
+fn revenue_per_day_adds_up_to_the_quarter_by_region() {
+    // The per-day revenue of every arm, level and region sums over the days to the
+    // quarter's revenue change; the regions sum to `all` on every day.
+    let mut r = small(20_000, 3, &[0.0, 0.3, 1.0], |s| {
+        s.policy.notice_read_rate = 0.3;
+    });
+    r.scenario.population.replications = 2;
+    let sweep = Sweep::new(&r);
+    let mut est = adsim::run::estimator(&r);
+    for rep in 0..2 {
+        let counts = sweep
+            .run(rep, 0..r.scenario.population.users)
+            .expect("runs");
+        est.add(&counts).expect("estimates");
+    }
+    let e = est.finish().expect("finishes");
+    let text = |df: &polars::prelude::DataFrame, c: &str| adsim::table::texts(df, c);
+    let num = |df: &polars::prelude::DataFrame, c: &str| adsim::table::floats(df, c);
+    let (d, s) = (&e.revenue_days, &e.summary);
+    let (d_arm, d_rate, d_region, d_day, d_value) = (
+        text(d, "arm"),
+        num(d, "rate"),
+        text(d, "region"),
+        num(d, "day"),
+        num(d, "revenue_change_musd"),
+    );
+    let (s_arm, s_rate, s_change) = (
+        text(s, "arm"),
+        num(s, "rate"),
+        num(s, "revenue_change_musd"),
+    );
+    assert!(
+        !d_arm.iter().any(|a| a == "none"),
+        "the none arm has no days"
+    );
+    let mut checked = 0;
+    for i in 0..s.height() {
+        if s_arm[i] == "none" {
+            continue;
+        }
+        let rows: Vec<usize> = (0..d.height())
+            .filter(|&j| d_arm[j] == s_arm[i] && d_rate[j] == s_rate[i])
+            .collect();
+        let quarter: f64 = rows
+            .iter()
+            .filter(|&&j| d_region[j] == "all")
+            .map(|&j| d_value[j])
+            .sum();
+        let expected = s_change[i];
+        assert!(
+            (quarter - expected).abs() <= 1e-4 * expected.abs() + 1e-3,
+            "{} at {}: days sum to {quarter}, the quarter is {expected}",
+            s_arm[i],
+            s_rate[i]
+        );
+        for day in 0..r.scenario.policy.horizon_days {
+            let on = |region: Option<&str>| -> f64 {
+                rows.iter()
+                    .filter(|&&j| d_day[j] == f64::from(day))
+                    .filter(|&&j| match region {
+                        Some(g) => d_region[j] == g,
+                        None => d_region[j] != "all",
+                    })
+                    .map(|&j| d_value[j])
+                    .sum()
+            };
+            let all = on(Some("all"));
+            assert!((on(None) - all).abs() <= 1e-9 * all.abs().max(1.0));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6);
+    // With opt-outs over the window, the revenue per day falls through the window.
+    let first_arm = (0..d.height())
+        .find(|&j| d_arm[j] != "none" && d_rate[j] == 0.3 && d_region[j] == "all")
+        .expect("a row");
+    let day = |n: f64| {
+        (0..d.height())
+            .find(|&j| {
+                d_arm[j] == d_arm[first_arm]
+                    && d_rate[j] == 0.3
+                    && d_region[j] == "all"
+                    && d_day[j] == n
+            })
+            .map(|j| d_value[j])
+            .expect("the day")
+    };
+    assert!(day(0.0) > day(29.0), "{} then {}", day(0.0), day(29.0));
 }
 
 #[test]
@@ -299,7 +426,11 @@ fn settings_days_fill_a_window_of_365_days() {
     let (l, c) = simulate(&r);
     let arm = 1;
     let tl = c.timeline_level(&l, arm, 1);
-    let settings = |day: usize| tl[l.day(day, Channel::Settings)];
+    let settings = |day: usize| -> i64 {
+        (0..l.regions)
+            .map(|g| tl[l.day(g, day, Channel::Settings)])
+            .sum()
+    };
     let all: i64 = (0..=l.days).map(settings).sum();
     let late: i64 = (257..=365).map(settings).sum();
     let past: i64 = (366..=l.days).map(settings).sum();
