@@ -134,6 +134,33 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run a study: one scenario evaluated over a design of parameter values (docs/model.md §16).
+    #[command(
+        after_help = "Examples:\n  adsim studies                                  # the built-in plans\n  \
+        adsim study uncertainty --out u               # every assumption over its plausible range (LHS)\n  \
+        adsim study heterogeneity-x-notice --out g\n  adsim study my-plan.toml --out s\n\n\
+        Writes plan.toml (run it again to reproduce every file), evaluations.csv/.parquet, summary.csv\n\
+        (each output's spread; under lhs the 2.5 and 97.5 percentiles), effects.csv, report.md/.html."
+    )]
+    Study {
+        /// A built-in plan name (see `adsim studies`) or a TOML plan file.
+        plan: String,
+        /// The study folder (default: a new folder under reports/runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the folder if it exists.
+        #[arg(long)]
+        force: bool,
+        /// No progress or summary on the terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List the built-in study plans, or print one.
+    Studies {
+        /// Print this plan as TOML.
+        #[arg(long)]
+        show: Option<String>,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  adsim completions bash > /etc/bash_completion.d/adsim")]
     Completions {
@@ -350,12 +377,88 @@ pub fn run() -> Result<()> {
             force,
             quiet,
         } => validate(users, replications, seed, out, force, quiet),
+        Command::Study {
+            plan,
+            out,
+            force,
+            quiet,
+        } => study(&plan, out, force, quiet),
+        Command::Studies { show: Some(name) } => {
+            let (_, text) = adsim::study::BUILTINS
+                .iter()
+                .find(|b| b.0 == name)
+                .ok_or_else(|| adsim::Error::Argument {
+                    name: "--show".into(),
+                    value: name.clone(),
+                    expected: "a built-in study (adsim studies)".into(),
+                })?;
+            say_raw!("{text}");
+            Ok(())
+        }
+        Command::Studies { show: None } => {
+            for (name, _) in adsim::study::BUILTINS {
+                let (p, _) = adsim::study::Plan::builtin(name)?;
+                say!("{name:<24} {}", p.description);
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "adsim", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+    use adsim::study::{Plan, Study, write};
+    use std::io::IsTerminal;
+    let path = Path::new(plan);
+    let (parsed, source, dir) = if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| adsim::Error::io(path, e))?;
+        let source = path.display().to_string();
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        (Plan::parse(&text, &source)?, source, dir)
+    } else {
+        let (p, source) = Plan::builtin(plan)?;
+        (p, source, PathBuf::from("."))
+    };
+    let study = Study::new(parsed, &source, &dir)?;
+    let out = out.unwrap_or_else(|| fresh_path(&study.plan.name, ""));
+    if out.exists() && !force {
+        return Err(adsim::Error::Exists(out).into());
+    }
+    let n = study.points.len() as u64;
+    let bar = if !quiet && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(n),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} evaluations (eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if !quiet {
+        eprintln!(
+            "study {}: {n} evaluations of {} at {} users x {} replications",
+            study.plan.name, study.plan.scenario, study.plan.users, study.plan.replications
+        );
+    }
+    let outputs = study.evaluate(&|done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    write(&study, &outputs, &out, force)?;
+    if !quiet {
+        say!(
+            "wrote plan.toml, evaluations.csv/.parquet, summary.csv, effects.csv and the report to {}",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn validate(

@@ -70,6 +70,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod shard;
+pub mod study;
 pub mod sweep;
 pub mod table;
 pub mod targeting;

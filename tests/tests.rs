@@ -19,6 +19,8 @@
 //!   partial output or broken property; its checks can fail.
 //! - `hostile`: damaged, foreign or edited folders given to plot, compare and merge: refused,
 //!   the file named, nothing written.
+//! - `study`: study plans refused with the factor named; grid and Latin hypercube end to
+//!   end; the written plan reproduces the folder.
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
@@ -53,3 +55,5 @@ mod shards;
 mod simulation;
 #[path = "suite/statistics.rs"]
 mod statistics;
+#[path = "suite/study.rs"]
+mod study;

@@ -52,6 +52,7 @@ fn results_dictionary_matches_the_code() {
     for v in [
         adsim::metrics::SCHEMA_VERSION,
         adsim::cells::CELLS_SCHEMA_VERSION,
+        adsim::study::STUDY_SCHEMA_VERSION,
     ] {
         assert!(
             doc.contains(&format!("schema `{v}`")),

@@ -1,0 +1,1107 @@
+//! Studies (docs/model.md §16): one scenario evaluated over a design of parameter values, to see
+//! which assumptions its figures depend on and how wide they are once the assumptions vary.
+//!
+//! A plan (`adsim study PLAN`, a TOML file or a built-in from `data/studies/`) names a base
+//! scenario, its size, the factors (scalar scenario keys, each with a range or a list of
+//! levels; `assumptions = true` adds every scalar assumption of the parameter registry at its
+//! plausible range), a design and the outputs (metrics at an arm and a rate). Designs: `grid`
+//! (full factorial) and `lhs` (Latin hypercube, with a dummy factor that touches nothing: its
+//! correlation with an output is the noise floor). Every evaluation uses the base scenario's
+//! seed (common random numbers, docs/model.md §16.3), runs through [`crate::run::evaluate`] and
+//! writes no file of its own. The study folder holds the resolved plan, `evaluations.csv` and
+//! `.parquet` (one row per evaluation), `summary.csv` (each output's spread; under `lhs` its 2.5
+//! and 97.5 percentiles, the parameter-uncertainty interval), `effects.csv` (each factor's
+//! effect on each output) and `report.md` / `report.html`.
+
+use std::path::Path;
+
+use polars::prelude::*;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::ensure;
+use crate::error::{Error, Result};
+use crate::folder::{Stamp, write_csv, write_dir, write_parquet, write_text};
+use crate::registry;
+use crate::report::{Block, html, markdown};
+use crate::scenario::{Resolved, Scenario};
+use crate::table::{floats, texts};
+
+/// Version of the study tables' schema.
+pub const STUDY_SCHEMA_VERSION: &str = "study/1";
+
+/// The built-in study plans: name and text.
+pub const BUILTINS: &[(&str, &str)] = &[
+    (
+        "uncertainty",
+        include_str!("../data/studies/uncertainty.toml"),
+    ),
+    (
+        "heterogeneity-x-notice",
+        include_str!("../data/studies/heterogeneity-x-notice.toml"),
+    ),
+];
+
+/// The name of the dummy factor of an `lhs` design.
+pub const DUMMY: &str = "dummy";
+
+/// A study design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Design {
+    /// Every combination of the factors' levels.
+    Grid,
+    /// A Latin hypercube of `samples` points.
+    Lhs,
+}
+
+/// How a factor's values spread over its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spread {
+    /// Evenly.
+    Uniform,
+    /// Evenly in the logarithm (both bounds above 0).
+    Loguniform,
+}
+
+/// One factor: a scalar scenario key and the values it takes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Factor {
+    /// The scenario key (`targeting.m_recall`).
+    pub key: String,
+    /// Low end of its range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    /// High end of its range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
+    /// The values a `grid` takes (instead of `points` values from `low` to `high`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<f64>>,
+    /// Under `grid` without `levels`: how many evenly spaced values from `low` to `high`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<u32>,
+    /// Under `lhs`: how values spread over the range (default uniform).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+}
+
+/// One output: a metric of `summary.csv` at an arm and the level nearest a rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// The metric (a column of `summary.csv`: `revenue_change_musd`, `precision_lift`...).
+    pub metric: String,
+    /// The arm (default: the scenario's first sharing arm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+    /// The target opt-out rate (the level nearest it is read).
+    pub rate: f64,
+}
+
+/// A study plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Its name (the folder's, by default).
+    pub name: String,
+    /// What it asks.
+    #[serde(default)]
+    pub description: String,
+    /// The base scenario: a built-in name or a TOML file (relative to the plan).
+    pub scenario: String,
+    /// Users per replication of each evaluation.
+    pub users: u64,
+    /// Replications of each evaluation.
+    pub replications: u32,
+    /// `grid` or `lhs`.
+    pub design: Design,
+    /// Under `lhs`: the number of points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+    /// Seed of the design's draws (not of the simulation: every evaluation uses the
+    /// scenario's seed).
+    #[serde(default = "one")]
+    pub design_seed: u64,
+    /// Add every scalar assumption of the registry that the scenario reads, at its plausible
+    /// range and spread.
+    #[serde(default)]
+    pub assumptions: bool,
+    /// The factors.
+    #[serde(default)]
+    pub factor: Vec<Factor>,
+    /// The outputs (default: revenue change, precision lift, Custom Audience match rate and
+    /// people mislinked of the first sharing arm at rates 0 and 0.5).
+    #[serde(default)]
+    pub output: Vec<Output>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The metrics studied when a plan names none.
+pub const DEFAULT_METRICS: [&str; 4] = [
+    "revenue_change_musd",
+    "precision_lift",
+    "ca_match_rate",
+    "people_mislinked",
+];
+
+impl Plan {
+    /// Parses a plan; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Plan> {
+        toml::from_str(text).map_err(|e| {
+            Error::invalid(
+                file,
+                "plan",
+                e.message(),
+                "a study plan (docs/model.md §16)",
+            )
+        })
+    }
+
+    /// A built-in plan by name.
+    pub fn builtin(name: &str) -> Result<(Plan, String)> {
+        let (_, text) = BUILTINS
+            .iter()
+            .find(|b| b.0 == name)
+            .ok_or_else(|| Error::Argument {
+                name: "plan".into(),
+                value: name.into(),
+                expected: format!(
+                    "a TOML file or a built-in study: {}",
+                    BUILTINS.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        let source = format!("data/studies/{name}.toml (built in)");
+        Ok((Plan::parse(text, &source)?, source))
+    }
+
+    /// The plan as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialize the plan: {e}\n"))
+    }
+}
+
+/// A plan made ready: its base scenario, the factors (assumptions expanded, checked), the
+/// design's points and the outputs.
+#[derive(Clone, Debug)]
+pub struct Study {
+    /// The plan, with the factors and outputs it resolved to.
+    pub plan: Plan,
+    /// The base scenario at the plan's size.
+    pub base: Scenario,
+    /// Where the scenario came from.
+    pub source: String,
+    /// Factor names, in column order (the dummy last, under `lhs`).
+    pub names: Vec<String>,
+    /// The design: one row of factor values per evaluation.
+    pub points: Vec<Vec<f64>>,
+}
+
+/// Reads the base scenario of a plan from `dir` (the plan's folder); a file's path becomes
+/// absolute in the plan, so the plan written to the study folder finds it too.
+fn base_scenario(plan: &mut Plan, dir: &Path) -> Result<(Scenario, String)> {
+    if plan.scenario.ends_with(".toml") {
+        let path = dir.join(&plan.scenario);
+        let scenario = Scenario::from_file(&path)?;
+        let full = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+        plan.scenario = full.display().to_string();
+        Ok((scenario, plan.scenario.clone()))
+    } else {
+        Scenario::builtin(&plan.scenario)
+    }
+}
+
+/// The scalar assumptions of the registry that `base` reads, as factors at their plausible
+/// ranges. The six fault shares are left out (they must sum to 1: varying one alone is
+/// refused), and so are the behavioural keys of a rate-mode scenario.
+pub fn assumption_factors(base: &Scenario) -> Vec<Factor> {
+    let behavioral = base.policy.mode == crate::policy::Mode::Behavioral;
+    registry::parameters()
+        .iter()
+        .filter(|p| p.is_assumption() && !p.is_data_column())
+        .filter(|p| !p.path.starts_with("audiences.fault_shares."))
+        .filter(|p| behavioral || !p.used_when.as_deref().unwrap_or("").contains("behavioral"))
+        .filter_map(|p| {
+            let [low, high] = p.plausible?;
+            Some(Factor {
+                key: p.path.clone(),
+                low: Some(low),
+                high: Some(high),
+                levels: None,
+                points: None,
+                spread: Some(match p.distribution.as_deref() {
+                    Some("loguniform") => Spread::Loguniform,
+                    _ => Spread::Uniform,
+                }),
+            })
+        })
+        .collect()
+}
+
+/// Checks one factor against the registry and the design; `file` names the plan.
+fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> Result<()> {
+    let key = format!("factor[{i}] ({})", f.key);
+    let p = registry::find(&f.key)
+        .filter(|p| !p.is_data_column())
+        .ok_or_else(|| {
+            Error::invalid(
+                file,
+                format!("{key}.key"),
+                &f.key,
+                "a scalar scenario key of the parameter registry (`adsim parameters`)",
+            )
+        })?;
+    ensure!(
+        matches!(p.kind.as_str(), "float" | "integer"),
+        file,
+        format!("{key}.key"),
+        &f.key,
+        format!("a numeric key (this one is {})", p.kind)
+    );
+    let [lo, hi] = p.legal.unwrap_or([f64::MIN, f64::MAX]);
+    let legal = |v: f64| v.is_finite() && v <= hi && (v > lo || (v == lo && !p.low_exclusive));
+    let within = format!(
+        "a value in the key's legal range {}{lo}, {hi}]",
+        if p.low_exclusive { "(" } else { "[" }
+    );
+    let integer = p.kind == "integer";
+    let check = |name: &str, v: f64| -> Result<()> {
+        ensure!(legal(v), file, format!("{key}.{name}"), v, within.clone());
+        ensure!(
+            !integer || v.fract() == 0.0,
+            file,
+            format!("{key}.{name}"),
+            v,
+            "a whole number (the key is an integer)"
+        );
+        Ok(())
+    };
+    if let Some(levels) = &f.levels {
+        ensure!(
+            design == Design::Grid,
+            file,
+            format!("{key}.levels"),
+            format!("{levels:?}"),
+            "no levels under design = \"lhs\" (give low and high)"
+        );
+        ensure!(
+            !levels.is_empty() && levels.len() <= 1000,
+            file,
+            format!("{key}.levels"),
+            format!("{levels:?}"),
+            "1 to 1000 values"
+        );
+        for v in levels {
+            check("levels", *v)?;
+        }
+        return Ok(());
+    }
+    let (Some(low), Some(high)) = (f.low, f.high) else {
+        return Err(Error::invalid(
+            file,
+            key,
+            "no low and high",
+            "low and high (or, under grid, levels)",
+        ));
+    };
+    check("low", low)?;
+    check("high", high)?;
+    ensure!(
+        low < high,
+        file,
+        format!("{key}.high"),
+        high,
+        format!("above low = {low}")
+    );
+    if f.spread == Some(Spread::Loguniform) {
+        ensure!(
+            low > 0.0,
+            file,
+            format!("{key}.low"),
+            low,
+            "above 0 (spread = \"loguniform\")"
+        );
+    }
+    if let Some(n) = f.points {
+        ensure!(
+            (2..=1000).contains(&n),
+            file,
+            format!("{key}.points"),
+            n,
+            "2 to 1000"
+        );
+    }
+    Ok(())
+}
+
+/// Sets `key` (dotted) of a scenario's TOML tree to `value`.
+fn set_key(tree: &mut toml::Value, key: &str, value: f64, integer: bool) -> bool {
+    let mut node = tree;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some(table) = node.as_table_mut() else {
+            return false;
+        };
+        if parts.peek().is_none() {
+            table.insert(
+                part.to_string(),
+                if integer {
+                    toml::Value::Integer(value as i64)
+                } else {
+                    toml::Value::Float(value)
+                },
+            );
+            return true;
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
+    }
+    false
+}
+
+impl Study {
+    /// Makes a plan ready: reads its scenario (relative to `dir`), expands and checks its
+    /// factors and outputs, and draws its design. `file` names the plan in errors.
+    pub fn new(mut plan: Plan, file: &str, dir: &Path) -> Result<Study> {
+        ensure!(
+            !plan.name.is_empty()
+                && plan.name.len() <= 100
+                && !plan.name.starts_with('.')
+                && plan
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            file,
+            "name",
+            format!("{:?}", plan.name),
+            "1 to 100 letters, digits, '-', '_' or '.', not starting with '.'"
+        );
+        ensure!(
+            (1..=1_000_000_000).contains(&plan.users),
+            file,
+            "users",
+            plan.users,
+            "1 to 10^9 users per evaluation"
+        );
+        ensure!(
+            (1..=1000).contains(&plan.replications),
+            file,
+            "replications",
+            plan.replications,
+            "1 to 1000"
+        );
+        let (mut base, source) = base_scenario(&mut plan, dir)?;
+        base.population.users = plan.users;
+        base.population.replications = plan.replications;
+        if plan.assumptions {
+            let have: Vec<String> = plan.factor.iter().map(|f| f.key.clone()).collect();
+            plan.factor.extend(
+                assumption_factors(&base)
+                    .into_iter()
+                    .filter(|f| !have.contains(&f.key)),
+            );
+            plan.assumptions = false;
+        }
+        ensure!(
+            !plan.factor.is_empty(),
+            file,
+            "factor",
+            "none",
+            "at least one [[factor]], or assumptions = true"
+        );
+        for (i, f) in plan.factor.iter().enumerate() {
+            check_factor(f, plan.design, file, i)?;
+            ensure!(
+                plan.factor[..i].iter().all(|g| g.key != f.key),
+                file,
+                format!("factor[{i}].key"),
+                &f.key,
+                "a key no other factor has"
+            );
+        }
+        let k = plan.factor.len();
+        let mut names: Vec<String> = plan.factor.iter().map(|f| f.key.clone()).collect();
+        let points = match plan.design {
+            Design::Grid => {
+                ensure!(
+                    plan.samples.is_none(),
+                    file,
+                    "samples",
+                    plan.samples.unwrap_or(0),
+                    "no samples under design = \"grid\" (its size is the product of the levels)"
+                );
+                let levels: Vec<Vec<f64>> = plan.factor.iter().map(grid_levels).collect();
+                let size: f64 = levels.iter().map(|l| l.len() as f64).product();
+                ensure!(
+                    size <= 100_000.0,
+                    file,
+                    "factor",
+                    size,
+                    "a grid of at most 100,000 points"
+                );
+                cartesian(&levels)
+            }
+            Design::Lhs => {
+                let n = plan.samples.unwrap_or(0);
+                let least = (2 * (k as u32 + 1)).max(10);
+                ensure!(
+                    n >= least && n <= 100_000,
+                    file,
+                    "samples",
+                    n,
+                    format!(
+                        "{least} to 100,000 points for {k} factors and the dummy (at least twice the factors, and 10)"
+                    )
+                );
+                names.push(DUMMY.into());
+                let mut with_dummy = plan.factor.clone();
+                with_dummy.push(Factor {
+                    key: DUMMY.into(),
+                    low: Some(0.0),
+                    high: Some(1.0),
+                    levels: None,
+                    points: None,
+                    spread: None,
+                });
+                latin_hypercube(&with_dummy, n as usize, plan.design_seed)
+            }
+        };
+        if plan.output.is_empty() {
+            plan.output = DEFAULT_METRICS
+                .iter()
+                .flat_map(|m| {
+                    [0.0, 0.5].map(|rate| Output {
+                        metric: m.to_string(),
+                        arm: None,
+                        rate,
+                    })
+                })
+                .collect();
+        }
+        let sharing = base
+            .policy
+            .arms
+            .iter()
+            .find(|a| a.kind != crate::policy::ArmKind::None)
+            .map(|a| a.name.clone());
+        let metrics = crate::metrics::summary_metric_names();
+        for (i, o) in plan.output.iter_mut().enumerate() {
+            ensure!(
+                metrics.contains(&o.metric),
+                file,
+                format!("output[{i}].metric"),
+                &o.metric,
+                "a metric of summary.csv (docs/data-dictionary.md)"
+            );
+            ensure!(
+                (0.0..=1.0).contains(&o.rate),
+                file,
+                format!("output[{i}].rate"),
+                o.rate,
+                "an opt-out rate in [0, 1]"
+            );
+            let arm = o
+                .arm
+                .clone()
+                .or_else(|| sharing.clone())
+                .unwrap_or_default();
+            ensure!(
+                base.policy.arms.iter().any(|a| a.name == arm),
+                file,
+                format!("output[{i}].arm"),
+                format!("{arm:?}"),
+                format!(
+                    "an arm of the scenario: {}",
+                    base.policy
+                        .arms
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            );
+            o.arm = Some(arm);
+        }
+        let study = Study {
+            plan,
+            base,
+            source,
+            names,
+            points,
+        };
+        // Every point must make a valid scenario: refused now, before any evaluation.
+        for (i, _) in study.points.iter().enumerate() {
+            study.scenario(i)?;
+        }
+        Ok(study)
+    }
+
+    /// The scenario of evaluation `i`, resolved.
+    pub fn scenario(&self, i: usize) -> Result<Resolved> {
+        let mut tree = toml::Value::try_from(&self.base)
+            .map_err(|e| Error::invalid(&self.source, "scenario", e.to_string(), "a scenario"))?;
+        let values = &self.points[i];
+        for (f, v) in self.plan.factor.iter().zip(values) {
+            let integer = registry::find(&f.key).is_some_and(|p| p.kind == "integer");
+            set_key(&mut tree, &f.key, *v, integer);
+        }
+        let at = self
+            .plan
+            .factor
+            .iter()
+            .zip(values)
+            .map(|(f, v)| format!("{} = {v}", f.key))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let file = format!("{} at evaluation {i} ({at})", self.plan.name);
+        let scenario: Scenario = tree.try_into().map_err(|e: toml::de::Error| {
+            Error::invalid(&file, "scenario", e.message(), "a scenario")
+        })?;
+        scenario.resolve(&file, Path::new("."))
+    }
+
+    /// Output column names: `metric@arm@rate`.
+    pub fn output_names(&self) -> Vec<String> {
+        self.plan
+            .output
+            .iter()
+            .map(|o| format!("{}@{}@{}", o.metric, o.arm.as_deref().unwrap_or(""), o.rate))
+            .collect()
+    }
+
+    /// Evaluates every point, in order, calling `progress` after each; returns one row of
+    /// outputs per evaluation (NaN where a metric is undefined).
+    pub fn evaluate(&self, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Vec<f64>>> {
+        (0..self.points.len())
+            .map(|i| {
+                let resolved = self.scenario(i)?;
+                let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
+                let s = &e.summary;
+                let (arms, rates) = (texts(s, "arm"), floats(s, "rate"));
+                let row = self
+                    .plan
+                    .output
+                    .iter()
+                    .map(|o| {
+                        let arm = o.arm.as_deref().unwrap_or("");
+                        let values = floats(s, &o.metric);
+                        (0..s.height())
+                            .filter(|&j| arms[j] == arm)
+                            .min_by(|&a, &b| {
+                                (rates[a] - o.rate)
+                                    .abs()
+                                    .total_cmp(&(rates[b] - o.rate).abs())
+                            })
+                            .map_or(f64::NAN, |j| values[j])
+                    })
+                    .collect();
+                progress(i + 1);
+                Ok(row)
+            })
+            .collect()
+    }
+}
+
+/// The values a factor takes in a grid.
+fn grid_levels(f: &Factor) -> Vec<f64> {
+    if let Some(l) = &f.levels {
+        return l.clone();
+    }
+    let (low, high) = (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0));
+    let n = f.points.unwrap_or(3).max(2);
+    (0..n)
+        .map(|j| low + (high - low) * f64::from(j) / f64::from(n - 1))
+        .collect()
+}
+
+/// Every combination of `levels`, the first factor varying slowest.
+fn cartesian(levels: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let mut out = vec![Vec::new()];
+    for l in levels {
+        out = out
+            .into_iter()
+            .flat_map(|row| {
+                l.iter().map(move |v| {
+                    let mut r = row.clone();
+                    r.push(*v);
+                    r
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// A Latin hypercube of `n` points: each factor's range cut into `n` strata of equal
+/// probability, each stratum used by exactly one point, at a uniform position inside it;
+/// strata paired across factors by independent random permutations (McKay, Beckman & Conover
+/// 1979). Xoshiro256++ seeded with `seed` (a stream rand documents as stable).
+pub fn latin_hypercube(factors: &[Factor], n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut columns = Vec::with_capacity(factors.len());
+    for f in factors {
+        let mut strata: Vec<usize> = (0..n).collect();
+        // Fisher-Yates.
+        for i in (1..n).rev() {
+            let j = rng.random_range(0..=i);
+            strata.swap(i, j);
+        }
+        let (low, high) = (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0));
+        let column: Vec<f64> = strata
+            .into_iter()
+            .map(|s| {
+                let u = (s as f64 + rng.random::<f64>()) / n as f64;
+                match f.spread {
+                    Some(Spread::Loguniform) => (low.ln() + u * (high.ln() - low.ln())).exp(),
+                    _ => low + u * (high - low),
+                }
+                .clamp(low, high)
+            })
+            .collect();
+        columns.push(column);
+    }
+    (0..n)
+        .map(|i| columns.iter().map(|c| c[i]).collect())
+        .collect()
+}
+
+/// Ranks of `v` (1-based, ties averaged).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = rank;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson's correlation of `x` and `y`; NaN when either is constant.
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx > 0.0 && syy > 0.0 {
+        sxy / (sxx * syy).sqrt()
+    } else {
+        f64::NAN
+    }
+}
+
+/// Spearman's rank correlation of `x` and `y` over the pairs where `y` is finite.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    let (x, y): (Vec<f64>, Vec<f64>) = x
+        .iter()
+        .zip(y)
+        .filter(|(_, b)| b.is_finite())
+        .map(|(a, b)| (*a, *b))
+        .unzip();
+    if x.len() < 3 {
+        return f64::NAN;
+    }
+    correlation(&ranks(&x), &ranks(&y))
+}
+
+/// The `q` quantile of the finite values of `v` (linear between order statistics, as numpy's
+/// default); NaN if none.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(f64::total_cmp);
+    let h = q * (s.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    s[lo] + (h - lo as f64) * (s[hi] - s[lo])
+}
+
+/// One factor's effect on one output: under `lhs` Spearman's rank correlation, under `grid`
+/// the main-effect swing (the largest less the smallest mean of the output over the factor's
+/// levels).
+#[derive(Clone, Debug)]
+pub struct Effect {
+    /// The output's column name.
+    pub output: String,
+    /// The factor.
+    pub factor: String,
+    /// `spearman_rho` or `main_effect_swing`.
+    pub measure: &'static str,
+    /// Its value.
+    pub value: f64,
+}
+
+/// The effects of every factor on every output, each output's factors strongest first.
+pub fn effects(study: &Study, outputs: &[Vec<f64>]) -> Vec<Effect> {
+    let names = study.output_names();
+    let mut out = Vec::new();
+    for (o, name) in names.iter().enumerate() {
+        let y: Vec<f64> = outputs.iter().map(|r| r[o]).collect();
+        let mut these: Vec<Effect> = study
+            .names
+            .iter()
+            .enumerate()
+            .map(|(f, factor)| {
+                let x: Vec<f64> = study.points.iter().map(|p| p[f]).collect();
+                let (measure, value) = match study.plan.design {
+                    Design::Lhs => ("spearman_rho", spearman(&x, &y)),
+                    Design::Grid => ("main_effect_swing", swing(&x, &y)),
+                };
+                Effect {
+                    output: name.clone(),
+                    factor: factor.clone(),
+                    measure,
+                    value,
+                }
+            })
+            .collect();
+        these.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+        out.extend(these);
+    }
+    out
+}
+
+/// The largest less the smallest mean of `y` over the distinct values of `x`.
+fn swing(x: &[f64], y: &[f64]) -> f64 {
+    let mut levels: Vec<f64> = x.to_vec();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let means: Vec<f64> = levels
+        .iter()
+        .map(|l| {
+            let v: Vec<f64> = x
+                .iter()
+                .zip(y)
+                .filter(|(a, b)| *a == l && b.is_finite())
+                .map(|(_, b)| *b)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        })
+        .filter(|m| m.is_finite())
+        .collect();
+    let max = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = means.iter().copied().fold(f64::INFINITY, f64::min);
+    if means.len() > 1 { max - min } else { f64::NAN }
+}
+
+fn table_error(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
+    move |source| Error::Table {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The study folder (docs/model.md §16.4): written into a temporary folder and renamed.
+pub fn write(study: &Study, outputs: &[Vec<f64>], out: &Path, force: bool) -> Result<()> {
+    let names = study.output_names();
+    let effects = effects(study, outputs);
+    write_dir(out, force, |tmp| {
+        write_text(
+            &tmp.join("plan.toml"),
+            &format!(
+                "# Resolved study plan: `adsim study plan.toml --out OTHER` reproduces every file of\n# this folder. Base scenario: {}\n{}",
+                study.source,
+                study.plan.to_toml()
+            ),
+        )?;
+        let mut columns = vec![
+            Series::from_vec(
+                "evaluation".into(),
+                (0..study.points.len() as u32).collect::<Vec<_>>(),
+            )
+            .into_column(),
+        ];
+        for (f, name) in study.names.iter().enumerate() {
+            let v: Vec<f64> = study.points.iter().map(|p| p[f]).collect();
+            columns.push(Series::from_vec(name.as_str().into(), v).into_column());
+        }
+        for (o, name) in names.iter().enumerate() {
+            let v: Vec<Option<f64>> = outputs
+                .iter()
+                .map(|r| Some(r[o]).filter(|x| x.is_finite()))
+                .collect();
+            columns.push(Column::new(name.as_str().into(), v));
+        }
+        let path = tmp.join("evaluations.parquet");
+        let mut df = DataFrame::new(study.points.len(), columns).map_err(table_error(&path))?;
+        write_csv(&tmp.join("evaluations.csv"), &mut df)?;
+        let stamp = Stamp {
+            data: String::new(),
+            scenario: String::new(),
+            part: "all".into(),
+        };
+        write_parquet(&path, &mut df, STUDY_SCHEMA_VERSION, &stamp)?;
+        let path = tmp.join("summary.csv");
+        let mut summary = summary_frame(&names, outputs).map_err(table_error(&path))?;
+        write_csv(&path, &mut summary)?;
+        let path = tmp.join("effects.csv");
+        let mut e = df!(
+            "output" => effects.iter().map(|e| e.output.as_str()).collect::<Vec<_>>(),
+            "factor" => effects.iter().map(|e| e.factor.as_str()).collect::<Vec<_>>(),
+            "measure" => effects.iter().map(|e| e.measure).collect::<Vec<_>>(),
+            "value" => effects.iter().map(|e| Some(e.value).filter(|v| v.is_finite())).collect::<Vec<_>>(),
+        )
+        .map_err(table_error(&path))?;
+        write_csv(&path, &mut e)?;
+        let blocks = report(study, &names, outputs, &effects);
+        write_text(&tmp.join("report.md"), &markdown(&blocks))?;
+        write_text(&tmp.join("report.html"), &html(&blocks, tmp)?)
+    })
+}
+
+/// Per output: evaluations, mean, sd, min, 2.5%, 50%, 97.5%, max.
+fn summary_frame(names: &[String], outputs: &[Vec<f64>]) -> PolarsResult<DataFrame> {
+    let col = |o: usize| -> Vec<f64> {
+        outputs
+            .iter()
+            .map(|r| r[o])
+            .filter(|x| x.is_finite())
+            .collect()
+    };
+    let stat = |f: &dyn Fn(&[f64]) -> f64| -> Vec<Option<f64>> {
+        (0..names.len())
+            .map(|o| Some(f(&col(o))).filter(|v| v.is_finite()))
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let sd = |v: &[f64]| {
+        let m = mean(v);
+        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
+    };
+    df!(
+        "output" => names.iter().map(String::as_str).collect::<Vec<_>>(),
+        "evaluations" => (0..names.len()).map(|o| col(o).len() as u32).collect::<Vec<_>>(),
+        "mean" => stat(&mean),
+        "sd" => stat(&sd),
+        "min" => stat(&|v| quantile(v, 0.0)),
+        "p2_5" => stat(&|v| quantile(v, 0.025)),
+        "p50" => stat(&|v| quantile(v, 0.5)),
+        "p97_5" => stat(&|v| quantile(v, 0.975)),
+        "max" => stat(&|v| quantile(v, 1.0)),
+    )
+}
+
+fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effect]) -> Vec<Block> {
+    let p = &study.plan;
+    let mut b = vec![
+        Block::Heading(1, format!("adsim study: {}", p.name)),
+        Block::Para(p.description.clone()),
+        Block::Para(format!(
+            "Base scenario {} at {} users x {} replication{} per evaluation, seed {} in every evaluation (common random numbers). Design: {}, {} evaluations, {} factors{}.",
+            study.source,
+            p.users,
+            p.replications,
+            if p.replications == 1 { "" } else { "s" },
+            study.base.population.seed,
+            match p.design {
+                Design::Grid => "full factorial grid",
+                Design::Lhs => "Latin hypercube",
+            },
+            study.points.len(),
+            p.factor.len(),
+            if p.design == Design::Lhs {
+                " and a dummy factor that changes nothing (its correlation is the noise floor)"
+            } else {
+                ""
+            }
+        )),
+        Block::Heading(2, "Factors".into()),
+        Block::Table(
+            ["factor", "values", "spread"].map(String::from).to_vec(),
+            p.factor
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.key.clone(),
+                        match &f.levels {
+                            Some(l) => format!("{l:?}"),
+                            None => format!(
+                                "{} to {}",
+                                f.low.unwrap_or(f64::NAN),
+                                f.high.unwrap_or(f64::NAN)
+                            ),
+                        },
+                        match (p.design, f.spread) {
+                            (Design::Grid, _) => "levels".into(),
+                            (_, Some(Spread::Loguniform)) => "log-uniform".into(),
+                            _ => "uniform".into(),
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+        Block::Heading(2, "Outputs".into()),
+    ];
+    // One format per row, by its largest magnitude.
+    let fmt = |v: f64, top: f64| -> String {
+        if !v.is_finite() {
+            "-".into()
+        } else if top >= 1e6 {
+            format!("{:.2}M", v / 1e6)
+        } else if top >= 100.0 {
+            format!("{v:.1}")
+        } else if top >= 1.0 {
+            format!("{v:.3}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    b.push(Block::Table(
+        ["output", "median", "2.5%", "97.5%", "min", "max"]
+            .map(String::from)
+            .to_vec(),
+        names
+            .iter()
+            .enumerate()
+            .map(|(o, n)| {
+                let v: Vec<f64> = outputs.iter().map(|r| r[o]).collect();
+                let top = quantile(&v, 0.0).abs().max(quantile(&v, 1.0).abs());
+                let mut row = vec![n.clone()];
+                for q in [0.5, 0.025, 0.975, 0.0, 1.0] {
+                    row.push(fmt(quantile(&v, q), top));
+                }
+                row
+            })
+            .collect(),
+    ));
+    b.push(Block::Para(match p.design {
+        Design::Lhs => "Under a Latin hypercube over plausible ranges, the 2.5% and 97.5% columns are the parameter-uncertainty interval of each figure: the spread its assumptions allow, beside the Monte Carlo interval of a run.".into(),
+        Design::Grid => "Over a grid, the spread is that of the chosen levels, not an uncertainty interval.".into(),
+    }));
+    b.push(Block::Heading(2, "What drives each figure".into()));
+    let mut lines = Vec::new();
+    for n in names {
+        let these: Vec<&Effect> = effects.iter().filter(|e| &e.output == n).collect();
+        // Under lhs a correlation must clear both the dummy's and 2 / sqrt(n), about its
+        // 95% band under no association, to be reported.
+        let dummy = these
+            .iter()
+            .find(|e| e.factor == DUMMY)
+            .map_or(0.0, |e| e.value.abs());
+        let floor = match p.design {
+            Design::Lhs => dummy.max(2.0 / (outputs.len() as f64).sqrt()),
+            Design::Grid => 0.0,
+        };
+        let top: Vec<String> = these
+            .iter()
+            .filter(|e| e.factor != DUMMY && e.value.is_finite() && e.value.abs() > floor)
+            .take(3)
+            .map(|e| format!("`{}` ({} {:+.3})", e.factor, e.measure, e.value))
+            .collect();
+        let y: Vec<f64> = outputs
+            .iter()
+            .map(|r| r[names.iter().position(|x| x == n).unwrap_or(0)])
+            .collect();
+        let constant = quantile(&y, 0.0) == quantile(&y, 1.0);
+        lines.push(if constant {
+            format!("`{n}` does not vary over the design: none of these factors moves it.")
+        } else if top.is_empty() {
+            format!("`{n}`: no factor stands out.")
+        } else if p.design == Design::Lhs {
+            format!(
+                "`{n}` moves most with {} (shown: |rho| above {floor:.3}, the larger of the dummy's {dummy:.3} and 2/sqrt(evaluations)).",
+                top.join(", ")
+            )
+        } else {
+            format!("`{n}` moves most with {}.", top.join(", "))
+        });
+    }
+    for l in lines {
+        b.push(Block::Para(l));
+    }
+    b.push(Block::Para(
+        "Every factor's effect on every output is in effects.csv, every evaluation in evaluations.csv. Random streams are not yet separated by factor (docs/model.md §16.3): changing a segment's prevalence or a country's share also re-deals other draws, so part of a factor's effect is sampling noise of the order of the dummy's.".into(),
+    ));
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn factor(key: &str, low: f64, high: f64, spread: Option<Spread>) -> Factor {
+        Factor {
+            key: key.into(),
+            low: Some(low),
+            high: Some(high),
+            levels: None,
+            points: None,
+            spread,
+        }
+    }
+
+    #[test]
+    fn a_latin_hypercube_uses_each_stratum_of_each_factor_once() {
+        let f = [
+            factor("a", 0.0, 1.0, None),
+            factor("b", 10.0, 20.0, None),
+            factor("c", 0.001, 1.0, Some(Spread::Loguniform)),
+        ];
+        let n = 50;
+        let points = latin_hypercube(&f, n, 7);
+        assert_eq!(points.len(), n);
+        for (j, g) in f.iter().enumerate() {
+            let (lo, hi) = (g.low.unwrap(), g.high.unwrap());
+            let mut seen = vec![0; n];
+            for p in &points {
+                let u = match g.spread {
+                    Some(Spread::Loguniform) => (p[j].ln() - lo.ln()) / (hi.ln() - lo.ln()),
+                    _ => (p[j] - lo) / (hi - lo),
+                };
+                seen[((u * n as f64) as usize).min(n - 1)] += 1;
+            }
+            assert!(seen.iter().all(|&c| c == 1), "factor {j}: {seen:?}");
+        }
+        // The same seed, the same design; another seed, another.
+        assert_eq!(latin_hypercube(&f, n, 7), points);
+        assert_ne!(latin_hypercube(&f, n, 8), points);
+    }
+
+    #[test]
+    fn a_grid_is_every_combination_first_factor_slowest() {
+        let g = cartesian(&[vec![1.0, 2.0], vec![10.0, 20.0, 30.0]]);
+        assert_eq!(g.len(), 6);
+        assert_eq!(g[0], vec![1.0, 10.0]);
+        assert_eq!(g[2], vec![1.0, 30.0]);
+        assert_eq!(g[3], vec![2.0, 10.0]);
+        let mut f = factor("a", 0.0, 1.0, None);
+        f.points = Some(5);
+        assert_eq!(grid_levels(&f), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn rank_correlation_and_quantiles_match_hand_figures() {
+        // Monotone: rho = 1 whatever the shape; reversed: -1.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert!((spearman(&x, &[1.0, 4.0, 9.0, 16.0, 100.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&x, &[5.0, 4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // Ranks of y = [2, 1, 4, 3, 5]: d = [1, 1, 1, 1, 0], rho = 1 - 6 * 4 / (5 * 24) = 0.8.
+        assert!((spearman(&x, &[2.0, 1.0, 4.0, 3.0, 5.0]) - 0.8).abs() < 1e-12);
+        // Ties share their mean rank.
+        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+        // numpy.quantile([1, 2, 3, 4], 0.25) = 1.75; NaN is ignored.
+        assert!((quantile(&[4.0, 1.0, f64::NAN, 3.0, 2.0], 0.25) - 1.75).abs() < 1e-12);
+        assert!(quantile(&[], 0.5).is_nan());
+        assert!((swing(&[0.0, 0.0, 1.0, 1.0], &[1.0, 3.0, 10.0, 12.0]) - 9.0).abs() < 1e-12);
+    }
+}

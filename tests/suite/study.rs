@@ -1,0 +1,207 @@
+//! Studies: plans refused with the factor named, a grid and a Latin hypercube end to end, a
+//! factor's effect seen in the outputs, and the written plan reproducing the folder.
+
+use std::path::Path;
+
+use crate::common::{adsim, adsim_ok, stderr};
+
+/// A small plan: 3000 users x 1 replication, with `rest` appended.
+fn plan(dir: &Path, name: &str, rest: &str) -> String {
+    let text = format!(
+        "name = \"{name}\"\nscenario = \"whatsapp-2016\"\nusers = 3000\nreplications = 1\n{rest}"
+    );
+    let file = format!("{name}.toml");
+    std::fs::write(dir.join(&file), text).unwrap();
+    file
+}
+
+#[test]
+fn bad_plans_are_refused_naming_the_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = "design = \"grid\"\n";
+    let lhs = "design = \"lhs\"\nsamples = 20\n";
+    for (name, rest, expect) in [
+        (
+            "unknown",
+            format!("{grid}[[factor]]\nkey = \"targeting.m_recal\"\nlevels = [0.5]\n"),
+            "factor[0] (targeting.m_recal).key",
+        ),
+        (
+            "inverted",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.9\nhigh = 0.5\n"),
+            "factor[0] (targeting.m_recall).high",
+        ),
+        (
+            "illegal",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.5\nhigh = 1.5\n"),
+            "legal range",
+        ),
+        (
+            "too-few",
+            "design = \"lhs\"\nsamples = 5\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.5\nhigh = 0.9\n".to_string(),
+            "samples",
+        ),
+        (
+            "data-column",
+            format!("{grid}[[factor]]\nkey = \"countries.m_share\"\nlevels = [1.0]\n"),
+            "a scalar scenario key",
+        ),
+        (
+            "levels-in-lhs",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.5]\n"),
+            "factor[0] (targeting.m_recall).levels",
+        ),
+        (
+            "twice",
+            format!("{grid}[[factor]]\nkey = \"targeting.m_fpr\"\nlevels = [0.001]\n[[factor]]\nkey = \"targeting.m_fpr\"\nlevels = [0.002]\n"),
+            "factor[1].key",
+        ),
+        (
+            "fractional-integer",
+            format!("{grid}[[factor]]\nkey = \"policy.window_days\"\nlevels = [10.5]\n"),
+            "a whole number",
+        ),
+        (
+            "bad-metric",
+            format!("{grid}[[factor]]\nkey = \"targeting.m_fpr\"\nlevels = [0.001]\n[[output]]\nmetric = \"revenue\"\nrate = 0.5\n"),
+            "output[0].metric",
+        ),
+        (
+            "invalid-point",
+            // A window longer than the horizon is legal for the key alone, not for the scenario.
+            format!("{grid}[[factor]]\nkey = \"policy.window_days\"\nlevels = [30, 200]\n"),
+            "policy.window_days = 200",
+        ),
+        (
+            "unknown-plan-key",
+            format!("{grid}sample = 3\n"),
+            "unknown field",
+        ),
+    ] {
+        let file = plan(d, name, &rest);
+        let out = adsim(d, &["study", &file, "--out", name, "--quiet"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!d.join(name).exists(), "{name}: nothing written");
+    }
+}
+
+#[test]
+fn a_grid_shows_a_factors_effect_and_its_plan_reproduces_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "recall",
+        "design = \"grid\"\n[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.1, 0.9]\n\
+         [[output]]\nmetric = \"precision_lift\"\nrate = 0.0\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "a", "--quiet"]);
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(d.join("a/evaluations.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    assert_eq!(rows[0][1], "targeting.m_recall");
+    assert_eq!(rows.len(), 3, "two evaluations");
+    let lift = |r: usize| rows[r][2].parse::<f64>().unwrap();
+    assert!(
+        lift(2) > lift(1),
+        "more M recall, more precision: {} vs {}",
+        lift(2),
+        lift(1)
+    );
+    let effects = std::fs::read_to_string(d.join("a/effects.csv")).unwrap();
+    assert!(effects.contains("targeting.m_recall,main_effect_swing"));
+    // The written plan runs again, from the study folder, to the same bytes.
+    adsim_ok(d, &["study", "a/plan.toml", "--out", "b", "--quiet"]);
+    for f in [
+        "evaluations.csv",
+        "evaluations.parquet",
+        "summary.csv",
+        "effects.csv",
+        "report.md",
+        "plan.toml",
+    ] {
+        assert_eq!(
+            std::fs::read(d.join("a").join(f)).unwrap(),
+            std::fs::read(d.join("b").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // An existing folder is kept without --force.
+    let out = adsim(d, &["study", &file, "--out", "a", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "lhs",
+        "design = \"lhs\"\nsamples = 40\nassumptions = true\n\
+         [[output]]\nmetric = \"ca_match_rate\"\nrate = 0.0\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "u", "--quiet"]);
+    let header = std::fs::read_to_string(d.join("u/evaluations.csv")).unwrap();
+    let header = header.lines().next().unwrap().to_string();
+    assert!(header.contains(",dummy,"), "{header}");
+    assert!(header.contains("audiences.fault_rate"), "{header}");
+    assert!(
+        !header.contains("fault_shares"),
+        "shares that must sum to 1 are held"
+    );
+    assert!(
+        !header.contains("policy.behavior."),
+        "a rate-mode scenario reads no behaviour key"
+    );
+    let summary = std::fs::read_to_string(d.join("u/summary.csv")).unwrap();
+    let row: Vec<f64> = summary
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // evaluations, mean, sd, min, p2.5, p50, p97.5, max: ordered, and spread.
+    assert_eq!(row[0], 40.0);
+    assert!(
+        row[3] <= row[4] && row[4] < row[5] && row[5] < row[6] && row[6] <= row[7],
+        "{row:?}"
+    );
+    // The fault rate governs the match rate: the strongest effect, far above the dummy's.
+    let effects = std::fs::read_to_string(d.join("u/effects.csv")).unwrap();
+    let first = effects.lines().nth(1).unwrap();
+    let rho: f64 = first.rsplit(',').next().unwrap().parse().unwrap();
+    assert!(
+        first.contains("audiences.fault_rate,spearman_rho") && rho < -0.9,
+        "{first}"
+    );
+    let dummy: f64 = effects
+        .lines()
+        .find(|l| l.contains(",dummy,"))
+        .and_then(|l| l.rsplit(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(dummy.abs() < 0.5, "the dummy is noise: {dummy}");
+    let report = std::fs::read_to_string(d.join("u/report.md")).unwrap();
+    assert!(
+        report.contains("parameter-uncertainty interval"),
+        "{report}"
+    );
+}
+
+#[test]
+fn built_in_studies_list_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = adsim_ok(dir.path(), &["studies"]);
+    assert!(list.contains("uncertainty") && list.contains("heterogeneity-x-notice"));
+    let shown = adsim_ok(dir.path(), &["studies", "--show", "uncertainty"]);
+    assert!(shown.contains("design = \"lhs\""));
+}
