@@ -41,6 +41,11 @@ pub const BUILTINS: &[(&str, &str)] = &[
         "heterogeneity-x-notice",
         include_str!("../data/studies/heterogeneity-x-notice.toml"),
     ),
+    ("screening", include_str!("../data/studies/screening.toml")),
+    (
+        "sobol-targeting",
+        include_str!("../data/studies/sobol-targeting.toml"),
+    ),
 ];
 
 /// The name of the dummy factor of an `lhs` design.
@@ -54,6 +59,12 @@ pub enum Design {
     Grid,
     /// A Latin hypercube of `samples` points.
     Lhs,
+    /// Morris elementary effects: `trajectories` one-at-a-time paths on a grid of
+    /// `morris_levels` levels.
+    Morris,
+    /// Sobol indices: Saltelli's sampling of `samples` base points of a scrambled Sobol
+    /// sequence.
+    Sobol,
 }
 
 /// How a factor's values spread over its range.
@@ -122,6 +133,15 @@ pub struct Plan {
     /// Under `lhs`: the number of points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<u32>,
+    /// Under `morris`: the number of trajectories (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trajectories: Option<u32>,
+    /// Under `morris`: the levels of its grid, even (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub morris_levels: Option<u32>,
+    /// Under `morris` and `sobol`: bootstrap resamples of the intervals (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<u32>,
     /// Seed of the design's draws (not of the simulation: every evaluation uses the
     /// scenario's seed).
     #[serde(default = "one")]
@@ -201,6 +221,25 @@ pub struct Study {
     pub names: Vec<String>,
     /// The design: one row of factor values per evaluation.
     pub points: Vec<Vec<f64>>,
+    /// The design in the unit cube (every design but `grid`): one row per evaluation.
+    pub units: Vec<Vec<f64>>,
+}
+
+/// The most base points of a `sobol` design: the length of the Sobol sequence (sobol_burley).
+pub const SOBOL_MAX_POINTS: u32 = 1 << 16;
+/// Dimensions of the Sobol sequence: a `sobol` design uses two per factor.
+pub const SOBOL_MAX_DIMENSIONS: usize = sobol_burley::NUM_DIMENSIONS as usize;
+
+impl Factor {
+    /// The value at `u` in [0, 1] of its range: evenly, or evenly in the logarithm.
+    pub fn at(&self, u: f64) -> f64 {
+        let (low, high) = (self.low.unwrap_or(0.0), self.high.unwrap_or(1.0));
+        match self.spread {
+            Some(Spread::Loguniform) => (low.ln() + u * (high.ln() - low.ln())).exp(),
+            _ => low + u * (high - low),
+        }
+        .clamp(low, high)
+    }
 }
 
 /// Reads the base scenario of a plan from `dir` (the plan's folder); a file's path becomes
@@ -428,6 +467,7 @@ impl Study {
         }
         let k = plan.factor.len();
         let mut names: Vec<String> = plan.factor.iter().map(|f| f.key.clone()).collect();
+        let mut unit_points = Vec::new();
         let points = match plan.design {
             Design::Grid => {
                 ensure!(
@@ -448,18 +488,94 @@ impl Study {
                 );
                 cartesian(&levels)
             }
-            Design::Lhs => {
-                let n = plan.samples.unwrap_or(0);
-                let least = (2 * (k as u32 + 1)).max(10);
-                ensure!(
-                    n >= least && n <= 100_000,
-                    file,
-                    "samples",
-                    n,
-                    format!(
-                        "{least} to 100,000 points for {k} factors and the dummy (at least twice the factors, and 10)"
-                    )
-                );
+            design => {
+                let kd = k + 1;
+                let units = match design {
+                    Design::Lhs => {
+                        let n = plan.samples.unwrap_or(0);
+                        let least = (2 * (k as u32 + 1)).max(10);
+                        ensure!(
+                            n >= least && n <= 100_000,
+                            file,
+                            "samples",
+                            n,
+                            format!(
+                                "{least} to 100,000 points for {k} factors and the dummy (at least twice the factors, and 10)"
+                            )
+                        );
+                        latin_hypercube(kd, n as usize, plan.design_seed)
+                    }
+                    Design::Morris => {
+                        ensure!(
+                            plan.samples.is_none(),
+                            file,
+                            "samples",
+                            plan.samples.unwrap_or(0),
+                            "no samples under design = \"morris\" (give trajectories)"
+                        );
+                        let r = plan.trajectories.unwrap_or(10);
+                        ensure!(
+                            (2..=10_000).contains(&r) && r as usize * (kd + 1) <= 1_000_000,
+                            file,
+                            "trajectories",
+                            r,
+                            format!(
+                                "2 to 10,000, and at most 10^6 evaluations ({} each)",
+                                kd + 1
+                            )
+                        );
+                        let p = plan.morris_levels.unwrap_or(4);
+                        ensure!(
+                            (4..=20).contains(&p) && p.is_multiple_of(2),
+                            file,
+                            "morris_levels",
+                            p,
+                            "an even number of levels from 4 to 20"
+                        );
+                        morris_design(kd, r as usize, p, plan.design_seed)
+                    }
+                    Design::Sobol => {
+                        let n = plan.samples.unwrap_or(0);
+                        ensure!(
+                            n.is_power_of_two() && (16..=SOBOL_MAX_POINTS).contains(&n),
+                            file,
+                            "samples",
+                            n,
+                            format!(
+                                "a power of two from 16 to {SOBOL_MAX_POINTS} base points (the Sobol sequence's limit)"
+                            )
+                        );
+                        ensure!(
+                            2 * kd <= SOBOL_MAX_DIMENSIONS,
+                            file,
+                            "factor",
+                            k,
+                            format!(
+                                "at most {} factors with the dummy (the Sobol sequence has {SOBOL_MAX_DIMENSIONS} dimensions, two per factor)",
+                                SOBOL_MAX_DIMENSIONS / 2
+                            )
+                        );
+                        ensure!(
+                            n as usize * (kd + 2) <= 1_000_000,
+                            file,
+                            "samples",
+                            n,
+                            format!("at most 10^6 evaluations ({} per base point)", kd + 2)
+                        );
+                        saltelli_design(kd, n as usize, plan.design_seed as u32)
+                    }
+                    Design::Grid => unreachable!("handled above"),
+                };
+                if matches!(design, Design::Morris | Design::Sobol) {
+                    let b = plan.bootstrap.unwrap_or(500);
+                    ensure!(
+                        (10..=100_000).contains(&b),
+                        file,
+                        "bootstrap",
+                        b,
+                        "10 to 100,000 resamples"
+                    );
+                }
                 names.push(DUMMY.into());
                 let mut with_dummy = plan.factor.clone();
                 with_dummy.push(Factor {
@@ -470,7 +586,25 @@ impl Study {
                     points: None,
                     spread: None,
                 });
-                latin_hypercube(&with_dummy, n as usize, plan.design_seed)
+                let integer: Vec<bool> = with_dummy
+                    .iter()
+                    .map(|f| registry::find(&f.key).is_some_and(|p| p.kind == "integer"))
+                    .collect();
+                let points = units
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .zip(&with_dummy)
+                            .zip(&integer)
+                            .map(|((u, f), &int)| {
+                                let v = f.at(*u);
+                                if int { v.round() } else { v }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                unit_points = units;
+                points
             }
         };
         if plan.output.is_empty() {
@@ -535,6 +669,7 @@ impl Study {
             source,
             names,
             points,
+            units: unit_points,
         };
         // Every point must make a valid scenario: refused now, before any evaluation.
         for (i, _) in study.points.iter().enumerate() {
@@ -639,36 +774,243 @@ fn cartesian(levels: &[Vec<f64>]) -> Vec<Vec<f64>> {
     out
 }
 
-/// A Latin hypercube of `n` points: each factor's range cut into `n` strata of equal
-/// probability, each stratum used by exactly one point, at a uniform position inside it;
-/// strata paired across factors by independent random permutations (McKay, Beckman & Conover
-/// 1979). Xoshiro256++ seeded with `seed` (a stream rand documents as stable).
-pub fn latin_hypercube(factors: &[Factor], n: usize, seed: u64) -> Vec<Vec<f64>> {
+/// A Latin hypercube of `n` points in the unit cube of `k` dimensions: each axis cut into `n`
+/// strata, each stratum used by exactly one point, at a uniform position inside it; strata
+/// paired across axes by independent random permutations (McKay, Beckman & Conover 1979).
+/// Xoshiro256++ seeded with `seed` (a stream rand documents as stable).
+pub fn latin_hypercube(k: usize, n: usize, seed: u64) -> Vec<Vec<f64>> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut columns = Vec::with_capacity(factors.len());
-    for f in factors {
+    let mut columns = Vec::with_capacity(k);
+    for _ in 0..k {
         let mut strata: Vec<usize> = (0..n).collect();
-        // Fisher-Yates.
-        for i in (1..n).rev() {
-            let j = rng.random_range(0..=i);
-            strata.swap(i, j);
-        }
-        let (low, high) = (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0));
+        shuffle(&mut strata, &mut rng);
         let column: Vec<f64> = strata
             .into_iter()
-            .map(|s| {
-                let u = (s as f64 + rng.random::<f64>()) / n as f64;
-                match f.spread {
-                    Some(Spread::Loguniform) => (low.ln() + u * (high.ln() - low.ln())).exp(),
-                    _ => low + u * (high - low),
-                }
-                .clamp(low, high)
-            })
+            .map(|s| ((s as f64 + rng.random::<f64>()) / n as f64).min(1.0))
             .collect();
         columns.push(column);
     }
     (0..n)
         .map(|i| columns.iter().map(|c| c[i]).collect())
+        .collect()
+}
+
+/// Fisher-Yates.
+fn shuffle<T>(v: &mut [T], rng: &mut Xoshiro256PlusPlus) {
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+}
+
+/// A Morris design (Morris 1991, as in SALib): `r` trajectories of `k + 1` points in the unit
+/// cube on a grid of `p` levels. A trajectory starts at a random grid point and moves one
+/// factor at a time, in a random order, by `delta = p / (2 (p - 1))` (up if that stays inside
+/// the cube, else down), so consecutive points differ in exactly one factor.
+pub fn morris_design(k: usize, r: usize, p: u32, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let step = 1.0 / f64::from(p - 1);
+    let delta = f64::from(p) / (2.0 * f64::from(p - 1));
+    let mut out = Vec::with_capacity(r * (k + 1));
+    for _ in 0..r {
+        let mut x: Vec<f64> = (0..k)
+            .map(|_| f64::from(rng.random_range(0..p)) * step)
+            .collect();
+        let mut order: Vec<usize> = (0..k).collect();
+        shuffle(&mut order, &mut rng);
+        out.push(x.clone());
+        for i in order {
+            x[i] = if x[i] + delta <= 1.0 + 1e-12 {
+                (x[i] + delta).min(1.0)
+            } else {
+                (x[i] - delta).max(0.0)
+            };
+            out.push(x.clone());
+        }
+    }
+    out
+}
+
+/// Morris indices of one factor: the mean of its elementary effects, the mean of their
+/// absolute values (with a bootstrap interval over trajectories) and their standard
+/// deviation; effects are in output units per the factor's whole range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MorrisIndex {
+    /// Mean elementary effect.
+    pub mu: f64,
+    /// Mean absolute elementary effect.
+    pub mu_star: f64,
+    /// 95% bootstrap interval of `mu_star` (estimate +/- 1.96 bootstrap sd).
+    pub mu_star_ci: (f64, f64),
+    /// Standard deviation of the elementary effects (interactions and non-linearity).
+    pub sigma: f64,
+}
+
+/// The Morris indices of `k` factors from a [`morris_design`] (`units`) and its outputs `y`.
+pub fn morris_indices(
+    units: &[Vec<f64>],
+    y: &[f64],
+    k: usize,
+    resamples: usize,
+    seed: u64,
+) -> Vec<MorrisIndex> {
+    // effects[t][i]: trajectory t's elementary effect of factor i (NaN if undefined).
+    let trajectories = units.len() / (k + 1);
+    let mut effects = vec![vec![f64::NAN; k]; trajectories];
+    for (t, row) in effects.iter_mut().enumerate() {
+        for s in 0..k {
+            let (a, b) = (t * (k + 1) + s, t * (k + 1) + s + 1);
+            if let Some(i) = (0..k).find(|&i| units[a][i] != units[b][i]) {
+                row[i] = (y[b] - y[a]) / (units[b][i] - units[a][i]);
+            }
+        }
+    }
+    let stats = |rows: &[usize], i: usize| -> (f64, f64, f64) {
+        let e: Vec<f64> = rows
+            .iter()
+            .map(|&t| effects[t][i])
+            .filter(|v| v.is_finite())
+            .collect();
+        let n = e.len() as f64;
+        let mu = e.iter().sum::<f64>() / n;
+        let mu_star = e.iter().map(|v| v.abs()).sum::<f64>() / n;
+        let sigma = (e.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / (n - 1.0)).sqrt();
+        (mu, mu_star, sigma)
+    };
+    let all: Vec<usize> = (0..trajectories).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6d6f_7272_6973);
+    let resampled: Vec<Vec<usize>> = (0..resamples)
+        .map(|_| {
+            (0..trajectories)
+                .map(|_| rng.random_range(0..trajectories))
+                .collect()
+        })
+        .collect();
+    (0..k)
+        .map(|i| {
+            let (mu, mu_star, sigma) = stats(&all, i);
+            let boot: Vec<f64> = resampled.iter().map(|rows| stats(rows, i).1).collect();
+            let half = 1.96 * sd(&boot);
+            MorrisIndex {
+                mu,
+                mu_star,
+                mu_star_ci: (mu_star - half, mu_star + half),
+                sigma,
+            }
+        })
+        .collect()
+}
+
+/// The standard deviation of the finite values of `v`.
+fn sd(v: &[f64]) -> f64 {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
+/// Saltelli's design for Sobol indices (Saltelli et al. 2010) on an Owen-scrambled Sobol
+/// sequence (sobol_burley, seeded with `seed`): base point `j` takes matrix A's row from
+/// dimensions 0 to k-1 and B's from k to 2k-1, and contributes `k + 2` evaluations in this
+/// order: A, then A with factor i's value from B for each i, then B. At most 2^16 base points
+/// and 128 factors; the sequence's values are 32-bit floats (24 bits of each value's place in
+/// its range, far finer than any plausible range needs).
+pub fn saltelli_design(k: usize, n: usize, seed: u32) -> Vec<Vec<f64>> {
+    let mut out = Vec::with_capacity(n * (k + 2));
+    for j in 0..n as u32 {
+        let a: Vec<f64> = (0..k as u32)
+            .map(|d| f64::from(sobol_burley::sample(j, d, seed)))
+            .collect();
+        let b: Vec<f64> = (0..k as u32)
+            .map(|d| f64::from(sobol_burley::sample(j, k as u32 + d, seed)))
+            .collect();
+        out.push(a.clone());
+        for i in 0..k {
+            let mut ab = a.clone();
+            ab[i] = b[i];
+            out.push(ab);
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// First-order and total Sobol indices of one factor, with 95% bootstrap intervals.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SobolIndex {
+    /// First order (Saltelli 2010): the share of the output's variance the factor explains
+    /// alone.
+    pub s1: f64,
+    /// Its interval.
+    pub s1_ci: (f64, f64),
+    /// Total (Jansen 1999): the share it explains with all its interactions.
+    pub st: f64,
+    /// Its interval.
+    pub st_ci: (f64, f64),
+}
+
+/// The Sobol indices of `k` factors from the outputs `y` of a [`saltelli_design`] of `n` base
+/// points: `S1_i = mean(f(B) (f(AB_i) - f(A))) / V` and `ST_i = mean((f(A) - f(AB_i))^2) / 2V`,
+/// V the variance of f(A) and f(B) together; base points with an undefined output are left
+/// out. Intervals: estimate +/- 1.96 sd over `resamples` bootstrap resamples of base points.
+pub fn sobol_indices(
+    y: &[f64],
+    k: usize,
+    n: usize,
+    resamples: usize,
+    seed: u64,
+) -> Vec<SobolIndex> {
+    let block = k + 2;
+    let rows: Vec<usize> = (0..n)
+        .filter(|&j| y[j * block..(j + 1) * block].iter().all(|v| v.is_finite()))
+        .collect();
+    if rows.len() < 2 {
+        let none = (f64::NAN, f64::NAN);
+        return vec![
+            SobolIndex {
+                s1: f64::NAN,
+                s1_ci: none,
+                st: f64::NAN,
+                st_ci: none,
+            };
+            k
+        ];
+    }
+    let estimate = |rows: &[usize], i: usize| -> (f64, f64) {
+        let m = rows.len() as f64;
+        let (fa, fb) = (|j: usize| y[j * block], |j: usize| y[j * block + k + 1]);
+        let fab = |j: usize| y[j * block + 1 + i];
+        let all: Vec<f64> = rows.iter().flat_map(|&j| [fa(j), fb(j)]).collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let var = all.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / all.len() as f64;
+        if var <= 0.0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let s1 = rows.iter().map(|&j| fb(j) * (fab(j) - fa(j))).sum::<f64>() / m / var;
+        let st = rows.iter().map(|&j| (fa(j) - fab(j)).powi(2)).sum::<f64>() / (2.0 * m) / var;
+        (s1, st)
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x0073_6f62_6f6c);
+    let resampled: Vec<Vec<usize>> = (0..resamples)
+        .map(|_| {
+            (0..rows.len())
+                .map(|_| rows[rng.random_range(0..rows.len().max(1))])
+                .collect()
+        })
+        .collect();
+    (0..k)
+        .map(|i| {
+            let (s1, st) = estimate(&rows, i);
+            let boot: Vec<(f64, f64)> = resampled.iter().map(|r| estimate(r, i)).collect();
+            let h1 = 1.96 * sd(&boot.iter().map(|b| b.0).collect::<Vec<_>>());
+            let ht = 1.96 * sd(&boot.iter().map(|b| b.1).collect::<Vec<_>>());
+            SobolIndex {
+                s1,
+                s1_ci: (s1 - h1, s1 + h1),
+                st,
+                st_ci: (st - ht, st + ht),
+            }
+        })
         .collect()
 }
 
@@ -736,47 +1078,86 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     s[lo] + (h - lo as f64) * (s[hi] - s[lo])
 }
 
-/// One factor's effect on one output: under `lhs` Spearman's rank correlation, under `grid`
-/// the main-effect swing (the largest less the smallest mean of the output over the factor's
-/// levels).
+/// One measure of one factor's effect on one output: under `lhs` Spearman's rank
+/// correlation; under `grid` the main-effect swing (the largest less the smallest mean of the
+/// output over the factor's levels); under `morris` mu* (with its interval), mu and sigma;
+/// under `sobol` the first-order and total indices (with intervals).
 #[derive(Clone, Debug)]
 pub struct Effect {
     /// The output's column name.
     pub output: String,
     /// The factor.
     pub factor: String,
-    /// `spearman_rho` or `main_effect_swing`.
+    /// `spearman_rho`, `main_effect_swing`, `mu_star`, `mu`, `sigma`, `S1` or `ST`.
     pub measure: &'static str,
     /// Its value.
     pub value: f64,
+    /// Its 95% interval, where it has one (NaN otherwise).
+    pub lo: f64,
+    /// Its 95% interval, where it has one (NaN otherwise).
+    pub hi: f64,
 }
 
-/// The effects of every factor on every output, each output's factors strongest first.
+/// The effects of every factor on every output: per output, the factors strongest first by
+/// the design's main measure (the first of each factor's rows).
 pub fn effects(study: &Study, outputs: &[Vec<f64>]) -> Vec<Effect> {
     let names = study.output_names();
+    let k = study.names.len();
+    let resamples = study.plan.bootstrap.unwrap_or(500) as usize;
+    let seed = study.plan.design_seed;
     let mut out = Vec::new();
     for (o, name) in names.iter().enumerate() {
         let y: Vec<f64> = outputs.iter().map(|r| r[o]).collect();
-        let mut these: Vec<Effect> = study
-            .names
-            .iter()
-            .enumerate()
-            .map(|(f, factor)| {
-                let x: Vec<f64> = study.points.iter().map(|p| p[f]).collect();
-                let (measure, value) = match study.plan.design {
-                    Design::Lhs => ("spearman_rho", spearman(&x, &y)),
-                    Design::Grid => ("main_effect_swing", swing(&x, &y)),
-                };
-                Effect {
-                    output: name.clone(),
-                    factor: factor.clone(),
-                    measure,
-                    value,
-                }
-            })
-            .collect();
-        these.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
-        out.extend(these);
+        let effect = |f: usize, measure: &'static str, value: f64, (lo, hi): (f64, f64)| Effect {
+            output: name.clone(),
+            factor: study.names[f].clone(),
+            measure,
+            value,
+            lo,
+            hi,
+        };
+        let none = (f64::NAN, f64::NAN);
+        let mut per_factor: Vec<Vec<Effect>> = match study.plan.design {
+            Design::Lhs | Design::Grid => (0..k)
+                .map(|f| {
+                    let x: Vec<f64> = study.points.iter().map(|p| p[f]).collect();
+                    vec![if study.plan.design == Design::Lhs {
+                        effect(f, "spearman_rho", spearman(&x, &y), none)
+                    } else {
+                        effect(f, "main_effect_swing", swing(&x, &y), none)
+                    }]
+                })
+                .collect(),
+            Design::Morris => morris_indices(&study.units, &y, k, resamples, seed)
+                .into_iter()
+                .enumerate()
+                .map(|(f, m)| {
+                    vec![
+                        effect(f, "mu_star", m.mu_star, m.mu_star_ci),
+                        effect(f, "mu", m.mu, none),
+                        effect(f, "sigma", m.sigma, none),
+                    ]
+                })
+                .collect(),
+            Design::Sobol => {
+                let n = study.points.len() / (k + 2);
+                sobol_indices(&y, k, n, resamples, seed)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(f, s)| {
+                        vec![
+                            effect(f, "ST", s.st, s.st_ci),
+                            effect(f, "S1", s.s1, s.s1_ci),
+                        ]
+                    })
+                    .collect()
+            }
+        };
+        per_factor.sort_by(|a, b| {
+            let key = |e: &[Effect]| e[0].value.abs();
+            key(b).total_cmp(&key(a))
+        });
+        out.extend(per_factor.into_iter().flatten());
     }
     out
 }
@@ -860,6 +1241,8 @@ pub fn write(study: &Study, outputs: &[Vec<f64>], out: &Path, force: bool) -> Re
             "factor" => effects.iter().map(|e| e.factor.as_str()).collect::<Vec<_>>(),
             "measure" => effects.iter().map(|e| e.measure).collect::<Vec<_>>(),
             "value" => effects.iter().map(|e| Some(e.value).filter(|v| v.is_finite())).collect::<Vec<_>>(),
+            "lo" => effects.iter().map(|e| Some(e.lo).filter(|v| v.is_finite())).collect::<Vec<_>>(),
+            "hi" => effects.iter().map(|e| Some(e.hi).filter(|v| v.is_finite())).collect::<Vec<_>>(),
         )
         .map_err(table_error(&path))?;
         write_csv(&path, &mut e)?;
@@ -916,13 +1299,15 @@ fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effe
             match p.design {
                 Design::Grid => "full factorial grid",
                 Design::Lhs => "Latin hypercube",
+                Design::Morris => "Morris elementary effects",
+                Design::Sobol => "Saltelli sampling for Sobol indices",
             },
             study.points.len(),
             p.factor.len(),
-            if p.design == Design::Lhs {
-                " and a dummy factor that changes nothing (its correlation is the noise floor)"
-            } else {
+            if p.design == Design::Grid {
                 ""
+            } else {
+                " and a dummy factor that changes nothing (its measure is the floor a factor must clear)"
             }
         )),
         Block::Heading(2, "Factors".into()),
@@ -986,27 +1371,46 @@ fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effe
     ));
     b.push(Block::Para(match p.design {
         Design::Lhs => "Under a Latin hypercube over plausible ranges, the 2.5% and 97.5% columns are the parameter-uncertainty interval of each figure: the spread its assumptions allow, beside the Monte Carlo interval of a run.".into(),
-        Design::Grid => "Over a grid, the spread is that of the chosen levels, not an uncertainty interval.".into(),
+        Design::Grid | Design::Morris => "Over a grid or Morris trajectories, the spread is that of the design's points, not an uncertainty interval.".into(),
+        Design::Sobol => "Over Saltelli's design the points are uniform in the ranges, so the 2.5% and 97.5% columns are also a parameter-uncertainty interval.".into(),
     }));
     b.push(Block::Heading(2, "What drives each figure".into()));
     let mut lines = Vec::new();
     for n in names {
-        let these: Vec<&Effect> = effects.iter().filter(|e| &e.output == n).collect();
-        // Under lhs a correlation must clear both the dummy's and 2 / sqrt(n), about its
-        // 95% band under no association, to be reported.
-        let dummy = these
+        // Each factor's main measure (its first row).
+        let mut seen: Vec<&str> = Vec::new();
+        let these: Vec<&Effect> = effects
             .iter()
-            .find(|e| e.factor == DUMMY)
-            .map_or(0.0, |e| e.value.abs());
+            .filter(|e| &e.output == n)
+            .filter(|e| {
+                let first = !seen.contains(&e.factor.as_str());
+                seen.push(&e.factor);
+                first
+            })
+            .collect();
+        // A factor is named when its measure clears the dummy's (its upper bound, where it
+        // has one); under lhs also 2 / sqrt(n), about a correlation's 95% band under no
+        // association.
+        let dummy = these.iter().find(|e| e.factor == DUMMY).map_or(0.0, |e| {
+            if e.hi.is_finite() {
+                e.hi.abs().max(e.value.abs())
+            } else {
+                e.value.abs()
+            }
+        });
         let floor = match p.design {
             Design::Lhs => dummy.max(2.0 / (outputs.len() as f64).sqrt()),
             Design::Grid => 0.0,
+            Design::Morris | Design::Sobol => dummy,
         };
         let top: Vec<String> = these
             .iter()
             .filter(|e| e.factor != DUMMY && e.value.is_finite() && e.value.abs() > floor)
             .take(3)
-            .map(|e| format!("`{}` ({} {:+.3})", e.factor, e.measure, e.value))
+            .map(|e| match e.measure {
+                "spearman_rho" | "mu" => format!("`{}` ({} {:+.3})", e.factor, e.measure, e.value),
+                _ => format!("`{}` ({} {:.3})", e.factor, e.measure, e.value),
+            })
             .collect();
         let y: Vec<f64> = outputs
             .iter()
@@ -1052,29 +1456,83 @@ mod tests {
 
     #[test]
     fn a_latin_hypercube_uses_each_stratum_of_each_factor_once() {
-        let f = [
-            factor("a", 0.0, 1.0, None),
-            factor("b", 10.0, 20.0, None),
-            factor("c", 0.001, 1.0, Some(Spread::Loguniform)),
-        ];
         let n = 50;
-        let points = latin_hypercube(&f, n, 7);
+        let points = latin_hypercube(3, n, 7);
         assert_eq!(points.len(), n);
-        for (j, g) in f.iter().enumerate() {
-            let (lo, hi) = (g.low.unwrap(), g.high.unwrap());
+        for j in 0..3 {
             let mut seen = vec![0; n];
             for p in &points {
-                let u = match g.spread {
-                    Some(Spread::Loguniform) => (p[j].ln() - lo.ln()) / (hi.ln() - lo.ln()),
-                    _ => (p[j] - lo) / (hi - lo),
-                };
-                seen[((u * n as f64) as usize).min(n - 1)] += 1;
+                seen[((p[j] * n as f64) as usize).min(n - 1)] += 1;
             }
             assert!(seen.iter().all(|&c| c == 1), "factor {j}: {seen:?}");
         }
         // The same seed, the same design; another seed, another.
-        assert_eq!(latin_hypercube(&f, n, 7), points);
-        assert_ne!(latin_hypercube(&f, n, 8), points);
+        assert_eq!(latin_hypercube(3, n, 7), points);
+        assert_ne!(latin_hypercube(3, n, 8), points);
+        // Mapped to a range evenly, or evenly in the logarithm.
+        let f = factor("a", 10.0, 20.0, None);
+        assert_eq!(f.at(0.25), 12.5);
+        let g = factor("b", 0.001, 1.0, Some(Spread::Loguniform));
+        assert!((g.at(0.5) - 0.001f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn morris_finds_a_linear_functions_coefficients_times_ranges() {
+        // f = 3 x0 - 2 x1 + 0 x2 on [0, 1]^3 (unit ranges): mu* = |coefficient|, sigma = 0,
+        // whatever the trajectories. Consecutive points differ in exactly one factor.
+        let (k, r) = (3, 12);
+        let units = morris_design(k, r, 4, 5);
+        assert_eq!(units.len(), r * (k + 1));
+        for t in 0..r {
+            for s in 0..k {
+                let (a, b) = (&units[t * (k + 1) + s], &units[t * (k + 1) + s + 1]);
+                let moved: Vec<usize> = (0..k).filter(|&i| a[i] != b[i]).collect();
+                assert_eq!(moved.len(), 1);
+                assert!(((a[moved[0]] - b[moved[0]]).abs() - 2.0 / 3.0).abs() < 1e-12);
+            }
+        }
+        assert!(units.iter().flatten().all(|&u| (0.0..=1.0).contains(&u)));
+        let y: Vec<f64> = units.iter().map(|x| 3.0 * x[0] - 2.0 * x[1]).collect();
+        let m = morris_indices(&units, &y, k, 100, 1);
+        for (i, c) in [3.0, -2.0, 0.0].into_iter().enumerate() {
+            assert!((m[i].mu_star - f64::abs(c)).abs() < 1e-9, "{i}: {:?}", m[i]);
+            assert!((m[i].mu - c).abs() < 1e-9);
+            assert!(m[i].sigma.abs() < 1e-9);
+        }
+        // A factor's range scales its mu*: x0 over [0, 10] is the unit value times 10.
+        let y10: Vec<f64> = units.iter().map(|x| 3.0 * (10.0 * x[0])).collect();
+        assert!((morris_indices(&units, &y10, k, 10, 1)[0].mu_star - 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sobol_indices_of_the_ishigami_function_are_the_known_ones() {
+        // Ishigami (a = 7, b = 0.1) on [-pi, pi]^3: S1 = 0.314, 0.442, 0; ST = 0.558, 0.442,
+        // 0.244 (Ishigami & Homma 1990; the values SALib's tests use).
+        let (k, n) = (3, 4096);
+        let units = saltelli_design(k, n, 3);
+        assert_eq!(units.len(), n * (k + 2));
+        let pi = std::f64::consts::PI;
+        let y: Vec<f64> = units
+            .iter()
+            .map(|u| {
+                let x: Vec<f64> = u.iter().map(|v| -pi + 2.0 * pi * v).collect();
+                x[0].sin() + 7.0 * x[1].sin().powi(2) + 0.1 * x[2].powi(4) * x[0].sin()
+            })
+            .collect();
+        let s = sobol_indices(&y, k, n, 200, 1);
+        for (i, (s1, st)) in [(0.314, 0.558), (0.442, 0.442), (0.0, 0.244)]
+            .into_iter()
+            .enumerate()
+        {
+            assert!((s[i].s1 - s1).abs() < 0.03, "S1 {i}: {:?}", s[i]);
+            assert!((s[i].st - st).abs() < 0.03, "ST {i}: {:?}", s[i]);
+            assert!(s[i].st_ci.0 < s[i].st && s[i].st < s[i].st_ci.1);
+        }
+        // A factor the function ignores has indices of exactly zero.
+        let z: Vec<f64> = units.iter().map(|u| u[0] * u[0]).collect();
+        let s = sobol_indices(&z, k, n, 50, 1);
+        assert_eq!((s[1].s1, s[1].st), (0.0, 0.0));
+        assert!((s[0].st - 1.0).abs() < 0.02, "{:?}", s[0]);
     }
 
     #[test]

@@ -74,6 +74,21 @@ fn bad_plans_are_refused_naming_the_factor() {
             "policy.window_days = 200",
         ),
         (
+            "sobol-not-power-of-two",
+            "design = \"sobol\"\nsamples = 100\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.5\nhigh = 0.9\n".to_string(),
+            "a power of two",
+        ),
+        (
+            "morris-odd-levels",
+            "design = \"morris\"\nmorris_levels = 5\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.5\nhigh = 0.9\n".to_string(),
+            "morris_levels",
+        ),
+        (
+            "loguniform-from-zero",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_fpr\"\nlow = 0.0\nhigh = 0.01\nspread = \"loguniform\"\n"),
+            "factor[0] (targeting.m_fpr).low",
+        ),
+        (
             "unknown-plan-key",
             format!("{grid}sample = 3\n"),
             "unknown field",
@@ -178,7 +193,8 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
     // The fault rate governs the match rate: the strongest effect, far above the dummy's.
     let effects = std::fs::read_to_string(d.join("u/effects.csv")).unwrap();
     let first = effects.lines().nth(1).unwrap();
-    let rho: f64 = first.rsplit(',').next().unwrap().parse().unwrap();
+    // Columns: output, factor, measure, value, lo, hi.
+    let rho: f64 = first.split(',').nth(3).unwrap().parse().unwrap();
     assert!(
         first.contains("audiences.fault_rate,spearman_rho") && rho < -0.9,
         "{first}"
@@ -186,7 +202,7 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
     let dummy: f64 = effects
         .lines()
         .find(|l| l.contains(",dummy,"))
-        .and_then(|l| l.rsplit(',').next())
+        .and_then(|l| l.split(',').nth(3))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(dummy.abs() < 0.5, "the dummy is noise: {dummy}");
@@ -201,7 +217,59 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
 fn built_in_studies_list_and_show() {
     let dir = tempfile::tempdir().unwrap();
     let list = adsim_ok(dir.path(), &["studies"]);
-    assert!(list.contains("uncertainty") && list.contains("heterogeneity-x-notice"));
+    for name in [
+        "uncertainty",
+        "heterogeneity-x-notice",
+        "screening",
+        "sobol-targeting",
+    ] {
+        assert!(list.contains(name), "{list}");
+    }
     let shown = adsim_ok(dir.path(), &["studies", "--show", "uncertainty"]);
     assert!(shown.contains("design = \"lhs\""));
+}
+
+#[test]
+fn morris_and_sobol_designs_rank_a_factor_that_matters_above_one_that_does_not() {
+    // The fault rate governs the Custom Audience match rate; the untargeted CTR does not touch
+    // it. Under common random numbers the dummy's indices are exactly zero.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let factors = "[[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n\
+                   [[factor]]\nkey = \"targeting.ctr_untargeted\"\nlow = 0.002\nhigh = 0.0055\n\
+                   [[output]]\nmetric = \"ca_match_rate\"\nrate = 0.0\n";
+    for (name, design, main) in [
+        (
+            "morris",
+            "design = \"morris\"\ntrajectories = 4\nbootstrap = 50\n",
+            "mu_star",
+        ),
+        (
+            "sobol",
+            "design = \"sobol\"\nsamples = 16\nbootstrap = 50\n",
+            "ST",
+        ),
+    ] {
+        let file = plan(d, name, &format!("{design}{factors}"));
+        adsim_ok(d, &["study", &file, "--out", name, "--quiet"]);
+        let effects = std::fs::read_to_string(d.join(name).join("effects.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = effects
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        let value = |factor: &str| -> f64 {
+            rows.iter()
+                .find(|r| r[1] == factor && r[2] == main)
+                .map(|r| r[3].parse().unwrap())
+                .unwrap_or_else(|| panic!("{name}: no {main} of {factor}: {effects}"))
+        };
+        assert_eq!(rows[0][1], "audiences.fault_rate", "{name}: {effects}");
+        assert!(value("audiences.fault_rate") > 0.0, "{name}");
+        assert_eq!(value("targeting.ctr_untargeted"), 0.0, "{name}: {effects}");
+        assert_eq!(value("dummy"), 0.0, "{name}: {effects}");
+        let evaluations = std::fs::read_to_string(d.join(name).join("evaluations.csv")).unwrap();
+        let expected = if name == "morris" { 4 * 4 } else { 16 * 5 };
+        assert_eq!(evaluations.lines().count(), expected + 1, "{name}");
+    }
 }
