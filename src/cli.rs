@@ -428,7 +428,7 @@ fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<(
     if out.exists() && !force {
         return Err(adsim::Error::Exists(out).into());
     }
-    let n = study.points.len() as u64;
+    let n = (study.points.len() + study.tornado_points().len()) as u64;
     let bar = if !quiet && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(n),
@@ -445,13 +445,15 @@ fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<(
     };
     if !quiet {
         eprintln!(
-            "study {}: {n} evaluations of {} at {} users x {} replications",
+            "study {}: {n} evaluations (the design's, and the tornado's one at a time) of {} at {} users x {} replications",
             study.plan.name, study.plan.scenario, study.plan.users, study.plan.replications
         );
     }
     let outputs = study.evaluate(&|done| bar.set_position(done as u64))?;
+    let first = study.points.len() as u64;
+    let tornado = study.evaluate_tornado(&|done| bar.set_position(first + done as u64))?;
     bar.finish_and_clear();
-    write(&study, &outputs, &out, force)?;
+    write(&study, &outputs, &tornado, &out, force)?;
     if !quiet {
         say!(
             "wrote plan.toml, evaluations.csv/.parquet, summary.csv, effects.csv and the report to {}",

@@ -20,6 +20,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::charts::{BarChart, Chart, Unit};
 use crate::ensure;
 use crate::error::{Error, Result};
 use crate::folder::{Stamp, write_csv, write_dir, write_parquet, write_text};
@@ -680,9 +681,62 @@ impl Study {
 
     /// The scenario of evaluation `i`, resolved.
     pub fn scenario(&self, i: usize) -> Result<Resolved> {
+        self.scenario_at(&self.points[i], &format!("evaluation {i}"))
+    }
+
+    /// Each factor's value in the base scenario (NaN where the scenario leaves it unset).
+    pub fn base_values(&self) -> Vec<f64> {
+        let tree = toml::Value::try_from(&self.base).ok();
+        self.plan
+            .factor
+            .iter()
+            .map(|f| {
+                let mut node = tree.as_ref();
+                for part in f.key.split('.') {
+                    node = node.and_then(|n| n.get(part));
+                }
+                match node {
+                    Some(toml::Value::Float(x)) => *x,
+                    Some(toml::Value::Integer(i)) => *i as f64,
+                    _ => f64::NAN,
+                }
+            })
+            .collect()
+    }
+
+    /// The one-at-a-time points of the tornado chart: the base scenario, then each factor at
+    /// its low and at its high end (a grid's lowest and highest level) with the others at
+    /// their base values. Factors the base leaves unset are skipped.
+    pub fn tornado_points(&self) -> Vec<(Option<usize>, Vec<f64>)> {
+        let base = self.base_values();
+        let mut row = base.clone();
+        row.resize(self.names.len(), 0.5);
+        let mut out = vec![(None, row.clone())];
+        for (i, f) in self.plan.factor.iter().enumerate() {
+            if !base[i].is_finite() {
+                continue;
+            }
+            let (low, high) = match &f.levels {
+                Some(l) => (
+                    l.iter().copied().fold(f64::INFINITY, f64::min),
+                    l.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ),
+                None => (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0)),
+            };
+            for v in [low, high] {
+                let mut r = row.clone();
+                r[i] = v;
+                out.push((Some(i), r));
+            }
+        }
+        out
+    }
+
+    /// The scenario at factor values `values` (in [`Study::names`] order), resolved; `label`
+    /// names it in errors.
+    pub fn scenario_at(&self, values: &[f64], label: &str) -> Result<Resolved> {
         let mut tree = toml::Value::try_from(&self.base)
             .map_err(|e| Error::invalid(&self.source, "scenario", e.to_string(), "a scenario"))?;
-        let values = &self.points[i];
         for (f, v) in self.plan.factor.iter().zip(values) {
             let integer = registry::find(&f.key).is_some_and(|p| p.kind == "integer");
             set_key(&mut tree, &f.key, *v, integer);
@@ -695,7 +749,7 @@ impl Study {
             .map(|(f, v)| format!("{} = {v}", f.key))
             .collect::<Vec<_>>()
             .join(", ");
-        let file = format!("{} at evaluation {i} ({at})", self.plan.name);
+        let file = format!("{} at {label} ({at})", self.plan.name);
         let scenario: Scenario = tree.try_into().map_err(|e: toml::de::Error| {
             Error::invalid(&file, "scenario", e.message(), "a scenario")
         })?;
@@ -714,9 +768,26 @@ impl Study {
     /// Evaluates every point, in order, calling `progress` after each; returns one row of
     /// outputs per evaluation (NaN where a metric is undefined).
     pub fn evaluate(&self, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Vec<f64>>> {
-        (0..self.points.len())
+        let points: Vec<&[f64]> = self.points.iter().map(Vec::as_slice).collect();
+        self.evaluate_points(&points, "evaluation", progress)
+    }
+
+    /// Evaluates the tornado's points ([`Study::tornado_points`]): one row of outputs each.
+    pub fn evaluate_tornado(&self, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Vec<f64>>> {
+        let t = self.tornado_points();
+        let points: Vec<&[f64]> = t.iter().map(|(_, p)| p.as_slice()).collect();
+        self.evaluate_points(&points, "tornado point", progress)
+    }
+
+    fn evaluate_points(
+        &self,
+        points: &[&[f64]],
+        what: &str,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Vec<f64>>> {
+        (0..points.len())
             .map(|i| {
-                let resolved = self.scenario(i)?;
+                let resolved = self.scenario_at(points[i], &format!("{what} {i}"))?;
                 let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
                 let s = &e.summary;
                 let (arms, rates) = (texts(s, "arm"), floats(s, "rate"));
@@ -1193,10 +1264,59 @@ fn table_error(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
 }
 
 /// The study folder (docs/model.md §16.4): written into a temporary folder and renamed.
-pub fn write(study: &Study, outputs: &[Vec<f64>], out: &Path, force: bool) -> Result<()> {
+pub fn write(
+    study: &Study,
+    outputs: &[Vec<f64>],
+    tornado: &[Vec<f64>],
+    out: &Path,
+    force: bool,
+) -> Result<()> {
     let names = study.output_names();
     let effects = effects(study, outputs);
     write_dir(out, force, |tmp| {
+        let path = tmp.join("tornado.csv");
+        let swings = tornado_rows(study, tornado);
+        let mut t = df!(
+            "output" => swings.iter().map(|r| names[r.output].as_str()).collect::<Vec<_>>(),
+            "factor" => swings.iter().map(|r| study.names[r.factor].as_str()).collect::<Vec<_>>(),
+            "factor_low" => swings.iter().map(|r| r.values.0).collect::<Vec<_>>(),
+            "factor_high" => swings.iter().map(|r| r.values.1).collect::<Vec<_>>(),
+            "at_base" => swings.iter().map(|r| r.base).collect::<Vec<_>>(),
+            "at_low" => swings.iter().map(|r| r.at.0).collect::<Vec<_>>(),
+            "at_high" => swings.iter().map(|r| r.at.1).collect::<Vec<_>>(),
+            "swing" => swings.iter().map(|r| (r.at.1 - r.at.0).abs()).collect::<Vec<_>>(),
+        )
+        .map_err(table_error(&path))?;
+        write_csv(&path, &mut t)?;
+        let mut figures = Vec::new();
+        for (o, name) in names.iter().enumerate() {
+            let rows: Vec<&Swing> = swings.iter().filter(|r| r.output == o).collect();
+            if rows.iter().all(|r| r.at.0 == r.base && r.at.1 == r.base) {
+                continue;
+            }
+            let stem = format!("tornado_{}", o + 1);
+            let chart = Chart::Bars(BarChart {
+                title: format!("Swing of {name}"),
+                x_label: format!(
+                    "change from the base value {:.4}",
+                    rows.first().map_or(f64::NAN, |r| r.base)
+                ),
+                x_unit: Unit::Plain,
+                categories: rows.iter().map(|r| study.names[r.factor].clone()).collect(),
+                groups: vec![
+                    (
+                        "factor at its low end".into(),
+                        rows.iter().map(|r| r.at.0 - r.base).collect(),
+                    ),
+                    (
+                        "factor at its high end".into(),
+                        rows.iter().map(|r| r.at.1 - r.base).collect(),
+                    ),
+                ],
+            });
+            crate::charts::save(&chart, tmp, &stem)?;
+            figures.push((stem, name.clone()));
+        }
         write_text(
             &tmp.join("plan.toml"),
             &format!(
@@ -1246,10 +1366,66 @@ pub fn write(study: &Study, outputs: &[Vec<f64>], out: &Path, force: bool) -> Re
         )
         .map_err(table_error(&path))?;
         write_csv(&path, &mut e)?;
-        let blocks = report(study, &names, outputs, &effects);
+        let mut blocks = report(study, &names, outputs, &effects);
+        if !figures.is_empty() {
+            blocks.push(Block::Heading(2, "One at a time".into()));
+            blocks.push(Block::Para("Each chart moves one factor to the low and then the high end of its range, the others at the base scenario's values, and shows how far the output moves (tornado.csv). It shows each factor's reach alone, not its interactions.".into()));
+            for (stem, name) in figures {
+                blocks.push(Block::Image(
+                    format!("{stem}.png"),
+                    format!("Tornado: {name}, factors by swing, largest first."),
+                ));
+            }
+        }
         write_text(&tmp.join("report.md"), &markdown(&blocks))?;
         write_text(&tmp.join("report.html"), &html(&blocks, tmp)?)
     })
+}
+
+/// One factor's swing of one output between its low and high end, the others at base.
+struct Swing {
+    output: usize,
+    factor: usize,
+    /// The factor's low and high value.
+    values: (f64, f64),
+    /// The output at the base point.
+    base: f64,
+    /// The output with the factor at its low and at its high end.
+    at: (f64, f64),
+}
+
+/// The tornado rows from [`Study::tornado_points`]'s outputs, per output largest swing first.
+fn tornado_rows(study: &Study, tornado: &[Vec<f64>]) -> Vec<Swing> {
+    let points = study.tornado_points();
+    let mut out = Vec::new();
+    let Some(base) = tornado.first() else {
+        return out;
+    };
+    for o in 0..study.plan.output.len() {
+        let mut rows: Vec<Swing> = points
+            .iter()
+            .zip(tornado)
+            .skip(1)
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .filter_map(|pair| {
+                let [(low_point, low), (high_point, high)] = pair else {
+                    return None;
+                };
+                let f = low_point.0?;
+                Some(Swing {
+                    output: o,
+                    factor: f,
+                    values: (low_point.1[f], high_point.1[f]),
+                    base: base[o],
+                    at: (low[o], high[o]),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| (b.at.1 - b.at.0).abs().total_cmp(&(a.at.1 - a.at.0).abs()));
+        out.extend(rows);
+    }
+    out
 }
 
 /// Per output: evaluations, mean, sd, min, 2.5%, 50%, 97.5%, max.

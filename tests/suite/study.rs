@@ -132,7 +132,28 @@ fn a_grid_shows_a_factors_effect_and_its_plan_reproduces_the_folder() {
     assert!(effects.contains("targeting.m_recall,main_effect_swing"));
     // The written plan runs again, from the study folder, to the same bytes.
     adsim_ok(d, &["study", "a/plan.toml", "--out", "b", "--quiet"]);
+    // The tornado: the base scenario's m_recall (0.8) and the grid's ends, one at a time.
+    let tornado = std::fs::read_to_string(d.join("a/tornado.csv")).unwrap();
+    let row: Vec<&str> = tornado.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(
+        &row[1..4],
+        &["targeting.m_recall", "0.100000", "0.900000"],
+        "{tornado}"
+    );
+    let (base, low, high): (f64, f64, f64) = (
+        row[4].parse().unwrap(),
+        row[5].parse().unwrap(),
+        row[6].parse().unwrap(),
+    );
+    assert!(low < base && base < high, "{tornado}");
+    assert_eq!(
+        low,
+        lift(1),
+        "the tornado's low end is the grid's first point"
+    );
     for f in [
+        "tornado.csv",
+        "tornado_1.png",
         "evaluations.csv",
         "evaluations.parquet",
         "summary.csv",
