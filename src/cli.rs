@@ -230,6 +230,10 @@ struct RunArgs {
     /// partial counts; `adsim merge` joins the shards.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
+    /// A study folder (`adsim study`): the report shows its parameter-uncertainty intervals
+    /// beside this run's Monte Carlo ones.
+    #[arg(long, value_name = "DIR")]
+    study: Option<PathBuf>,
     /// Print what the run would do (users, arms, levels, replications, cells, predicted peak
     /// memory and time) and exit without running it.
     #[arg(long)]
@@ -360,6 +364,7 @@ pub fn run() -> Result<()> {
             let options = RunOptions {
                 out: out.clone(),
                 force,
+                study: None,
             };
             adsim::shard::merge(&dirs, &options)?;
             say!("merged {} shards into {}", dirs.len(), out.display());
@@ -649,6 +654,12 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     }
     let resolved = scenario.resolve(&source, &base)?;
     set_threads(args.threads)?;
+    // A named study is read before any work, so a wrong folder costs nothing.
+    let study = args
+        .study
+        .as_deref()
+        .map(adsim::study::StudyResult::read)
+        .transpose()?;
     let p = &resolved.scenario.population;
     let shard = args
         .shard
@@ -705,6 +716,7 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     let options = RunOptions {
         out: out.clone(),
         force: args.force,
+        study,
     };
     let result = adsim::run::run(&resolved, &options, &progress)?;
     bar.finish_and_clear();

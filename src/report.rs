@@ -1182,11 +1182,24 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
 
 /// Draws every chart into `dir` and writes `report.md` and `report.html` there.
 pub fn write(resolved: &Resolved, e: &Estimates, dir: &Path) -> Result<()> {
+    write_with(resolved, e, dir, Vec::new())
+}
+
+/// [`write`], with `extra` blocks after the headline results (a study's parameter
+/// uncertainty, docs/model.md §16.6).
+pub fn write_with(resolved: &Resolved, e: &Estimates, dir: &Path, extra: Vec<Block>) -> Result<()> {
     let figs = figures(resolved, e);
     for f in &figs {
         save(&f.chart, dir, f.stem)?;
     }
-    let blocks = blocks(resolved, e, &figs);
+    let mut blocks = blocks(resolved, e, &figs);
+    if !extra.is_empty() {
+        let at = blocks
+            .iter()
+            .position(|b| matches!(b, Block::Heading(2, h) if h == "Who opts out"))
+            .unwrap_or(blocks.len());
+        blocks.splice(at..at, extra);
+    }
     let md = dir.join("report.md");
     std::fs::write(&md, markdown(&blocks)).map_err(|err| Error::io(&md, err))?;
     let page = html(&blocks, dir)?;

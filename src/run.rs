@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Replace an existing folder.
     pub force: bool,
+    /// A study's result whose parameter-uncertainty intervals the report shows beside the
+    /// Monte Carlo ones (docs/model.md §16.6).
+    pub study: Option<crate::study::StudyResult>,
 }
 
 /// What a run produced.
@@ -176,7 +179,7 @@ pub fn run(resolved: &Resolved, options: &RunOptions, progress: Progress) -> Res
         })?;
         // The charts and the report are drawn while the writer finishes the count tables.
         let estimates = est.finish().map_err(polars_error("estimation"))?;
-        write_results(resolved, tmp, &estimates)?;
+        write_results(resolved, tmp, &estimates, options.study.as_ref())?;
         writer.finish()?;
         write_run_json(resolved, tmp, &options.out, simulate_secs, start)?;
         Ok(RunOutput {
@@ -197,7 +200,7 @@ pub fn publish(
     simulate_secs: f64,
     start: Instant,
 ) -> Result<()> {
-    write_results(resolved, dir, e)?;
+    write_results(resolved, dir, e, None)?;
     write_run_json(resolved, dir, out, simulate_secs, start)
 }
 
@@ -240,7 +243,12 @@ pub fn scenario_header(resolved: &Resolved) -> String {
     )
 }
 
-fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
+fn write_results(
+    resolved: &Resolved,
+    dir: &Path,
+    e: &Estimates,
+    study: Option<&crate::study::StudyResult>,
+) -> Result<()> {
     write_text(
         &dir.join("scenario.toml"),
         &format!(
@@ -272,7 +280,8 @@ fn write_results(resolved: &Resolved, dir: &Path, e: &Estimates) -> Result<()> {
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),
     )?;
-    crate::report::write(resolved, e, dir)
+    let extra = study.map_or_else(Vec::new, |s| s.blocks(&e.summary));
+    crate::report::write_with(resolved, e, dir, extra)
 }
 
 /// Estimates a results folder from its count tables, one replication at a time.

@@ -1615,6 +1615,145 @@ fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effe
     b
 }
 
+/// A study's result as a run reads it (`adsim run --study DIR`, docs/model.md §16.6): its plan
+/// and each output's spread over the design.
+#[derive(Clone, Debug)]
+pub struct StudyResult {
+    /// The study folder.
+    pub dir: std::path::PathBuf,
+    /// Its plan (resolved).
+    pub plan: Plan,
+    /// Per output: metric, arm, rate, evaluations, 2.5%, median, 97.5%.
+    pub rows: Vec<(String, String, f64, u32, f64, f64, f64)>,
+}
+
+impl StudyResult {
+    /// Reads `dir/plan.toml` and `dir/summary.csv`; errors name the file.
+    pub fn read(dir: &Path) -> Result<StudyResult> {
+        let plan_path = dir.join("plan.toml");
+        let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
+        let plan = Plan::parse(&text, &plan_path.display().to_string())?;
+        let path = dir.join("summary.csv");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let file = path.display().to_string();
+        let mut lines = text.lines();
+        let header = "output,evaluations,mean,sd,min,p2_5,p50,p97_5,max";
+        ensure!(
+            lines.next() == Some(header),
+            &file,
+            "header",
+            text.lines().next().unwrap_or(""),
+            format!("a study's summary.csv ({header})")
+        );
+        let mut rows = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(',').collect();
+            let key: Vec<&str> = cells[0].split('@').collect();
+            let num = |j: usize| -> f64 {
+                cells
+                    .get(j)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            let rate = key.get(2).and_then(|r| r.parse::<f64>().ok());
+            let (Some(rate), true) = (rate, cells.len() == 9 && key.len() == 3) else {
+                return Err(Error::invalid(
+                    &file,
+                    format!("row {}", i + 2),
+                    line,
+                    "an output `metric@arm@rate` and eight numbers",
+                ));
+            };
+            rows.push((
+                key[0].to_string(),
+                key[1].to_string(),
+                rate,
+                num(1) as u32,
+                num(5),
+                num(6),
+                num(7),
+            ));
+        }
+        Ok(StudyResult {
+            dir: dir.to_path_buf(),
+            plan,
+            rows,
+        })
+    }
+
+    /// The report's "Parameter uncertainty" section: each output of the study beside the
+    /// run's value and Monte Carlo interval at the same arm and nearest rate.
+    pub fn blocks(&self, summary: &DataFrame) -> Vec<Block> {
+        let (arms, rates) = (texts(summary, "arm"), floats(summary, "rate"));
+        let p = &self.plan;
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|(metric, arm, rate, n, lo, mid, hi)| {
+                // One format per row, by the study's largest magnitude: millions, or decimals.
+                let top = lo.abs().max(hi.abs()).max(mid.abs());
+                let (scale, digits, unit) = if top >= 1e6 {
+                    (1e-6, 2, "M")
+                } else if top >= 100.0 {
+                    (1.0, 1, "")
+                } else if top >= 1.0 {
+                    (1.0, 3, "")
+                } else {
+                    (1.0, 4, "")
+                };
+                let f = |v: f64| format!("{:.*}{unit}", digits, v * scale);
+                let run = (0..summary.height())
+                    .filter(|&j| &arms[j] == arm)
+                    .min_by(|&a, &b| (rates[a] - rate).abs().total_cmp(&(rates[b] - rate).abs()))
+                    .map_or("-".into(), |j| {
+                        format!(
+                            "{}{unit}",
+                            crate::table::with_ci(summary, metric, j, scale, digits)
+                        )
+                    });
+                vec![
+                    format!("`{metric}`, {arm} at {rate}"),
+                    run,
+                    f(*mid),
+                    format!("[{}, {}]", f(*lo), f(*hi)),
+                    n.to_string(),
+                ]
+            })
+            .collect();
+        let kind = match p.design {
+            Design::Lhs | Design::Sobol => {
+                "its 2.5% and 97.5% percentiles are the parameter-uncertainty interval"
+            }
+            Design::Grid | Design::Morris => {
+                "its design is not uniform over the ranges, so its percentiles are a spread, not an uncertainty interval"
+            }
+        };
+        vec![
+            Block::Heading(2, "Parameter uncertainty".into()),
+            Block::Para(format!(
+                "From the study `{}` ({}; base scenario {}, {} users x {} replication(s) per evaluation): {kind}. This run's brackets cover Monte Carlo noise only. The study's figures come from its own size and base scenario; where those differ from this run's, compare widths, not levels.",
+                p.name,
+                self.dir.display(),
+                p.scenario,
+                p.users,
+                p.replications
+            )),
+            Block::Table(
+                [
+                    "output",
+                    "this run (Monte Carlo 95%)",
+                    "study median",
+                    "study 2.5% to 97.5%",
+                    "evaluations",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            ),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,3 +294,56 @@ fn morris_and_sobol_designs_rank_a_factor_that_matters_above_one_that_does_not()
         assert_eq!(evaluations.lines().count(), expected + 1, "{name}");
     }
 }
+
+#[test]
+fn a_run_shows_a_studys_interval_beside_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "small",
+        "design = \"lhs\"\nsamples = 10\n[[factor]]\nkey = \"targeting.ctr_customer\"\nlow = 0.015\nhigh = 0.05\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "s", "--quiet"]);
+    adsim_ok(
+        d,
+        &[
+            "run",
+            "--users",
+            "3000",
+            "--replications",
+            "2",
+            "--study",
+            "s",
+            "--out",
+            "r",
+            "--quiet",
+        ],
+    );
+    let report = std::fs::read_to_string(d.join("r/report.md")).unwrap();
+    assert!(report.contains("## Parameter uncertainty"), "{report}");
+    assert!(report.contains("From the study `small`"), "{report}");
+    assert!(
+        report.contains("`revenue_change_musd`, opt_out_window at 0 |"),
+        "{report}"
+    );
+    // A folder that is not a study is refused before any work, naming the file.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let out = adsim(
+        d,
+        &[
+            "run", "--users", "3000", "--study", "empty", "--out", "r2", "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("empty/plan.toml"), "{}", stderr(&out));
+    assert!(!d.join("r2").exists());
+    // So is a run folder given as a study.
+    let out = adsim(
+        d,
+        &[
+            "run", "--users", "3000", "--study", "r", "--out", "r3", "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
