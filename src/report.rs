@@ -366,7 +366,7 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
 }
 
 /// The level of `arm` in `df` whose rate is nearest `target`: (rate, row indices).
-fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>)> {
+pub(crate) fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>)> {
     let (arms, rates) = (texts(df, "arm"), floats(df, "rate"));
     let rate = (0..df.height())
         .filter(|&i| arms[i] == arm)

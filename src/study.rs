@@ -25,9 +25,9 @@ use crate::ensure;
 use crate::error::{Error, Result};
 use crate::folder::{Stamp, write_csv, write_dir, write_parquet, write_text};
 use crate::registry;
-use crate::report::{Block, html, markdown};
+use crate::report::{Block, html, level_near, markdown};
 use crate::scenario::{Resolved, Scenario};
-use crate::table::{floats, texts};
+use crate::table::floats;
 
 /// Version of the study tables' schema.
 pub const STUDY_SCHEMA_VERSION: &str = "study/1";
@@ -381,12 +381,13 @@ fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> Result<()> 
 }
 
 /// Sets `key` (dotted) of a scenario's TOML tree to `value`.
-fn set_key(tree: &mut toml::Value, key: &str, value: f64, integer: bool) -> bool {
+fn set_key(tree: &mut toml::Value, key: &str, value: f64, integer: bool) {
     let mut node = tree;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
+        // A registry key's parents are tables of the scenario (checked by `check_factor`).
         let Some(table) = node.as_table_mut() else {
-            return false;
+            return;
         };
         if parts.peek().is_none() {
             table.insert(
@@ -397,13 +398,12 @@ fn set_key(tree: &mut toml::Value, key: &str, value: f64, integer: bool) -> bool
                     toml::Value::Float(value)
                 },
             );
-            return true;
+            return;
         }
         node = table
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
     }
-    false
 }
 
 impl Study {
@@ -790,7 +790,6 @@ impl Study {
                 let resolved = self.scenario_at(points[i], &format!("{what} {i}"))?;
                 let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
                 let s = &e.summary;
-                let (arms, rates) = (texts(s, "arm"), floats(s, "rate"));
                 let row = self
                     .plan
                     .output
@@ -798,13 +797,8 @@ impl Study {
                     .map(|o| {
                         let arm = o.arm.as_deref().unwrap_or("");
                         let values = floats(s, &o.metric);
-                        (0..s.height())
-                            .filter(|&j| arms[j] == arm)
-                            .min_by(|&a, &b| {
-                                (rates[a] - o.rate)
-                                    .abs()
-                                    .total_cmp(&(rates[b] - o.rate).abs())
-                            })
+                        level_near(s, arm, o.rate)
+                            .and_then(|(_, rows)| rows.first().copied())
                             .map_or(f64::NAN, |j| values[j])
                     })
                     .collect();
@@ -1443,10 +1437,6 @@ fn summary_frame(names: &[String], outputs: &[Vec<f64>]) -> PolarsResult<DataFra
             .collect()
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let sd = |v: &[f64]| {
-        let m = mean(v);
-        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
-    };
     df!(
         "output" => names.iter().map(String::as_str).collect::<Vec<_>>(),
         "evaluations" => (0..names.len()).map(|o| col(o).len() as u32).collect::<Vec<_>>(),
@@ -1684,7 +1674,6 @@ impl StudyResult {
     /// The report's "Parameter uncertainty" section: each output of the study beside the
     /// run's value and Monte Carlo interval at the same arm and nearest rate.
     pub fn blocks(&self, summary: &DataFrame) -> Vec<Block> {
-        let (arms, rates) = (texts(summary, "arm"), floats(summary, "rate"));
         let p = &self.plan;
         let rows: Vec<Vec<String>> = self
             .rows
@@ -1702,9 +1691,8 @@ impl StudyResult {
                     (1.0, 4, "")
                 };
                 let f = |v: f64| format!("{:.*}{unit}", digits, v * scale);
-                let run = (0..summary.height())
-                    .filter(|&j| &arms[j] == arm)
-                    .min_by(|&a, &b| (rates[a] - rate).abs().total_cmp(&(rates[b] - rate).abs()))
+                let run = level_near(summary, arm, *rate)
+                    .and_then(|(_, rows)| rows.first().copied())
                     .map_or("-".into(), |j| {
                         format!(
                             "{}{unit}",
