@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Runs an adsim scenario as a Slurm job array, one shard per array task, then merges the
-# shards in a job that starts only when every task succeeded (--dependency=afterok).
+# Runs an adsim scenario (or, with --study, a study plan) as a Slurm job array, one shard per
+# array task, then merges the shards in a job that starts only when every task succeeded
+# (--dependency=afterok).
 #
 #   deploy/slurm-array.sh SCENARIO SHARDS OUT [adsim run options...]
 #   deploy/slurm-array.sh whatsapp-2016 16 results/w2016 --users 1000000000 --replications 1
+#   deploy/slurm-array.sh --study uncertainty 8 results/uncertainty
 #
 # Shards go to OUT.shards/shard-K (with Slurm's logs); the merged results folder is OUT.
 # ADSIM names the binary (default: adsim on PATH). With WAIT=1 the script waits for the
 # merge job and fails if it did not complete.
 set -euo pipefail
+command=run
+if [ "${1:-}" = --study ]; then
+    command=study
+    shift
+fi
 if [ $# -lt 3 ]; then
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
 fi
 scenario=$1 shards=$2 out=$3
@@ -19,11 +26,12 @@ adsim=${ADSIM:-adsim}
 out=$(realpath -m "$out")
 work="$out.shards"
 mkdir -p "$work"
-extra=$(printf ' %q' "$@")
+extra=""
+[ $# -gt 0 ] && extra=$(printf ' %q' "$@")
 
 array=$(sbatch --parsable --array="0-$((shards - 1))" --job-name=adsim-shard \
     --output="$work/slurm-%A_%a.out" \
-    --wrap "$adsim run $scenario --shard \${SLURM_ARRAY_TASK_ID}/$shards --out $work/shard-\${SLURM_ARRAY_TASK_ID} --force --quiet$extra")
+    --wrap "$adsim $command $scenario --shard \${SLURM_ARRAY_TASK_ID}/$shards --out $work/shard-\${SLURM_ARRAY_TASK_ID} --force --quiet$extra")
 merge=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes --job-name=adsim-merge \
     --output="$work/slurm-merge-%j.out" \
     --wrap "$adsim merge $work/shard-* --out $out --force")
@@ -34,7 +42,7 @@ if [ "${WAIT:-0}" = 1 ]; then
         sleep 1
     done
     state=$(scontrol show job "$merge" 2>/dev/null | grep -o 'JobState=[A-Z]*' | cut -d= -f2 || true)
-    if [ ! -f "$out/cells.parquet" ]; then
+    if [ ! -f "$out/cells.parquet" ] && [ ! -f "$out/evaluations.parquet" ]; then
         echo "merge job $merge did not complete (state ${state:-unknown}); logs in $work" >&2
         exit 1
     fi

@@ -21,4 +21,28 @@ for f in "$work/single"/*; do
     fi
 done
 [ $status = 0 ] && echo "slurm: 4 array tasks merged into a folder identical to the single run"
+
+# A study the same way: three array tasks of evaluations, merged, equal to one machine's study.
+cat > "$work/plan.toml" <<'PLAN'
+name = "slurm-study"
+scenario = "whatsapp-2016"
+users = 5000
+replications = 1
+design = "lhs"
+samples = 12
+[[factor]]
+key = "targeting.m_recall"
+low = 0.5
+high = 0.95
+PLAN
+WAIT=1 ADSIM="$adsim" bash deploy/slurm-array.sh --study "$work/plan.toml" 3 "$work/study-merged"
+"$adsim" study "$work/plan.toml" --out "$work/study-single" --quiet
+for f in "$work/study-single"/*; do
+    name=$(basename "$f")
+    if ! cmp -s "$f" "$work/study-merged/$name"; then
+        echo "slurm: $name of the merged study shards differs from the single study" >&2
+        status=1
+    fi
+done
+[ $status = 0 ] && echo "slurm: 3 array tasks of a study merged into a folder identical to the single study"
 exit $status

@@ -138,9 +138,11 @@ enum Command {
     #[command(
         after_help = "Examples:\n  adsim studies                                  # the built-in plans\n  \
         adsim study uncertainty --out u               # every assumption over its plausible range (LHS)\n  \
-        adsim study heterogeneity-x-notice --out g\n  adsim study my-plan.toml --out s\n\n\
+        adsim study heterogeneity-x-notice --out g\n  adsim study my-plan.toml --out s\n  \
+        for k in 0 1 2; do adsim study screening --shard $k/3 --out part-$k; done; adsim merge part-* --out s\n\n\
         Writes plan.toml (run it again to reproduce every file), evaluations.csv/.parquet, summary.csv\n\
-        (each output's spread; under lhs the 2.5 and 97.5 percentiles), effects.csv, report.md/.html."
+        (each output's spread; under lhs the 2.5 and 97.5 percentiles), indices.csv, report.md/.html.\n\
+        Evaluations run in parallel; a killed study, run again with the same --out, resumes where it stopped."
     )]
     Study {
         /// A built-in plan name (see `adsim studies`) or a TOML plan file.
@@ -148,6 +150,10 @@ enum Command {
         /// The study folder (default: a new folder under reports/runs/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Evaluate only shard K of N (evaluations K*E/N up to (K+1)*E/N) and write a shard
+        /// folder; `adsim merge` joins the shards into the study folder.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
         /// Replace the folder if it exists.
         #[arg(long)]
         force: bool,
@@ -360,6 +366,13 @@ pub fn run() -> Result<()> {
             force,
             json,
         } => compare(&dirs, out, force, json),
+        Command::Merge { dirs, out, force }
+            if dirs.iter().any(|d| adsim::study::batch::is_shard(d)) =>
+        {
+            adsim::study::batch::merge(&dirs, &out, force)?;
+            say!("merged {} study shards into {}", dirs.len(), out.display());
+            Ok(())
+        }
         Command::Merge { dirs, out, force } => {
             let options = RunOptions {
                 out: out.clone(),
@@ -385,9 +398,10 @@ pub fn run() -> Result<()> {
         Command::Study {
             plan,
             out,
+            shard,
             force,
             quiet,
-        } => study(&plan, out, force, quiet),
+        } => study(&plan, out, shard, force, quiet),
         Command::Studies { show: Some(name) } => {
             let (_, text) = adsim::study::BUILTINS
                 .iter()
@@ -415,9 +429,19 @@ pub fn run() -> Result<()> {
     }
 }
 
-fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
-    use adsim::study::{Plan, Study, write};
+fn study(
+    plan: &str,
+    out: Option<PathBuf>,
+    shard: Option<String>,
+    force: bool,
+    quiet: bool,
+) -> Result<()> {
+    use adsim::study::{Plan, Study, batch};
     use std::io::IsTerminal;
+    let shard = shard
+        .as_deref()
+        .map(adsim::shard::Shard::parse)
+        .transpose()?;
     let path = Path::new(plan);
     let (parsed, source, dir) = if path.exists() {
         let text = std::fs::read_to_string(path).map_err(|e| adsim::Error::io(path, e))?;
@@ -429,16 +453,17 @@ fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<(
         (p, source, PathBuf::from("."))
     };
     let study = Study::new(parsed, &source, &dir)?;
-    let out = out.unwrap_or_else(|| fresh_path(&study.plan.name, ""));
+    let stem = match shard {
+        Some(s) => format!("{}-shard{}of{}", study.plan.name, s.index, s.count),
+        None => study.plan.name.clone(),
+    };
+    let out = out.unwrap_or_else(|| fresh_path(&stem, ""));
     if out.exists() && !force {
         return Err(adsim::Error::Exists(out).into());
     }
-    let n = (study.points.len() + study.tornado_points().len()) as u64;
     let bar = if !quiet && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(n),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{elapsed_precise} [{wide_bar}] {pos}/{len} evaluations (eta {eta})",
         ) {
@@ -449,21 +474,45 @@ fn study(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<(
         indicatif::ProgressBar::hidden()
     };
     if !quiet {
+        let n = study.all_points().len();
         eprintln!(
-            "study {}: {n} evaluations (the design's, and the tornado's one at a time) of {} at {} users x {} replications",
-            study.plan.name, study.plan.scenario, study.plan.users, study.plan.replications
+            "study {}: {n} evaluations (the design's, and the tornado's one at a time) of {} at {} users x {} replications{}",
+            study.plan.name,
+            study.plan.scenario,
+            study.plan.users,
+            study.plan.replications,
+            shard.map_or(String::new(), |s| format!(
+                "; shard {}/{} of them",
+                s.index, s.count
+            ))
         );
     }
-    let outputs = study.evaluate(&|done| bar.set_position(done as u64))?;
-    let first = study.points.len() as u64;
-    let tornado = study.evaluate_tornado(&|done| bar.set_position(first + done as u64))?;
+    let done = batch::run(&study, &out, force, shard, &|finished, all| {
+        bar.set_length(all as u64);
+        bar.set_position(finished as u64);
+    })?;
     bar.finish_and_clear();
-    write(&study, &outputs, &tornado, &out, force)?;
     if !quiet {
-        say!(
-            "wrote plan.toml, evaluations.csv/.parquet, summary.csv, effects.csv and the report to {}",
-            out.display()
-        );
+        if done.resumed > 0 {
+            say!(
+                "resumed: {} of {} evaluations were read back from the interrupted study",
+                done.resumed,
+                done.evaluations
+            );
+        }
+        match shard {
+            Some(s) => say!(
+                "wrote shard {}/{} ({} evaluations) to {}: `adsim merge` joins the shards",
+                s.index,
+                s.count,
+                done.evaluations,
+                out.display()
+            ),
+            None => say!(
+                "wrote plan.toml, evaluations.csv/.parquet, summary.csv, indices.csv and the report to {}",
+                out.display()
+            ),
+        }
     }
     Ok(())
 }

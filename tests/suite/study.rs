@@ -128,7 +128,7 @@ fn a_grid_shows_a_factors_effect_and_its_plan_reproduces_the_folder() {
         lift(2),
         lift(1)
     );
-    let effects = std::fs::read_to_string(d.join("a/effects.csv")).unwrap();
+    let effects = std::fs::read_to_string(d.join("a/indices.csv")).unwrap();
     assert!(effects.contains("targeting.m_recall,main_effect_swing"));
     // The written plan runs again, from the study folder, to the same bytes.
     adsim_ok(d, &["study", "a/plan.toml", "--out", "b", "--quiet"]);
@@ -157,7 +157,7 @@ fn a_grid_shows_a_factors_effect_and_its_plan_reproduces_the_folder() {
         "evaluations.csv",
         "evaluations.parquet",
         "summary.csv",
-        "effects.csv",
+        "indices.csv",
         "report.md",
         "plan.toml",
     ] {
@@ -212,7 +212,7 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
         "{row:?}"
     );
     // The fault rate governs the match rate: the strongest effect, far above the dummy's.
-    let effects = std::fs::read_to_string(d.join("u/effects.csv")).unwrap();
+    let effects = std::fs::read_to_string(d.join("u/indices.csv")).unwrap();
     let first = effects.lines().nth(1).unwrap();
     // Columns: output, factor, measure, value, lo, hi.
     let rho: f64 = first.split(',').nth(3).unwrap().parse().unwrap();
@@ -273,7 +273,7 @@ fn morris_and_sobol_designs_rank_a_factor_that_matters_above_one_that_does_not()
     ] {
         let file = plan(d, name, &format!("{design}{factors}"));
         adsim_ok(d, &["study", &file, "--out", name, "--quiet"]);
-        let effects = std::fs::read_to_string(d.join(name).join("effects.csv")).unwrap();
+        let effects = std::fs::read_to_string(d.join(name).join("indices.csv")).unwrap();
         let rows: Vec<Vec<&str>> = effects
             .lines()
             .skip(1)
@@ -346,4 +346,178 @@ fn a_run_shows_a_studys_interval_beside_its_own() {
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+fn read_parquet(path: &Path) -> polars::prelude::DataFrame {
+    use polars::prelude::*;
+    ParquetReader::new(std::fs::File::open(path).expect("opens"))
+        .finish()
+        .expect("reads")
+}
+
+#[test]
+fn a_grid_studys_outputs_equal_the_scenarios_run_one_by_one() {
+    use adsim::scenario::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let levels = [0.2, 0.65];
+    let file = plan(
+        d,
+        "one-by-one",
+        "design = \"grid\"\n[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.2, 0.65]\n\
+         [[output]]\nmetric = \"precision_lift\"\nrate = 0.0\n\
+         [[output]]\nmetric = \"revenue_change_musd\"\narm = \"opt_out_window\"\nrate = 0.5\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "g", "--quiet"]);
+    let evals = read_parquet(&d.join("g/evaluations.parquet"));
+    let lift = adsim::table::floats(&evals, "precision_lift@opt_out_window@0");
+    let revenue = adsim::table::floats(&evals, "revenue_change_musd@opt_out_window@0.5");
+    for (i, level) in levels.iter().enumerate() {
+        let (base, _) = Scenario::builtin("whatsapp-2016").unwrap();
+        let mut tree = toml::Value::try_from(&base).unwrap();
+        tree["targeting"]["m_recall"] = toml::Value::Float(*level);
+        let name = format!("s{i}.toml");
+        std::fs::write(d.join(&name), toml::to_string(&tree).unwrap()).unwrap();
+        let out = format!("r{i}");
+        adsim_ok(
+            d,
+            &[
+                "run",
+                &name,
+                "--users",
+                "3000",
+                "--replications",
+                "1",
+                "--out",
+                &out,
+                "--quiet",
+            ],
+        );
+        let s = read_parquet(&d.join(&out).join("summary.parquet"));
+        let (arm, rate) = (
+            adsim::table::texts(&s, "arm"),
+            adsim::table::floats(&s, "rate"),
+        );
+        let row = |r: f64| {
+            (0..s.height())
+                .find(|&j| arm[j] == "opt_out_window" && (rate[j] - r).abs() < 1e-9)
+                .unwrap()
+        };
+        // Common random numbers: the study's evaluation is the run, bit for bit.
+        assert_eq!(
+            adsim::table::floats(&s, "precision_lift")[row(0.0)].to_bits(),
+            lift[i].to_bits(),
+            "m_recall = {level}"
+        );
+        assert_eq!(
+            adsim::table::floats(&s, "revenue_change_musd")[row(0.5)].to_bits(),
+            revenue[i].to_bits(),
+            "m_recall = {level}"
+        );
+    }
+}
+
+/// The files of a study folder, by name.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_killed_study_resumes_and_shards_merge_to_the_same_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "resume",
+        "design = \"lhs\"\nsamples = 40\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.3\nhigh = 0.9\n\
+         [[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "whole", "--quiet"]);
+    let whole = files(&d.join("whole"));
+    assert!(
+        !d.join(".whole.progress").exists(),
+        "the log goes once written"
+    );
+
+    // Killed once some evaluations are logged: run again, it reads them back.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_adsim"))
+        .current_dir(d)
+        .args(["study", &file, "--out", "again", "--quiet"])
+        .spawn()
+        .unwrap();
+    let log = d.join(".again.progress");
+    let rows = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count().saturating_sub(5))
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while rows(&log) < 3 && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = rows(&log);
+    assert!(
+        logged >= 3 && !d.join("again").exists(),
+        "killed mid-study: {logged} rows logged"
+    );
+    // A torn last line, as a kill mid-write leaves it, is dropped, not misread.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("17 3ff0");
+    std::fs::write(&log, text).unwrap();
+    let said = adsim_ok(d, &["study", &file, "--out", "again"]);
+    assert!(said.contains("resumed:"), "{said}");
+    assert_eq!(files(&d.join("again")), whole, "resumed = uninterrupted");
+    assert!(!log.exists());
+
+    // Three shards, merged in any order, equal the whole study.
+    for k in 0..3 {
+        adsim_ok(
+            d,
+            &[
+                "study",
+                &file,
+                "--shard",
+                &format!("{k}/3"),
+                "--out",
+                &format!("p{k}"),
+                "--quiet",
+            ],
+        );
+    }
+    adsim_ok(d, &["merge", "p2", "p0", "p1", "--out", "merged"]);
+    assert_eq!(
+        files(&d.join("merged")),
+        whole,
+        "merged shards = whole study"
+    );
+    // A missing shard, a repeated one, another study's: refused, naming what is wrong.
+    let err = stderr(&adsim(d, &["merge", "p0", "p1", "--out", "m2"]));
+    assert!(err.contains("missing: 2/3"), "{err}");
+    let err = stderr(&adsim(d, &["merge", "p0", "p1", "p1", "--out", "m2"]));
+    assert!(err.contains("same shard"), "{err}");
+    let other = plan(
+        d,
+        "other",
+        "design = \"lhs\"\nsamples = 40\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.3\nhigh = 0.8\n",
+    );
+    adsim_ok(
+        d,
+        &["study", &other, "--shard", "2/3", "--out", "q2", "--quiet"],
+    );
+    let err = stderr(&adsim(d, &["merge", "p0", "p1", "q2", "--out", "m2"]));
+    assert!(err.contains("another study") && err.contains("q2"), "{err}");
+    assert!(!d.join("m2").exists());
 }

@@ -10,10 +10,12 @@
 //! seed (common random numbers, docs/model.md §16.3), runs through [`crate::run::evaluate`] and
 //! writes no file of its own. The study folder holds the resolved plan, `evaluations.csv` and
 //! `.parquet` (one row per evaluation), `summary.csv` (each output's spread; under `lhs` its 2.5
-//! and 97.5 percentiles, the parameter-uncertainty interval), `effects.csv` (each factor's
+//! and 97.5 percentiles, the parameter-uncertainty interval), `indices.csv` (each factor's
 //! effect on each output) and `report.md` / `report.html`.
 
 use std::path::Path;
+
+pub mod batch;
 
 use polars::prelude::*;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -36,16 +38,19 @@ pub const STUDY_SCHEMA_VERSION: &str = "study/1";
 pub const BUILTINS: &[(&str, &str)] = &[
     (
         "uncertainty",
-        include_str!("../data/studies/uncertainty.toml"),
+        include_str!("../../data/studies/uncertainty.toml"),
     ),
     (
         "heterogeneity-x-notice",
-        include_str!("../data/studies/heterogeneity-x-notice.toml"),
+        include_str!("../../data/studies/heterogeneity-x-notice.toml"),
     ),
-    ("screening", include_str!("../data/studies/screening.toml")),
+    (
+        "screening",
+        include_str!("../../data/studies/screening.toml"),
+    ),
     (
         "sobol-targeting",
-        include_str!("../data/studies/sobol-targeting.toml"),
+        include_str!("../../data/studies/sobol-targeting.toml"),
     ),
 ];
 
@@ -765,47 +770,24 @@ impl Study {
             .collect()
     }
 
-    /// Evaluates every point, in order, calling `progress` after each; returns one row of
-    /// outputs per evaluation (NaN where a metric is undefined).
-    pub fn evaluate(&self, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Vec<f64>>> {
-        let points: Vec<&[f64]> = self.points.iter().map(Vec::as_slice).collect();
-        self.evaluate_points(&points, "evaluation", progress)
-    }
-
-    /// Evaluates the tornado's points ([`Study::tornado_points`]): one row of outputs each.
-    pub fn evaluate_tornado(&self, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Vec<f64>>> {
-        let t = self.tornado_points();
-        let points: Vec<&[f64]> = t.iter().map(|(_, p)| p.as_slice()).collect();
-        self.evaluate_points(&points, "tornado point", progress)
-    }
-
-    fn evaluate_points(
-        &self,
-        points: &[&[f64]],
-        what: &str,
-        progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<Vec<f64>>> {
-        (0..points.len())
-            .map(|i| {
-                let resolved = self.scenario_at(points[i], &format!("{what} {i}"))?;
-                let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
-                let s = &e.summary;
-                let row = self
-                    .plan
-                    .output
-                    .iter()
-                    .map(|o| {
-                        let arm = o.arm.as_deref().unwrap_or("");
-                        let values = floats(s, &o.metric);
-                        level_near(s, arm, o.rate)
-                            .and_then(|(_, rows)| rows.first().copied())
-                            .map_or(f64::NAN, |j| values[j])
-                    })
-                    .collect();
-                progress(i + 1);
-                Ok(row)
+    /// Outputs of one evaluation at factor values `point` (NaN where a metric is undefined);
+    /// `label` names it in errors.
+    pub fn evaluate_at(&self, point: &[f64], label: &str) -> Result<Vec<f64>> {
+        let resolved = self.scenario_at(point, label)?;
+        let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
+        let s = &e.summary;
+        Ok(self
+            .plan
+            .output
+            .iter()
+            .map(|o| {
+                let arm = o.arm.as_deref().unwrap_or("");
+                let values = floats(s, &o.metric);
+                level_near(s, arm, o.rate)
+                    .and_then(|(_, rows)| rows.first().copied())
+                    .map_or(f64::NAN, |j| values[j])
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -1311,14 +1293,7 @@ pub fn write(
             crate::charts::save(&chart, tmp, &stem)?;
             figures.push((stem, name.clone()));
         }
-        write_text(
-            &tmp.join("plan.toml"),
-            &format!(
-                "# Resolved study plan: `adsim study plan.toml --out OTHER` reproduces every file of\n# this folder. Base scenario: {}\n{}",
-                study.source,
-                study.plan.to_toml()
-            ),
-        )?;
+        batch::write_plan(study, tmp)?;
         let mut columns = vec![
             Series::from_vec(
                 "evaluation".into(),
@@ -1349,7 +1324,7 @@ pub fn write(
         let path = tmp.join("summary.csv");
         let mut summary = summary_frame(&names, outputs).map_err(table_error(&path))?;
         write_csv(&path, &mut summary)?;
-        let path = tmp.join("effects.csv");
+        let path = tmp.join("indices.csv");
         let mut e = df!(
             "output" => effects.iter().map(|e| e.output.as_str()).collect::<Vec<_>>(),
             "factor" => effects.iter().map(|e| e.factor.as_str()).collect::<Vec<_>>(),
@@ -1600,7 +1575,7 @@ fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effe
         b.push(Block::Para(l));
     }
     b.push(Block::Para(
-        "Every factor's effect on every output is in effects.csv, every evaluation in evaluations.csv. Random streams are not yet separated by factor (docs/model.md §16.3): changing a segment's prevalence or a country's share also re-deals other draws, so part of a factor's effect is sampling noise of the order of the dummy's.".into(),
+        "Every factor's effect on every output is in indices.csv, every evaluation in evaluations.csv. Random streams are not yet separated by factor (docs/model.md §16.3): changing a segment's prevalence or a country's share also re-deals other draws, so part of a factor's effect is sampling noise of the order of the dummy's.".into(),
     ));
     b
 }

@@ -1,0 +1,507 @@
+//! Running a study's evaluations (docs/model.md §16.7): in parallel across the design's
+//! points, with a progress log that a killed study resumes from, and in shards that
+//! `adsim merge` joins. Every path ends in the same [`super::write`], so an interrupted,
+//! resumed or sharded study writes the same files as an uninterrupted one.
+//!
+//! The progress log and a shard's `evaluations.rows` share one text format: a header (the
+//! study's fingerprint, the part, the number of evaluations and of outputs), then one line per
+//! finished evaluation, `index` and each output's IEEE-754 bits in hexadecimal, so a value read
+//! back is the value computed, bit for bit.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::{Plan, Study, write};
+use crate::error::{Error, Result};
+use crate::folder::{write_dir, write_text};
+use crate::shard::Shard;
+
+/// The rows of a study shard's folder.
+pub const ROWS_FILE: &str = "evaluations.rows";
+const MAGIC: &str = "adsim study rows 1";
+
+impl Study {
+    /// Every evaluation the study runs, in index order: the design's points, then the
+    /// tornado's one-at-a-time points ([`Study::tornado_points`]).
+    pub fn all_points(&self) -> Vec<Vec<f64>> {
+        let mut all = self.points.clone();
+        all.extend(self.tornado_points().into_iter().map(|(_, p)| p));
+        all
+    }
+
+    /// SHA-256 of what the outputs depend on: the program version, the resolved plan and the
+    /// base scenario. Progress logs and shards of another study are refused by it.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(self.plan.to_toml().as_bytes());
+        h.update(self.base.to_toml().as_bytes());
+        hex::encode(h.finalize().as_slice())
+    }
+}
+
+/// Finished evaluations: outputs by evaluation index, with the header that says whose.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rows {
+    /// [`Study::fingerprint`] of the study.
+    pub fingerprint: String,
+    /// `all`, or `K/N` for a shard.
+    pub part: String,
+    /// Evaluations of the whole study.
+    pub total: usize,
+    /// Outputs per evaluation.
+    pub width: usize,
+    /// Outputs by evaluation index.
+    pub rows: BTreeMap<usize, Vec<f64>>,
+}
+
+impl Rows {
+    fn header(&self) -> String {
+        format!(
+            "{MAGIC}\nfingerprint {}\npart {}\nevaluations {}\noutputs {}\n",
+            self.fingerprint, self.part, self.total, self.width
+        )
+    }
+
+    fn same_study(&self, other: &Rows) -> bool {
+        self.fingerprint == other.fingerprint
+            && self.part == other.part
+            && self.total == other.total
+            && self.width == other.width
+    }
+}
+
+fn row_line(i: usize, row: &[f64]) -> String {
+    let mut line = i.to_string();
+    for v in row {
+        line.push_str(&format!(" {:016x}", v.to_bits()));
+    }
+    line.push('\n');
+    line
+}
+
+/// Parses a rows file. `strict` (a shard's finished file): any bad line is an error naming
+/// `path` and the line. Otherwise (a progress log a kill may have cut mid-line) the rows end at
+/// the first bad line. Returns the rows and the length in bytes of the part that parsed.
+fn parse_rows(text: &str, path: &Path, strict: bool) -> Result<(Rows, usize)> {
+    let bad = |line: usize, problem: String| Error::Folder {
+        path: path.to_path_buf(),
+        problem: format!(
+            "line {line}: {problem}: not a study's rows file (docs/data-dictionary.md)"
+        ),
+    };
+    let mut lines = text.split_inclusive('\n');
+    let mut field = |n: usize, name: &str| -> Result<String> {
+        let line = lines.next().unwrap_or("");
+        if !line.ends_with('\n') {
+            return Err(bad(n, "the header is cut short".into()));
+        }
+        let line = line.trim_end();
+        if name.is_empty() {
+            return if line == MAGIC {
+                Ok(String::new())
+            } else {
+                Err(bad(n, format!("{line:?} instead of {MAGIC:?}")))
+            };
+        }
+        line.strip_prefix(name)
+            .and_then(|v| v.strip_prefix(' '))
+            .map(str::to_string)
+            .ok_or_else(|| bad(n, format!("{line:?} instead of `{name} ...`")))
+    };
+    field(1, "")?;
+    let fingerprint = field(2, "fingerprint")?;
+    let part = field(3, "part")?;
+    let total: usize = field(4, "evaluations")?
+        .parse()
+        .map_err(|_| bad(4, "the number of evaluations is not a number".into()))?;
+    let width: usize = field(5, "outputs")?
+        .parse()
+        .map_err(|_| bad(5, "the number of outputs is not a number".into()))?;
+    let mut used: usize = text.split_inclusive('\n').take(5).map(str::len).sum();
+    let mut rows = BTreeMap::new();
+    for (n, line) in text[used..].split_inclusive('\n').enumerate() {
+        let parsed = line.strip_suffix('\n').and_then(|l| {
+            let mut parts = l.split(' ');
+            let i: usize = parts.next()?.parse().ok()?;
+            let row: Option<Vec<f64>> = parts
+                .map(|h| u64::from_str_radix(h, 16).ok().map(f64::from_bits))
+                .collect();
+            let row = row?;
+            (i < total && row.len() == width && !rows.contains_key(&i)).then_some((i, row))
+        });
+        match parsed {
+            Some((i, row)) => {
+                rows.insert(i, row);
+                used += line.len();
+            }
+            None if strict => {
+                return Err(bad(
+                    n + 6,
+                    format!(
+                        "expected an evaluation index below {total} not seen before and {width} hexadecimal outputs"
+                    ),
+                ));
+            }
+            None => break,
+        }
+    }
+    Ok((
+        Rows {
+            fingerprint,
+            part,
+            total,
+            width,
+            rows,
+        },
+        used,
+    ))
+}
+
+/// Where the progress log of a study written to `out` lives: a hidden file beside it.
+pub fn progress_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.progress"))
+}
+
+/// The progress log: finished rows are appended as they come, from any thread.
+struct Log {
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl Log {
+    /// Opens (and locks) the log at `path`. Rows of the same study and part are kept (a torn
+    /// last line dropped); anything else is started afresh.
+    fn open(path: &Path, want: &Rows) -> Result<(Log, BTreeMap<usize, Vec<f64>>)> {
+        let io = |e| Error::io(path, e);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        if file.try_lock().is_err() {
+            return Err(Error::Folder {
+                path: path.to_path_buf(),
+                problem: "another adsim is running this study now (its progress log is locked): wait for it, or write elsewhere with --out".into(),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let kept = match parse_rows(&text, path, false) {
+            Ok((rows, used)) if rows.same_study(want) => Some((rows.rows, used)),
+            _ => None,
+        };
+        let (done, used) = match kept {
+            Some(k) => k,
+            None => {
+                file.set_len(0).map_err(io)?;
+                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                file.write_all(want.header().as_bytes()).map_err(io)?;
+                (BTreeMap::new(), want.header().len())
+            }
+        };
+        file.set_len(used as u64).map_err(io)?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        Ok((
+            Log {
+                file: Mutex::new(file),
+                path: path.to_path_buf(),
+            },
+            done,
+        ))
+    }
+
+    /// Appends one finished row, whole: one write of one line.
+    fn add(&self, i: usize, row: &[f64]) -> Result<()> {
+        let mut file = lock(&self.file);
+        file.write_all(row_line(i, row).as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a call of [`run`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Done {
+    /// Evaluations in this call's part.
+    pub evaluations: usize,
+    /// Of those, read back from an earlier, interrupted call.
+    pub resumed: usize,
+}
+
+/// The evaluation indices of `part` among `total`.
+fn part_range(shard: Option<Shard>, total: usize) -> Range<usize> {
+    match shard {
+        Some(s) => {
+            let r = s.ids(total as u64);
+            r.start as usize..r.end as usize
+        }
+        None => 0..total,
+    }
+}
+
+fn part_name(shard: Option<Shard>) -> String {
+    shard.map_or("all".into(), |s| format!("{}/{}", s.index, s.count))
+}
+
+/// Runs `study` (or its `shard`) into `out`: evaluations in parallel on rayon, each appended to
+/// the progress log ([`progress_path`]) as it finishes, so a killed study, run again with the
+/// same plan and `--out`, evaluates only what is missing. Without a shard, writes the study
+/// folder; with one, a shard folder (`plan.toml` and [`ROWS_FILE`]) for [`merge`]. The log is
+/// removed once the folder is written. `progress` gets (finished, all) after each evaluation.
+pub fn run(
+    study: &Study,
+    out: &Path,
+    force: bool,
+    shard: Option<Shard>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Done> {
+    if out.exists() && !force {
+        return Err(Error::Exists(out.to_path_buf()));
+    }
+    let all = study.all_points();
+    let range = part_range(shard, all.len());
+    let want = Rows {
+        fingerprint: study.fingerprint(),
+        part: part_name(shard),
+        total: all.len(),
+        width: study.plan.output.len(),
+        rows: BTreeMap::new(),
+    };
+    let path = progress_path(out);
+    let (log, mut done) = Log::open(&path, &want)?;
+    let resumed = done.len();
+    let todo: Vec<usize> = range.clone().filter(|i| !done.contains_key(i)).collect();
+    let finished = AtomicUsize::new(resumed);
+    progress(resumed, range.len());
+    let design = study.points.len();
+    // As many evaluations at once as the pool has threads, each on a worker outside the pool
+    // (its engine's parallel loops run on the pool): a rayon task per evaluation would let a
+    // thread waiting inside one evaluation start others, and hold many evaluations' memory.
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(None);
+    let fresh = Mutex::new(Vec::with_capacity(todo.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..(2 * rayon::current_num_threads()).min(todo.len()) {
+            scope.spawn(|| {
+                while let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if lock(&failed).is_some() {
+                        break;
+                    }
+                    let label = if i < design {
+                        format!("evaluation {i}")
+                    } else {
+                        format!("tornado point {}", i - design)
+                    };
+                    let row = study
+                        .evaluate_at(&all[i], &label)
+                        .and_then(|row| log.add(i, &row).map(|()| row));
+                    match row {
+                        Ok(row) => {
+                            lock(&fresh).push((i, row));
+                            progress(finished.fetch_add(1, Ordering::Relaxed) + 1, range.len());
+                        }
+                        Err(e) => {
+                            lock(&failed).get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = lock(&failed).take() {
+        return Err(e);
+    }
+    let fresh = std::mem::take(&mut *lock(&fresh));
+    done.extend(fresh);
+    match shard {
+        None => {
+            let mut rows = done.into_values();
+            let outputs: Vec<Vec<f64>> = rows.by_ref().take(design).collect();
+            let tornado: Vec<Vec<f64>> = rows.collect();
+            write(study, &outputs, &tornado, out, force)?;
+        }
+        Some(_) => {
+            let rows = Rows { rows: done, ..want };
+            write_dir(out, force, |tmp| {
+                write_plan(study, tmp)?;
+                let mut text = rows.header();
+                for (i, row) in &rows.rows {
+                    text.push_str(&row_line(*i, row));
+                }
+                write_text(&tmp.join(ROWS_FILE), &text)
+            })?;
+        }
+    }
+    drop(log);
+    let _ = std::fs::remove_file(&path);
+    Ok(Done {
+        evaluations: range.len(),
+        resumed,
+    })
+}
+
+/// Writes the resolved plan to `dir/plan.toml`.
+pub(super) fn write_plan(study: &Study, dir: &Path) -> Result<()> {
+    write_text(
+        &dir.join("plan.toml"),
+        &format!(
+            "# Resolved study plan: `adsim study plan.toml --out OTHER` reproduces every file of\n# this folder. Base scenario: {}\n{}",
+            study.source,
+            study.plan.to_toml()
+        ),
+    )
+}
+
+/// Whether `dir` is a study shard's folder (it holds [`ROWS_FILE`]).
+pub fn is_shard(dir: &Path) -> bool {
+    dir.join(ROWS_FILE).is_file()
+}
+
+/// Joins the shard folders of one study (`adsim study PLAN --shard K/N`) into the study folder
+/// `out`, equal to an unsharded run's. Refused, naming the folder: a shard of another study or
+/// another split, a missing or repeated shard, a damaged rows file.
+pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<()> {
+    let first = dirs.first().ok_or_else(|| Error::Argument {
+        name: "shards".into(),
+        value: "none".into(),
+        expected: "the folders of every shard of one study".into(),
+    })?;
+    let plan_path = first.join("plan.toml");
+    let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
+    let file = plan_path.display().to_string();
+    let study = Study::new(Plan::parse(&text, &file)?, &file, first)?;
+    let fingerprint = study.fingerprint();
+    let total = study.all_points().len();
+    let mut seen: BTreeMap<u32, PathBuf> = BTreeMap::new();
+    let mut count = None;
+    let mut rows = BTreeMap::new();
+    for dir in dirs {
+        let path = dir.join(ROWS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let (r, _) = parse_rows(&text, &path, true)?;
+        let folder = |problem: String| Error::Folder {
+            path: dir.clone(),
+            problem,
+        };
+        if r.fingerprint != fingerprint || r.total != total || r.width != study.plan.output.len() {
+            return Err(folder(format!(
+                "a shard of another study (or of another adsim version) than {}: merge the shards of one `adsim study ... --shard K/N`",
+                first.display()
+            )));
+        }
+        let shard = Shard::parse(&r.part).map_err(|_| {
+            folder(format!(
+                "part {:?}: not a shard (a study's rows of part K/N)",
+                r.part
+            ))
+        })?;
+        if *count.get_or_insert(shard.count) != shard.count {
+            return Err(folder(format!(
+                "shard {} of {}, but the others split the study into {}",
+                shard.index,
+                shard.count,
+                count.unwrap_or(0)
+            )));
+        }
+        if let Some(other) = seen.insert(shard.index, dir.clone()) {
+            return Err(folder(format!(
+                "shard {}/{} again: {} is the same shard",
+                shard.index,
+                shard.count,
+                other.display()
+            )));
+        }
+        let range = part_range(Some(shard), total);
+        if r.rows.len() != range.len() || r.rows.keys().any(|i| !range.contains(i)) {
+            return Err(folder(format!(
+                "{ROWS_FILE} holds {} evaluations, but shard {}/{} has {} ({} to {})",
+                r.rows.len(),
+                shard.index,
+                shard.count,
+                range.len(),
+                range.start,
+                range.end.saturating_sub(1)
+            )));
+        }
+        rows.extend(r.rows);
+    }
+    let count = count.unwrap_or(0);
+    let missing: Vec<String> = (0..count)
+        .filter(|k| !seen.contains_key(k))
+        .map(|k| format!("{k}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Argument {
+            name: "shards".into(),
+            value: format!("{} folders", dirs.len()),
+            expected: format!("every shard of the study; missing: {}", missing.join(", ")),
+        });
+    }
+    let design = study.points.len();
+    let mut values = rows.into_values();
+    let outputs: Vec<Vec<f64>> = values.by_ref().take(design).collect();
+    let tornado: Vec<Vec<f64>> = values.collect();
+    write(&study, &outputs, &tornado, out, force)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_bit_for_bit_and_a_torn_line_ends_them() {
+        let rows = Rows {
+            fingerprint: "ab12".into(),
+            part: "1/3".into(),
+            total: 10,
+            width: 3,
+            rows: BTreeMap::from([
+                (4, vec![0.1 + 0.2, f64::NAN, -0.0]),
+                (7, vec![1e-300, f64::INFINITY, 123456.789]),
+            ]),
+        };
+        let mut text = rows.header();
+        for (i, r) in &rows.rows {
+            text.push_str(&row_line(*i, r));
+        }
+        let path = Path::new("x");
+        let (back, used) = parse_rows(&text, path, true).unwrap();
+        assert_eq!(used, text.len());
+        for (i, r) in &rows.rows {
+            let b = &back.rows[i];
+            assert!(r.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        // A kill mid-line: the lenient reader keeps the whole lines, the strict one refuses.
+        let cut = &text[..text.len() - 5];
+        let (lenient, used) = parse_rows(cut, path, false).unwrap();
+        assert_eq!(lenient.rows.len(), 1);
+        assert!(cut[..used].ends_with('\n'));
+        assert!(parse_rows(cut, path, true).is_err());
+        // A row past the study's evaluations, or repeated, is not a row.
+        let extra = format!("{text}12 0000000000000000 0000000000000000 0000000000000000\n");
+        assert!(parse_rows(&extra, path, true).is_err());
+        let again = format!("{text}{}", row_line(4, &[1.0, 2.0, 3.0]));
+        assert!(parse_rows(&again, path, true).is_err());
+    }
+}
