@@ -21,7 +21,9 @@ use crate::data::{ReferenceData, Segment};
 use crate::error::{Error, Result};
 use crate::permutation::Permutation;
 use crate::phone::{NumberSpace, PhoneNumber};
-use crate::rng::{Categorical, Key, Lanes, PermutationKind, Stream, Threshold, UserRng};
+use crate::rng::{
+    Categorical, Key, Lanes, PermutationKind, Stream, Threshold, UserRng, country_tag,
+};
 use crate::scenario::Resolved;
 
 /// Where the user's current number came from.
@@ -100,6 +102,9 @@ impl SAccount {
 pub struct User {
     /// Global user id, `0..N`.
     pub id: u64,
+    /// The key of the user's random streams: its country's tag plus its index within the
+    /// country ([`crate::rng::country_tag`], docs/model.md §2.1).
+    pub draw: u64,
     /// Index of the country in the country table.
     pub country: u16,
     /// Index of the age band.
@@ -151,6 +156,8 @@ impl Parts {
 struct CountryModel {
     start: u64,
     count: u64,
+    /// The country's stream tag ([`country_tag`]): user `start + k` draws as `tag + k`.
+    tag: u64,
     calling_code: u16,
     space: NumberSpace,
     phones: Permutation,
@@ -255,19 +262,21 @@ impl Population {
                     ),
                 ));
             }
+            let tag = country_tag(&c.code);
             countries.push(CountryModel {
                 start,
                 count,
+                tag,
                 calling_code: c.calling_code,
                 space: space.clone(),
                 phones: Permutation::new(
                     space.capacity(),
-                    key.permutation_key(PermutationKind::PhoneNumbers, i),
+                    key.permutation_key(PermutationKind::PhoneNumbers, tag),
                 ),
                 cycle: (count >= 2).then(|| {
                     Permutation::new(
                         count,
-                        key.permutation_key(PermutationKind::PreviousHolder, i),
+                        key.permutation_key(PermutationKind::PreviousHolder, tag),
                     )
                 }),
                 age: Categorical::new(c.age_shares.as_deref().unwrap_or(&global_age)),
@@ -278,6 +287,24 @@ impl Population {
                 privacy_shift: c.privacy_shift,
             });
             start += count;
+        }
+        // Two countries' stream keys must not meet: `tag .. tag + count` are disjoint (a
+        // collision of 64-bit hashes within 10^9 of each other: about 10^-8 for 22 countries).
+        let mut spans: Vec<(u64, u64, &str)> = countries
+            .iter()
+            .zip(table)
+            .map(|(m, c)| (m.tag, m.count, c.code.as_str()))
+            .collect();
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            if w[0].0.checked_add(w[0].1).is_none_or(|end| end > w[1].0) {
+                return Err(Error::invalid(
+                    data.countries_file.clone(),
+                    "country.code",
+                    format!("{} and {}", w[0].2, w[1].2),
+                    "codes whose random-stream tags do not overlap (docs/model.md §2.1): rename one",
+                ));
+            }
         }
         let segs = &data.segments.segment;
         fn lanes<const B: usize>(segs: &[Segment], f: impl Fn(&Segment) -> f64) -> Lanes<B> {
@@ -374,19 +401,32 @@ impl Population {
         let c = &self.countries[ci];
         let k = id - c.start;
 
-        let mut demo = self.key.user_rng(id, Stream::Demographics);
+        let draw = c.tag.wrapping_add(k);
+        let mut demo = self.key.user_rng(draw, Stream::Demographics);
         let age_band = c.age.draw(&mut demo) as u8; // at most MAX_AGE_BANDS (validated)
 
         // One lane per segment (bit-sliced draws, [`Lanes`]): the interests, then the customer
-        // relationships and the business messaging, both conditional on the interest.
-        let mut rng = self.key.user_rng(id, Stream::Interests);
+        // relationships and the business messaging, both conditional on the interest, each in
+        // its own stream (a bit-sliced draw uses as many words as its lanes need: a change of
+        // one segment's prevalence must not shift the words the other draws read).
         let segs = &self.segments;
         let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
-        let interests = segs.interest[age_band as usize].draw(&mut rng, all);
+        let interests = segs.interest[age_band as usize]
+            .draw(&mut self.key.user_rng(draw, Stream::Interests), all);
         let [c0, c1] = &segs.customer;
-        let customer_of = c0.draw_either(c1, interests, &mut rng, all);
+        let customer_of = c0.draw_either(
+            c1,
+            interests,
+            &mut self.key.user_rng(draw, Stream::Customers),
+            all,
+        );
         let [m0, m1] = &segs.messages;
-        let messages_business = m0.draw_either(m1, interests, &mut rng, all);
+        let messages_business = m0.draw_either(
+            m1,
+            interests,
+            &mut self.key.user_rng(draw, Stream::Messaging),
+            all,
+        );
         let shift = self.privacy_shift(c, age_band, interests);
 
         let number_history = self.number_history(c, id);
@@ -423,9 +463,10 @@ impl Population {
         } else {
             crate::phone::National { number: 0, len: 0 }
         };
-        let noise = self.privacy_noise(id);
+        let noise = self.privacy_noise(draw);
         User {
             id,
+            draw,
             country: ci as u16,
             age_band,
             phone: PhoneNumber {
@@ -455,10 +496,10 @@ impl Population {
         shift
     }
 
-    /// The Logistic(0, 1) noise of user `id`'s privacy score.
+    /// The Logistic(0, 1) noise of the privacy score of the user with stream key `draw`.
     #[inline(always)]
-    fn privacy_noise(&self, id: u64) -> f64 {
-        self.key.user_rng(id, Stream::Privacy).logistic()
+    fn privacy_noise(&self, draw: u64) -> f64 {
+        self.key.user_rng(draw, Stream::Privacy).logistic()
     }
 
     /// User `id`'s privacy score alone (country `country`, which must be
@@ -467,23 +508,28 @@ impl Population {
     /// [`Population::user`]`(id).privacy_score` exactly.
     #[inline]
     pub fn privacy_score(&self, id: u64, country: usize) -> f64 {
-        let noise = self.privacy_noise(id);
+        let c = &self.countries[country];
+        let draw = c.tag.wrapping_add(id - c.start);
+        let noise = self.privacy_noise(draw);
         if self.heterogeneity == 0.0 {
             return noise;
         }
-        let c = &self.countries[country];
-        let age_band = c.age.draw(&mut self.key.user_rng(id, Stream::Demographics)) as u8;
+        let age_band = c
+            .age
+            .draw(&mut self.key.user_rng(draw, Stream::Demographics)) as u8;
         let segs = &self.segments;
         let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
         let interests = segs.interest[age_band as usize]
-            .draw(&mut self.key.user_rng(id, Stream::Interests), all);
+            .draw(&mut self.key.user_rng(draw, Stream::Interests), all);
         self.heterogeneity * self.privacy_shift(c, age_band, interests) + noise
     }
 
     /// Whether user `id` (of country `c`) has an S account, and if so whether it holds a phone.
     #[inline]
     fn account_phone(&self, c: &CountryModel, id: u64) -> Option<bool> {
-        let mut rng: UserRng = self.key.user_rng(id, Stream::SocialAccount);
+        let mut rng: UserRng = self
+            .key
+            .user_rng(c.tag.wrapping_add(id - c.start), Stream::SocialAccount);
         let on_s = rng.bernoulli(c.on_s);
         let phone = rng.bernoulli(c.phone_on_file);
         on_s.then_some(phone)
@@ -492,7 +538,9 @@ impl Population {
     /// Whether user `id`'s number is recycled, shared or fresh (recycling wins if both).
     #[inline]
     fn number_history(&self, c: &CountryModel, id: u64) -> NumberHistory {
-        let mut rng = self.key.user_rng(id, Stream::PhoneHistory);
+        let mut rng = self
+            .key
+            .user_rng(c.tag.wrapping_add(id - c.start), Stream::PhoneHistory);
         let recycled = rng.bernoulli(c.recycled);
         let shared = rng.bernoulli(c.shared);
         if recycled {

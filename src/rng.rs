@@ -22,6 +22,18 @@ pub fn hash2(a: u64, b: u64) -> u64 {
     mix64(a ^ mix64(b.wrapping_add(0x9e37_79b9_7f4a_7c15)))
 }
 
+/// The stream tag of a country, from its ISO code: a user's streams are keyed by its country's
+/// tag plus its index within the country (docs/model.md §2.1), so that a change of one
+/// country's size (its share, or the users simulated) leaves every other country's users'
+/// draws as they were, and the order of the countries' rows does not matter.
+pub fn country_tag(code: &str) -> u64 {
+    // FNV-1a over the code's bytes, then mixed.
+    let fnv = code.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash2(fnv, 0x636f_756e_7472_7900)
+}
+
 /// The named random streams of a user. Each stream has its own generator, so draws in one
 /// never shift another. The discriminants are part of the output contract: changing one
 /// changes every result.
@@ -30,7 +42,7 @@ pub fn hash2(a: u64, b: u64) -> u64 {
 pub enum Stream {
     /// Age band.
     Demographics = 1,
-    /// Interests, business relationships and M-side business messaging.
+    /// Interests (one lane per segment).
     Interests = 2,
     /// S account, phone on file.
     SocialAccount = 3,
@@ -46,6 +58,10 @@ pub enum Stream {
     Detection = 8,
     /// Formatting faults of the user's number in businesses' customer lists, per segment.
     Audiences = 9,
+    /// Customer relationships with businesses, per segment (given the interests).
+    Customers = 10,
+    /// M-side business messaging, per segment (given the interests).
+    Messaging = 11,
 }
 
 /// Keys of the permutations (number maps, previous-holder maps) of one country.
@@ -80,9 +96,10 @@ impl Key {
         ))
     }
 
-    /// The key of a per-country permutation.
-    pub fn permutation_key(self, kind: PermutationKind, country: usize) -> u64 {
-        hash2(hash2(self.0, kind as u64), country as u64)
+    /// The key of a per-country permutation; `country` is the country's stream tag
+    /// ([`country_tag`]).
+    pub fn permutation_key(self, kind: PermutationKind, country: u64) -> u64 {
+        hash2(hash2(self.0, kind as u64), country)
     }
 
     /// A derived key for a purpose outside the per-user streams (calibration samples, block

@@ -262,7 +262,7 @@ impl<'a> Sweep<'a> {
         } else if u.s_account.exists()
             && population
                 .key()
-                .user_rng(u.id, Stream::Linking)
+                .user_rng(u.draw, Stream::Linking)
                 .bernoulli(self.metadata[u.country as usize])
         {
             Link::Metadata
@@ -282,7 +282,7 @@ impl<'a> Sweep<'a> {
     ) {
         let key = population.key();
         let u = population.user_for_sweep(id, country, true);
-        let timing = self.timing.draw(key, id);
+        let timing = self.timing.draw(key, u.draw);
         let link = self.link(population, &u);
         // The sender whose number this account holds, if its data would land here.
         let sender = u
@@ -291,13 +291,13 @@ impl<'a> Sweep<'a> {
             // The sender holds a number of the same country: it is a user of that country.
             .map(|sid| population.user_for_sweep(sid, country, false))
             .filter(|v| v.s_account != SAccount::Own);
-        let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.id));
+        let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.draw));
         let l = &self.layout;
         let flags = u.s_account.exists().then(|| {
             let foreign = sender.as_ref().map(|v| v.messages_business);
             self.detectors.flags(
                 key,
-                id,
+                u.draw,
                 l.segments,
                 u.interests,
                 u.messages_business,
@@ -331,7 +331,7 @@ impl<'a> Sweep<'a> {
         let foreign_has = u.number_on_file_of.is_some();
         let mut usable = 0u64;
         let phone = || population.phone_of(id, country);
-        self.uploads.each(key, id, u.customer_of, |s, typo| {
+        self.uploads.each(key, u.draw, u.customer_of, |s, typo| {
             common[l.seg(s, Seg::CaUploadedDays)] += days;
             match self.uploads.landing(typo, phone) {
                 None => {
@@ -361,7 +361,7 @@ impl<'a> Sweep<'a> {
             // it, the wrong person.
             ca_foreign: sender.as_ref().map_or(0, |v| {
                 let phone = || population.phone_of(v.id, country);
-                v.customer_of & self.uploads.correct(key, v.id, v.customer_of, phone)
+                v.customer_of & self.uploads.correct(key, v.draw, v.customer_of, phone)
             }),
         });
 

@@ -243,3 +243,127 @@ fn the_determinism_contract_holds_for_threads_and_shard_layouts() {
         }
     }
 }
+
+/// The population of `users` of the default scenario with `edit` applied to its data.
+fn edited(
+    users: u64,
+    edit: impl FnOnce(&mut adsim::data::ReferenceData),
+) -> adsim::population::Population {
+    let r = crate::common::resolved(users, 2016);
+    let mut data = r.data.clone();
+    edit(&mut data);
+    adsim::population::Population::with(&data, &r.spaces, users, 2016, 0, 1.0).unwrap()
+}
+
+/// Common random numbers, factor by factor (docs/model.md §2.1, §16.3): a change of one
+/// parameter changes only the draws it governs. Each case edits one parameter and checks, user
+/// by user (matched by country and index within it), which fields may differ.
+#[test]
+fn a_parameter_changes_only_the_draws_it_governs() {
+    use adsim::population::{Population, User};
+    const USERS: u64 = 60_000;
+    let base = edited(USERS, |_| {});
+    let codes = country_codes();
+    let seg = 3; // a segment in the middle of the table
+    let bit = 1u64 << seg;
+    // Users of `a` and `b` matched by (country, index within the country).
+    let pairs = |a: &Population, b: &Population| -> Vec<(User, User)> {
+        let (ra, rb) = (a.country_ranges(), b.country_ranges());
+        ra.iter()
+            .zip(&rb)
+            .flat_map(|(x, y)| {
+                let n = (x.end - x.start).min(y.end - y.start);
+                (0..n).map(move |k| (a.user(x.start + k), b.user(y.start + k)))
+            })
+            .collect()
+    };
+    // One segment's prevalence doubled: only that segment's interest bit moves; the other
+    // segments' interests, customers and messaging, and everything else, stay.
+    let p = edited(USERS, |d| d.segments.segment[seg].prevalence *= 2.0);
+    let mut moved = 0;
+    for (a, b) in pairs(&base, &p) {
+        assert_eq!(a.interests & !bit, b.interests & !bit, "user {}", a.id);
+        moved += usize::from(a.interests & bit != b.interests & bit);
+        // A customer or messaging bit moves only where its interest did (it is conditional).
+        let same_interest = !(a.interests ^ b.interests);
+        assert_eq!(a.customer_of & same_interest, b.customer_of & same_interest);
+        assert_eq!(
+            a.messages_business & same_interest,
+            b.messages_business & same_interest
+        );
+        assert_eq!(
+            (a.age_band, a.s_account, a.number_history),
+            (b.age_band, b.s_account, b.number_history)
+        );
+        assert_eq!(a.phone, b.phone);
+        if a.interests == b.interests {
+            assert_eq!(a.privacy_score.to_bits(), b.privacy_score.to_bits());
+        }
+    }
+    assert!(
+        moved > 300,
+        "the doubled prevalence took: {moved} users moved"
+    );
+    // One segment's customer rate: only that segment's customer bit moves.
+    let c = edited(USERS, |d| {
+        d.segments.segment[seg].customer_if_interested = 0.9
+    });
+    for (a, b) in pairs(&base, &c) {
+        assert_eq!(a.customer_of & !bit, b.customer_of & !bit);
+        assert_eq!(
+            (a.interests, a.messages_business),
+            (b.interests, b.messages_business)
+        );
+        assert_eq!(a.privacy_score.to_bits(), b.privacy_score.to_bits());
+    }
+    // One country's share raised: every other country's users keep their draws (their count
+    // shrinks, so the last ones go); who held a number before them is a permutation of the
+    // country's users and is redrawn with its size (`s_account`'s sender is not compared).
+    let india = codes.iter().position(|c| c == "IN").unwrap();
+    let s = edited(USERS, |d| d.countries.country[india].m_share *= 1.5);
+    let mut compared = 0;
+    for (a, b) in pairs(&base, &s) {
+        assert_eq!(a.country, b.country);
+        assert_eq!(a.draw, b.draw);
+        assert_eq!(
+            (
+                a.age_band,
+                a.interests,
+                a.customer_of,
+                a.messages_business,
+                a.number_history
+            ),
+            (
+                b.age_band,
+                b.interests,
+                b.customer_of,
+                b.messages_business,
+                b.number_history
+            ),
+            "user {} of {}",
+            a.id,
+            codes[a.country as usize]
+        );
+        assert_eq!(a.phone, b.phone);
+        assert_eq!(a.s_account.exists(), b.s_account.exists());
+        assert_eq!(a.privacy_score.to_bits(), b.privacy_score.to_bits());
+        compared += usize::from(a.country as usize != india);
+    }
+    assert!(compared > 20_000, "{compared}");
+    // One country's recycling rate: only that country's number histories (and so who holds
+    // whose number) move; interests and scores stay everywhere.
+    let r = edited(USERS, |d| d.countries.country[india].recycled_rate = 0.3);
+    for (a, b) in pairs(&base, &r) {
+        assert_eq!(
+            (a.age_band, a.interests, a.customer_of),
+            (b.age_band, b.interests, b.customer_of)
+        );
+        assert_eq!(a.privacy_score.to_bits(), b.privacy_score.to_bits());
+        if a.country as usize != india {
+            assert_eq!(
+                (a.number_history, a.s_account),
+                (b.number_history, b.s_account)
+            );
+        }
+    }
+}
