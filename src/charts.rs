@@ -141,6 +141,8 @@ pub struct LineChart {
     pub y_from_zero: bool,
     /// The lines.
     pub lines: Vec<Line>,
+    /// Draw each line's points as dots, without the line or bands (a scatter plot).
+    pub scatter: bool,
 }
 
 /// Grouped horizontal bars: one row per category, one bar per group.
@@ -156,6 +158,9 @@ pub struct BarChart {
     pub categories: Vec<String>,
     /// Groups: legend label and one value per category.
     pub groups: Vec<(String, Vec<f64>)>,
+    /// 95% intervals drawn as whiskers over the bars: per group, per category (NaN ends or a
+    /// missing group: none).
+    pub intervals: Vec<Vec<(f64, f64)>>,
 }
 
 /// A chart of any of these shapes.
@@ -399,7 +404,9 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
                 None => l.label.clone(),
             },
             colour: PALETTE[l.style.colour % PALETTE.len()],
-            key: if l.style.dashed || twin.is_some() {
+            key: if c.scatter {
+                Key::Box
+            } else if l.style.dashed || twin.is_some() {
                 Key::Dashed
             } else {
                 Key::Line
@@ -425,6 +432,15 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
         .axis_desc_style(("sans-serif", 20))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
+    if c.scatter {
+        for (line, _) in &lines {
+            let colour = PALETTE[line.style.colour % PALETTE.len()];
+            let dot = colour.mix(0.65).filled();
+            chart.draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), 4, dot)))?;
+        }
+        draw_legend(root, &entries, left, LEGEND_TOP)?;
+        return root.present();
+    }
     for (line, twin) in &lines {
         let colour = PALETTE[line.style.colour % PALETTE.len()];
         let band: Vec<(f64, f64)> = line
@@ -481,9 +497,12 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart) ->
     }
     root.fill(&WHITE)?;
     let n = c.categories.len();
-    // Bars start at 0, so 0 is always on the axis.
-    // Bars start at 0, so 0 is always on the axis.
-    let (lo, hi) = axis_range(values().chain([0.0]), true);
+    // Bars start at 0, so 0 is always on the axis; whiskers fit too.
+    let whiskers = c
+        .intervals
+        .iter()
+        .flat_map(|g| g.iter().flat_map(|&(a, b)| [a, b]));
+    let (lo, hi) = axis_range(values().chain(whiskers).chain([0.0]), true);
     let d = c.x_unit.decimals((hi - lo) / 10.0);
     let xf = |v: &f64| c.x_unit.label(*v, d);
     let longest = c
@@ -543,6 +562,21 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart) ->
                     Rectangle::new([(0.0, top - height), (v, top)], colour.filled())
                 }),
         )?;
+        // The group's intervals: a dark whisker through the middle of each bar, with caps.
+        let ink = ShapeStyle::from(&RGBColor(40, 40, 40)).stroke_width(2);
+        for (i, &(a, b)) in c.intervals.get(g).into_iter().flatten().enumerate() {
+            if !(a.is_finite() && b.is_finite()) || i >= n {
+                continue;
+            }
+            let row = (n - 1 - i) as f64;
+            let mid = row + 0.9 - g as f64 * height - height / 2.0;
+            let cap = height * 0.3;
+            chart.draw_series([
+                PathElement::new(vec![(a, mid), (b, mid)], ink),
+                PathElement::new(vec![(a, mid - cap), (a, mid + cap)], ink),
+                PathElement::new(vec![(b, mid - cap), (b, mid + cap)], ink),
+            ])?;
+        }
     }
     draw_legend(root, &entries, left, LEGEND_TOP)?;
     root.present()
@@ -601,6 +635,7 @@ mod tests {
             x_from_zero: false,
             y_from_zero: false,
             lines,
+            ..Default::default()
         })
     }
 

@@ -301,6 +301,7 @@ pub fn compare_figures(table: &DataFrame) -> Vec<crate::report::Figure> {
             x_from_zero: false,
             y_from_zero: false,
             lines,
+            ..Default::default()
         })
     };
     vec![

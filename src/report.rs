@@ -148,6 +148,7 @@ fn rate_chart(
         x_from_zero: false,
         y_from_zero,
         lines,
+        ..Default::default()
     })
 }
 
@@ -288,6 +289,7 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
                 x_from_zero: true,
                 y_from_zero: true,
                 lines: frontier,
+                ..Default::default()
             }),
         },
     ];
@@ -361,6 +363,7 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
             x_unit: Unit::Percent,
             categories: names,
             groups,
+            ..Default::default()
         }),
     }
 }
@@ -427,6 +430,7 @@ fn selection_chart(resolved: &Resolved, e: &Estimates, arm: &str) -> Option<Figu
                 format!("{arm} at {:.0}% opt-out", rate * 100.0),
                 bars.iter().map(|b| b.1).collect(),
             )],
+            ..Default::default()
         }),
     })
 }
@@ -496,6 +500,7 @@ fn timeline(e: &Estimates, arm: &str) -> Figure {
                 series("settings", true, 1),
                 series("in_ad_use", false, 2),
             ],
+            ..Default::default()
         }),
     }
 }
@@ -604,6 +609,7 @@ fn revenue_days_chart(e: &Estimates, sharing: &[&ArmInfo]) -> Figure {
                 x_from_zero: true,
                 y_from_zero: true,
                 lines,
+                ..Default::default()
             }
         })
         .collect();
@@ -660,6 +666,7 @@ fn links_by_country(e: &Estimates, arm: &str) -> Figure {
                     rows.iter().map(|&i| recall[i] * 100.0).collect(),
                 ),
             ],
+            ..Default::default()
         }),
     }
 }

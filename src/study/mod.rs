@@ -22,7 +22,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::charts::{BarChart, Chart, Unit};
+use crate::charts::{BarChart, Chart, Line, LineChart, Style, Unit};
 use crate::ensure;
 use crate::error::{Error, Result};
 use crate::folder::{Stamp, write_csv, write_dir, write_parquet, write_text};
@@ -1289,6 +1289,7 @@ pub fn write(
                         rows.iter().map(|r| r.at.1 - r.base).collect(),
                     ),
                 ],
+                ..Default::default()
             });
             crate::charts::save(&chart, tmp, &stem)?;
             figures.push((stem, name.clone()));
@@ -1336,6 +1337,9 @@ pub fn write(
         .map_err(table_error(&path))?;
         write_csv(&path, &mut e)?;
         let mut blocks = report(study, &names, outputs, &effects);
+        blocks.extend(index_and_scatter_charts(
+            study, &names, outputs, &effects, tmp,
+        )?);
         if !figures.is_empty() {
             blocks.push(Block::Heading(2, "One at a time".into()));
             blocks.push(Block::Para("Each chart moves one factor to the low and then the high end of its range, the others at the base scenario's values, and shows how far the output moves (tornado.csv). It shows each factor's reach alone, not its interactions.".into()));
@@ -1349,6 +1353,138 @@ pub fn write(
         write_text(&tmp.join("report.md"), &markdown(&blocks))?;
         write_text(&tmp.join("report.html"), &html(&blocks, tmp)?)
     })
+}
+
+/// The factors scatter plots show per output: its strongest, by the first measure of
+/// [`effects`], the dummy left out.
+const SCATTER_FACTORS: usize = 3;
+
+/// Index charts (`indices_<k>.png`: each factor's index of output k, strongest first, with 95%
+/// intervals where the design gives them) and scatter plots (`scatter_<k>.png`: output k
+/// against each of its strongest factors over the evaluations), and the report's blocks that
+/// show them. Outputs that do not move get neither.
+fn index_and_scatter_charts(
+    study: &Study,
+    names: &[String],
+    outputs: &[Vec<f64>],
+    effects: &[Effect],
+    dir: &Path,
+) -> Result<Vec<Block>> {
+    let mut indices = Vec::new();
+    let mut scatters = Vec::new();
+    for (o, name) in names.iter().enumerate() {
+        let y: Vec<f64> = outputs.iter().map(|r| r[o]).collect();
+        let finite: Vec<f64> = y.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.windows(2).all(|w| w[0] == w[1]) {
+            continue;
+        }
+        let rows: Vec<&Effect> = effects.iter().filter(|e| &e.output == name).collect();
+        let mut factors: Vec<&str> = Vec::new();
+        for e in &rows {
+            if !factors.contains(&e.factor.as_str()) {
+                factors.push(&e.factor);
+            }
+        }
+        let measures: Vec<&str> = match study.plan.design {
+            Design::Morris => vec!["mu_star"],
+            Design::Sobol => vec!["ST", "S1"],
+            Design::Lhs => vec!["spearman_rho"],
+            Design::Grid => vec!["main_effect_swing"],
+        };
+        let find = |f: &str, m: &str| rows.iter().find(|e| e.factor == f && e.measure == m);
+        let label = |m: &str| match m {
+            "mu_star" => "Morris mu* (output units over the factor's range)",
+            "ST" => "Sobol total index ST",
+            "S1" => "Sobol first-order index S1",
+            "spearman_rho" => "Spearman's rho",
+            _ => "main-effect swing (output units)",
+        };
+        let stem = format!("indices_{}", o + 1);
+        let chart = Chart::Bars(BarChart {
+            title: format!("Which factors drive {name}"),
+            x_label: label(measures[0]).into(),
+            x_unit: Unit::Plain,
+            categories: factors.iter().map(|f| f.to_string()).collect(),
+            groups: measures
+                .iter()
+                .map(|m| {
+                    (
+                        label(m).to_string(),
+                        factors
+                            .iter()
+                            .map(|f| find(f, m).map_or(f64::NAN, |e| e.value))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            intervals: measures
+                .iter()
+                .map(|m| {
+                    factors
+                        .iter()
+                        .map(|f| find(f, m).map_or((f64::NAN, f64::NAN), |e| (e.lo, e.hi)))
+                        .collect()
+                })
+                .collect(),
+        });
+        crate::charts::save(&chart, dir, &stem)?;
+        indices.push((stem, name.clone()));
+        let top: Vec<usize> = factors
+            .iter()
+            .filter(|f| **f != DUMMY)
+            .take(SCATTER_FACTORS)
+            .filter_map(|f| study.names.iter().position(|n| n == f))
+            .collect();
+        let stem = format!("scatter_{}", o + 1);
+        let panels: Vec<LineChart> = top
+            .iter()
+            .map(|&f| LineChart {
+                title: format!("{name} against {}", study.names[f]),
+                x_label: study.names[f].clone(),
+                y_label: name.clone(),
+                lines: vec![Line {
+                    label: format!("one evaluation ({} in all)", study.points.len()),
+                    points: study
+                        .points
+                        .iter()
+                        .zip(&y)
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(p, v)| (p[f], *v, None))
+                        .collect(),
+                    style: Style::default(),
+                }],
+                scatter: true,
+                ..Default::default()
+            })
+            .collect();
+        crate::charts::save(&Chart::Panels(panels), dir, &stem)?;
+        scatters.push((stem, name.clone(), top.len()));
+    }
+    let mut blocks = Vec::new();
+    if !indices.is_empty() {
+        blocks.push(Block::Heading(2, "Indices".into()));
+        blocks.push(Block::Para(match study.plan.design {
+            Design::Morris => "Each chart ranks the factors by Morris mu*, the mean absolute change of the output when the factor alone moves over its whole range along a path, with its 95% bootstrap interval. A factor below the dummy's bar is not told apart from none.",
+            Design::Sobol => "Each chart shows the factors' total (ST) and first-order (S1) Sobol indices, shares of the output's variance over the ranges, with 95% bootstrap intervals. ST includes the factor's interactions; ST well above S1 means the factor matters through others.",
+            Design::Lhs => "Each chart shows Spearman's rank correlation of the output with each factor over the Latin hypercube. The dummy's shows how large a correlation chance alone makes.",
+            Design::Grid => "Each chart shows each factor's main-effect swing: the largest less the smallest mean of the output over the factor's levels.",
+        }.into()));
+        for (stem, name) in indices {
+            blocks.push(Block::Image(
+                format!("{stem}.png"),
+                format!("Indices: {name}, factors strongest first."),
+            ));
+        }
+        blocks.push(Block::Heading(2, "Scatter plots".into()));
+        blocks.push(Block::Para(format!("Each output against its strongest factors (up to {SCATTER_FACTORS}), one dot per evaluation, the other factors varying too: the spread at a given value is what the other factors do.")));
+        for (stem, name, n) in scatters {
+            blocks.push(Block::Image(
+                format!("{stem}.png"),
+                format!("Scatter: {name} against its {n} strongest factors."),
+            ));
+        }
+    }
+    Ok(blocks)
 }
 
 /// One factor's swing of one output between its low and high end, the others at base.

@@ -292,6 +292,12 @@ fn morris_and_sobol_designs_rank_a_factor_that_matters_above_one_that_does_not()
         let evaluations = std::fs::read_to_string(d.join(name).join("evaluations.csv")).unwrap();
         let expected = if name == "morris" { 4 * 4 } else { 16 * 5 };
         assert_eq!(evaluations.lines().count(), expected + 1, "{name}");
+        // The index chart and the scatter plot of the one output that moves, in the report.
+        let report = std::fs::read_to_string(d.join(name).join("report.md")).unwrap();
+        for chart in ["indices_1.png", "scatter_1.png"] {
+            assert!(d.join(name).join(chart).is_file(), "{name}: {chart}");
+            assert!(report.contains(chart), "{name}: {chart} in the report");
+        }
     }
 }
 
