@@ -429,6 +429,15 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// ", 8 of them read back from an interrupted run", or nothing.
+fn resumed_note(resumed: usize) -> String {
+    if resumed == 0 {
+        String::new()
+    } else {
+        format!(", {resumed} of them read back")
+    }
+}
+
 fn study(
     plan: &str,
     out: Option<PathBuf>,
@@ -458,7 +467,8 @@ fn study(
         None => study.plan.name.clone(),
     };
     let out = out.unwrap_or_else(|| fresh_path(&stem, ""));
-    if out.exists() && !force {
+    // A two-stage study's folder under way is its own to resume (checked by run_staged).
+    if out.exists() && !force && study.plan.then.is_none() {
         return Err(adsim::Error::Exists(out).into());
     }
     let bar = if !quiet && std::io::stderr().is_terminal() {
@@ -487,10 +497,38 @@ fn study(
             ))
         );
     }
-    let done = batch::run(&study, &out, force, shard, &|finished, all| {
+    let progress = |finished: usize, all: usize| {
         bar.set_length(all as u64);
         bar.set_position(finished as u64);
-    })?;
+    };
+    if study.plan.then.is_some() {
+        if shard.is_some() {
+            return Err(adsim::Error::Argument {
+                name: "--shard".into(),
+                value: format!("{} (a two-stage plan)", study.plan.name),
+                expected: "a plan without [then]: its second stage depends on the first's results; shard each stage as a plan of its own".into(),
+            }
+            .into());
+        }
+        let (one, two) = batch::run_staged(&study, &out, force, &progress)?;
+        bar.finish_and_clear();
+        if !quiet {
+            say!(
+                "wrote the screening ({} evaluations{}) to {}/{}, the Sobol stage ({} evaluations{}) to {}/{}, and the report to {}",
+                one.evaluations,
+                resumed_note(one.resumed),
+                out.display(),
+                batch::STAGES[0],
+                two.evaluations,
+                resumed_note(two.resumed),
+                out.display(),
+                batch::STAGES[1],
+                out.display()
+            );
+        }
+        return Ok(());
+    }
+    let done = batch::run(&study, &out, force, shard, &progress)?;
     bar.finish_and_clear();
     if !quiet {
         if done.resumed > 0 {

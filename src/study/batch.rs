@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::{Plan, Study, write};
+use super::{DUMMY, Design, Plan, Study, write};
 use crate::error::{Error, Result};
 use crate::folder::{write_dir, write_text};
+use crate::report::{Block, html, markdown};
 use crate::shard::Shard;
 
 /// The rows of a study shard's folder.
@@ -363,14 +364,7 @@ pub fn run(
 
 /// Writes the resolved plan to `dir/plan.toml`.
 pub(super) fn write_plan(study: &Study, dir: &Path) -> Result<()> {
-    write_text(
-        &dir.join("plan.toml"),
-        &format!(
-            "# Resolved study plan: `adsim study plan.toml --out OTHER` reproduces every file of\n# this folder. Base scenario: {}\n{}",
-            study.source,
-            study.plan.to_toml()
-        ),
-    )
+    write_text(&dir.join("plan.toml"), &super::plan_text(study))
 }
 
 /// Whether `dir` is a study shard's folder (it holds [`ROWS_FILE`]).
@@ -463,6 +457,228 @@ pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<()> {
     let outputs: Vec<Vec<f64>> = values.by_ref().take(design).collect();
     let tornado: Vec<Vec<f64>> = values.collect();
     write(&study, &outputs, &tornado, out, force)
+}
+
+/// The folders of a two-stage study's stages, inside its folder.
+pub const STAGES: [&str; 2] = ["1-screening", "2-sobol"];
+
+/// Each factor's screening score from a Morris study's `indices.csv`: its mu* over the
+/// largest mu* of the same output, at its largest over the outputs (so a factor that drives
+/// any one output ranks high). Strongest first; the dummy and factors that move nothing left
+/// out.
+pub fn screening_scores(indices: &Path) -> Result<Vec<(String, f64)>> {
+    use polars::prelude::*;
+    let bad = |source| Error::Table {
+        path: indices.to_path_buf(),
+        source,
+    };
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(indices.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(bad)?;
+    let (outputs, factors, measures) = (
+        crate::table::texts(&df, "output"),
+        crate::table::texts(&df, "factor"),
+        crate::table::texts(&df, "measure"),
+    );
+    let values = crate::table::floats(&df, "value");
+    let mut best: BTreeMap<&str, f64> = BTreeMap::new();
+    for (i, o) in outputs.iter().enumerate() {
+        if measures[i] != "mu_star" {
+            continue;
+        }
+        let top = (0..outputs.len())
+            .filter(|&j| &outputs[j] == o && measures[j] == "mu_star")
+            .map(|j| values[j])
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max);
+        if top > 0.0 && values[i].is_finite() {
+            let score = best.entry(factors[i].as_str()).or_insert(0.0);
+            *score = score.max(values[i] / top);
+        }
+    }
+    let mut out: Vec<(String, f64)> = best
+        .into_iter()
+        .filter(|(f, v)| *f != DUMMY && *v > 0.0)
+        .map(|(f, v)| (f.to_string(), v))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// The second stage of a two-stage `study`: a `sobol` study of the `then.factors` factors with
+/// the highest screening scores (fewer if fewer move anything), the others at their base
+/// values, with the same outputs, size and seed.
+pub fn second_stage(study: &Study, scores: &[(String, f64)]) -> Result<Study> {
+    let then = study.plan.then.clone().ok_or_else(|| Error::Argument {
+        name: "plan".into(),
+        value: study.plan.name.clone(),
+        expected: "a plan with a [then] stage".into(),
+    })?;
+    let carried: Vec<&str> = scores
+        .iter()
+        .take(then.factors as usize)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let factor: Vec<super::Factor> = study
+        .plan
+        .factor
+        .iter()
+        .filter(|f| carried.contains(&f.key.as_str()))
+        .cloned()
+        .collect();
+    let file = format!("{} (second stage)", study.plan.name);
+    if factor.is_empty() {
+        return Err(Error::invalid(
+            &file,
+            "then",
+            "no factor",
+            "a screening in which at least one factor moves an output",
+        ));
+    }
+    let plan = Plan {
+        name: format!("{}-sobol", study.plan.name),
+        description: format!(
+            "Sobol indices of the {} factors the Morris screening of {} ranks highest.",
+            factor.len(),
+            study.plan.name
+        ),
+        design: Design::Sobol,
+        samples: Some(then.samples),
+        trajectories: None,
+        morris_levels: None,
+        factor,
+        then: None,
+        ..study.plan.clone()
+    };
+    Study::new(plan, &file, Path::new("."))
+}
+
+/// Runs a two-stage study (a `morris` plan with `[then]`) into `out`: the screening into
+/// `out/1-screening`, then Sobol indices of the factors it ranks highest into `out/2-sobol`,
+/// each a study folder of its own, and a report of both. A killed study resumes: a finished
+/// stage is kept (the folder holds the plan, so a folder of another plan is not mistaken for
+/// it), a stage under way resumes from its progress log.
+pub fn run_staged(
+    study: &Study,
+    out: &Path,
+    force: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Done, Done)> {
+    let plan_text = super::plan_text(study);
+    let ours = std::fs::read_to_string(out.join("plan.toml")).is_ok_and(|t| t == plan_text)
+        && !out.join("report.md").exists();
+    if out.exists() && !ours {
+        if !force {
+            return Err(Error::Exists(out.to_path_buf()));
+        }
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write_text(&out.join("plan.toml"), &plan_text)?;
+    let mut first = study.clone();
+    first.plan.then = None;
+    let stage = |s: &Study, dir: &Path| -> Result<Done> {
+        if dir.join("report.md").exists() {
+            let n = s.all_points().len();
+            return Ok(Done {
+                evaluations: n,
+                resumed: n,
+            });
+        }
+        run(s, dir, true, None, progress)
+    };
+    let one = stage(&first, &out.join(STAGES[0]))?;
+    let scores = screening_scores(&out.join(STAGES[0]).join("indices.csv"))?;
+    let second = second_stage(study, &scores)?;
+    let two = stage(&second, &out.join(STAGES[1]))?;
+    let blocks = staged_report(study, &second, &scores, out)?;
+    write_text(&out.join("report.html"), &html(&blocks, out)?)?;
+    write_text(&out.join("report.md"), &markdown(&blocks))?;
+    Ok((one, two))
+}
+
+/// The report of a two-stage study: what the screening found, what it carried on, and the
+/// Sobol indices of those factors, with the stages' index charts.
+fn staged_report(
+    study: &Study,
+    second: &Study,
+    scores: &[(String, f64)],
+    out: &Path,
+) -> Result<Vec<Block>> {
+    use polars::prelude::*;
+    let path = out.join(STAGES[1]).join("indices.csv");
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.clone()))
+        .and_then(|r| r.finish())
+        .map_err(|source| Error::Table {
+            path: path.clone(),
+            source,
+        })?;
+    let (outputs, factors, measures) = (
+        crate::table::texts(&df, "output"),
+        crate::table::texts(&df, "factor"),
+        crate::table::texts(&df, "measure"),
+    );
+    let (values, lo, hi) = (
+        crate::table::floats(&df, "value"),
+        crate::table::floats(&df, "lo"),
+        crate::table::floats(&df, "hi"),
+    );
+    let names = study.output_names();
+    let carried: Vec<&String> = second.plan.factor.iter().map(|f| &f.key).collect();
+    let st = |o: &str, f: &str| -> String {
+        (0..outputs.len())
+            .find(|&i| outputs[i] == o && factors[i] == f && measures[i] == "ST")
+            .map_or("-".into(), |i| {
+                format!("{:.2} [{:.2}, {:.2}]", values[i], lo[i], hi[i])
+            })
+    };
+    let mut header = vec!["factor".to_string(), "screening score".to_string()];
+    header.extend(names.iter().map(|n| format!("ST of {n}")));
+    let rows = scores
+        .iter()
+        .map(|(f, score)| {
+            let mut row = vec![f.clone(), format!("{score:.2}")];
+            row.extend(names.iter().map(|n| {
+                if carried.contains(&f) {
+                    st(n, f)
+                } else {
+                    "-".into()
+                }
+            }));
+            row
+        })
+        .collect();
+    let p = &study.plan;
+    let mut b = vec![
+        Block::Heading(1, format!("adsim study: {} (two stages)", p.name)),
+        Block::Para(p.description.clone()),
+        Block::Para(format!(
+            "Stage 1, `{}/`: Morris screening of {} factors and a dummy, {} evaluations. Stage 2, `{}/`: Sobol indices of the {} factors it ranks highest, the others at their base values, {} evaluations. Each stage's folder is a study of its own, with its report, tables and charts; both use the scenario's seed in every evaluation.",
+            STAGES[0],
+            p.factor.len(),
+            study.all_points().len(),
+            STAGES[1],
+            carried.len(),
+            second.all_points().len()
+        )),
+        Block::Heading(2, "What the screening found, and what it explains".into()),
+        Block::Para("A factor's screening score is its Morris mu* over the largest mu* of the same output, at its largest over the outputs: 1 for the factor that moves some output most. Factors that move no output are left out. ST is the factor's total Sobol index (share of the output's variance it explains, interactions included), with its 95% bootstrap interval; a dash: not carried to the second stage.".into()),
+        Block::Table(header, rows),
+    ];
+    for (o, name) in names.iter().enumerate() {
+        let chart = format!("{}/indices_{}.png", STAGES[1], o + 1);
+        if out.join(&chart).is_file() {
+            b.push(Block::Image(
+                chart,
+                format!("Sobol indices of {name} (stage 2)."),
+            ));
+        }
+    }
+    Ok(b)
 }
 
 #[cfg(test)]

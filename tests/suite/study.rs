@@ -45,7 +45,7 @@ fn bad_plans_are_refused_naming_the_factor() {
         (
             "data-column",
             format!("{grid}[[factor]]\nkey = \"countries.m_share\"\nlevels = [1.0]\n"),
-            "a scalar scenario key",
+            "shares are normalised",
         ),
         (
             "levels-in-lhs",
@@ -180,7 +180,7 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
     let file = plan(
         d,
         "lhs",
-        "design = \"lhs\"\nsamples = 40\nassumptions = true\n\
+        "design = \"lhs\"\nsamples = 60\nassumptions = true\n\
          [[output]]\nmetric = \"ca_match_rate\"\nrate = 0.0\n",
     );
     adsim_ok(d, &["study", &file, "--out", "u", "--quiet"]);
@@ -206,19 +206,20 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
         .map(|v| v.parse().unwrap())
         .collect();
     // evaluations, mean, sd, min, p2.5, p50, p97.5, max: ordered, and spread.
-    assert_eq!(row[0], 40.0);
+    assert_eq!(row[0], 60.0);
     assert!(
         row[3] <= row[4] && row[4] < row[5] && row[5] < row[6] && row[6] <= row[7],
         "{row:?}"
     );
-    // The fault rate governs the match rate: the strongest effect, far above the dummy's.
+    // The match rate rises with the metadata link rate (every country's, as a common
+    // multiplier: a linked account's number is matched): the strongest effect, far above the
+    // dummy's; with 26 factors and 60 points, correlations under about 0.26 are noise.
     let effects = std::fs::read_to_string(d.join("u/indices.csv")).unwrap();
     let first = effects.lines().nth(1).unwrap();
-    // Columns: output, factor, measure, value, lo, hi.
     let rho: f64 = first.split(',').nth(3).unwrap().parse().unwrap();
     assert!(
-        first.contains("audiences.fault_rate,spearman_rho") && rho < -0.9,
-        "{first}"
+        first.contains("countries.metadata_link_rate,spearman_rho") && rho > 0.5,
+        "{effects}"
     );
     let dummy: f64 = effects
         .lines()
@@ -526,4 +527,300 @@ fn a_killed_study_resumes_and_shards_merge_to_the_same_folder() {
     let err = stderr(&adsim(d, &["merge", "p0", "p1", "q2", "--out", "m2"]));
     assert!(err.contains("another study") && err.contains("q2"), "{err}");
     assert!(!d.join("m2").exists());
+}
+
+#[test]
+fn data_columns_vary_as_common_multipliers_and_rows_through_their_override_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The recycling rate of every country, x0.5 and x2: more recycled numbers, more people
+    // mislinked; one segment's prevalence does not touch who is mislinked (its own stream).
+    let file = plan(
+        d,
+        "columns",
+        "design = \"grid\"\n[[factor]]\nkey = \"countries.recycled_rate\"\nlevels = [0.5, 2.0]\n\
+         [[factor]]\nkey = 'data.segment_overrides.\"Pets\".prevalence'\nlevels = [0.05, 0.3]\n\
+         [[output]]\nmetric = \"people_mislinked\"\nrate = 0.0\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "c", "--quiet"]);
+    let evals = read_parquet(&d.join("c/evaluations.parquet"));
+    let mislinked = adsim::table::floats(&evals, "people_mislinked@opt_out_window@0");
+    assert!(mislinked[2] > 1.5 * mislinked[0], "{mislinked:?}");
+    assert_eq!(
+        mislinked[0], mislinked[1],
+        "a segment's prevalence moves no phone draw"
+    );
+    assert_eq!(mislinked[2], mislinked[3]);
+    let report = std::fs::read_to_string(d.join("c/report.md")).unwrap();
+    assert!(
+        report.contains("every row's value x the factor"),
+        "{report}"
+    );
+    // Refused, naming the factor: a common multiplier of shares, an unknown row, a negative
+    // multiplier, a text column.
+    for (name, factor, expect) in [
+        (
+            "shares",
+            "key = \"countries.m_share\"\nlow = 0.5\nhigh = 2.0",
+            "shares are normalised",
+        ),
+        (
+            "row",
+            "key = \"data.country_overrides.XX.recycled_rate\"\nlow = 0.0\nhigh = 0.1",
+            "XX",
+        ),
+        (
+            "negative",
+            "key = \"countries.recycled_rate\"\nlow = -1.0\nhigh = 2.0",
+            "at least 0",
+        ),
+        (
+            "text",
+            "key = \"countries.name\"\nlow = 0.0\nhigh = 1.0",
+            "numeric key",
+        ),
+    ] {
+        let file = plan(
+            d,
+            name,
+            &format!("design = \"lhs\"\nsamples = 10\n[[factor]]\n{factor}\n"),
+        );
+        let out = adsim(d, &["study", &file, "--out", name, "--quiet"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect) && err.contains(&file), "{name}: {err}");
+        assert!(!d.join(name).exists(), "{name}: nothing written");
+    }
+}
+
+#[test]
+fn a_two_stage_plan_screens_then_carries_the_factors_that_matter_to_sobol() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The fault rate moves the match rate, the untargeted CTR does not: the second stage
+    // carries the fault rate alone.
+    let file = plan(
+        d,
+        "staged",
+        "design = \"morris\"\ntrajectories = 4\nbootstrap = 50\n\
+         [[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n\
+         [[factor]]\nkey = \"targeting.ctr_untargeted\"\nlow = 0.002\nhigh = 0.0055\n\
+         [[output]]\nmetric = \"ca_match_rate\"\nrate = 0.0\n\
+         [then]\ndesign = \"sobol\"\nfactors = 2\nsamples = 16\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "s", "--quiet"]);
+    let sobol = std::fs::read_to_string(d.join("s/2-sobol/plan.toml")).unwrap();
+    assert!(
+        sobol.contains("audiences.fault_rate") && !sobol.contains("ctr_untargeted"),
+        "{sobol}"
+    );
+    let report = std::fs::read_to_string(d.join("s/report.md")).unwrap();
+    assert!(
+        report.contains("| audiences.fault_rate | 1.00 |"),
+        "{report}"
+    );
+    // Each stage is a study folder of its own; the folder's plan reproduces the whole.
+    assert!(d.join("s/1-screening/indices_1.png").is_file());
+    adsim_ok(d, &["study", "s/plan.toml", "--out", "again", "--quiet"]);
+    for f in [
+        "report.md",
+        "1-screening/evaluations.csv",
+        "2-sobol/indices.csv",
+    ] {
+        assert_eq!(
+            std::fs::read(d.join("s").join(f)).unwrap(),
+            std::fs::read(d.join("again").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // A second stage is refused under a design that is not a screening, and cannot shard.
+    let bad = plan(
+        d,
+        "bad",
+        "design = \"lhs\"\nsamples = 10\n[[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n\
+         [then]\ndesign = \"sobol\"\nfactors = 1\nsamples = 16\n",
+    );
+    let err = stderr(&adsim(d, &["study", &bad, "--out", "b", "--quiet"]));
+    assert!(err.contains("then.design"), "{err}");
+    let err = stderr(&adsim(
+        d,
+        &["study", &file, "--shard", "0/2", "--out", "b", "--quiet"],
+    ));
+    assert!(
+        err.contains("--shard") && err.contains("two-stage"),
+        "{err}"
+    );
+    assert!(!d.join("b").exists());
+}
+
+/// The first option (the valid one), or one time in six any of them.
+fn pick(rng: &mut rand::rngs::Xoshiro256PlusPlus, options: &[&str]) -> String {
+    use rand::RngExt;
+    if rng.random_range(0..6) != 0 {
+        options[0].to_string()
+    } else {
+        options[rng.random_range(0..options.len())].to_string()
+    }
+}
+
+/// One random plan: a valid small plan with some of its keys (about one in six) replaced by
+/// legal, extreme or wrong values.
+fn random_plan(rng: &mut rand::rngs::Xoshiro256PlusPlus, i: usize) -> String {
+    use rand::RngExt;
+    let design = pick(rng, &["lhs", "grid", "morris", "sobol", "anneal"]);
+    let samples = match design.as_str() {
+        "lhs" => pick(
+            rng,
+            &[
+                "samples = 12",
+                "samples = 1",
+                "samples = 131072",
+                "samples = 0",
+            ],
+        ),
+        "sobol" => pick(rng, &["samples = 16", "samples = 17", "samples = 131072"]),
+        _ => pick(rng, &["", "samples = 16"]),
+    };
+    let users = pick(
+        rng,
+        &["200", "1", "0", "-5", "1000000001", "2.5", "\"many\""],
+    );
+    let replications = pick(rng, &["1", "2", "0", "1001"]);
+    let extra = pick(
+        rng,
+        &[
+            "",
+            "trajectories = 2",
+            "trajectories = 1",
+            "morris_levels = 5",
+            "bootstrap = 10",
+            "bootstrap = 3",
+            "design_seed = 0",
+            "colour = 1",
+            "assumptions = true",
+        ],
+    );
+    let scenario = pick(rng, &["whatsapp-2016", "eu-pause-2016", "no-such-scenario"]);
+    let mut text = format!(
+        "name = \"{}\"\nscenario = \"{scenario}\"\nusers = {users}\nreplications = {replications}\ndesign = \"{design}\"\n{samples}\n{extra}\n",
+        pick(rng, &[&format!("fuzz{i}"), "../escape", ""]),
+    );
+    let factors = 1 + rng.random_range(0..3);
+    let keys = [
+        "targeting.m_recall",
+        "audiences.fault_rate",
+        "countries.recycled_rate",
+        "data.country_overrides.IN.recycled_rate",
+        "data.segment_overrides.\\\"Pets\\\".prevalence",
+    ];
+    for f in 0..factors {
+        let key = pick(
+            rng,
+            &[
+                keys[(f + i) % keys.len()],
+                "policy.window_days",
+                "countries.m_share",
+                "countries.code",
+                "segments.prevalence",
+                "data.country_overrides.ZZ.privacy_shift",
+                "population.users",
+                "no.such.key",
+                "",
+            ],
+        );
+        let range = if design == "grid" {
+            pick(
+                rng,
+                &[
+                    "levels = [0.2, 0.4]",
+                    "levels = []",
+                    "levels = [30.0, 91.0, 200.0]",
+                    "low = 0.1\nhigh = 0.3\npoints = 3",
+                    "low = 0.1\nhigh = 0.3\npoints = 1",
+                ],
+            )
+        } else {
+            pick(
+                rng,
+                &[
+                    "low = 0.1\nhigh = 0.4",
+                    "low = 0.9\nhigh = 0.1",
+                    "low = 0.0\nhigh = 1.0",
+                    "low = -1.0\nhigh = 2.0",
+                    "low = 1.0\nhigh = 200.0",
+                    "low = 0.5\nhigh = 0.5",
+                    "levels = [0.2, 0.4]",
+                    "low = 1e-9\nhigh = 1e300\nspread = \"loguniform\"",
+                    "low = 0.0\nhigh = 0.5\nspread = \"loguniform\"",
+                    "low = 0.1",
+                ],
+            )
+        };
+        text.push_str(&format!("[[factor]]\nkey = \"{key}\"\n{range}\n"));
+    }
+    if rng.random_range(0..2) == 0 {
+        text.push_str(&format!(
+            "[[output]]\nmetric = \"{}\"\n{}rate = {}\n",
+            pick(rng, &["precision_lift", "revenue_change_musd", "bogus"]),
+            pick(rng, &["", "arm = \"none\"\n", "arm = \"nobody\"\n"]),
+            pick(rng, &["0.5", "0.0", "1.0", "-0.1", "2"]),
+        ));
+    }
+    if design == "morris" && rng.random_range(0..3) == 0 {
+        text.push_str(&format!(
+            "[then]\ndesign = \"{}\"\nfactors = {}\nsamples = {}\n",
+            pick(rng, &["sobol", "lhs"]),
+            pick(rng, &["1", "0", "9"]),
+            pick(rng, &["16", "15"]),
+        ));
+    }
+    text
+}
+
+/// The study-plan fuzzer: random plans, each refused with an error that names the plan file
+/// and a key, or accepted; never a panic. Small accepted ones run to a full folder.
+#[test]
+fn fuzzed_plans_are_refused_naming_a_key_or_run_to_a_whole_folder() {
+    use adsim::study::{Plan, Study, batch};
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(2026);
+    let (mut accepted, mut refused, mut ran) = (0, 0, 0);
+    for i in 0..1500 {
+        let text = random_plan(&mut rng, i);
+        let file = format!("fuzz{i}.toml");
+        let outcome = std::panic::catch_unwind(|| {
+            Plan::parse(&text, &file).and_then(|p| Study::new(p, &file, Path::new(".")))
+        });
+        let study = match outcome {
+            Err(_) => panic!("plan {i} panicked:\n{text}"),
+            Ok(Err(e)) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&file)
+                        || message.starts_with("plan = ")
+                        || message.contains("scenario"),
+                    "plan {i}: the error names neither the plan nor the scenario: {message}\n{text}"
+                );
+                refused += 1;
+                continue;
+            }
+            Ok(Ok(study)) => study,
+        };
+        accepted += 1;
+        let evaluations = study.all_points().len();
+        if ran < 6 && study.plan.users <= 300 && evaluations <= 60 && study.plan.then.is_none() {
+            let out = dir.path().join(format!("s{i}"));
+            batch::run(&study, &out, false, None, &|_, _| {})
+                .unwrap_or_else(|e| panic!("plan {i}: {e}\n{text}"));
+            let rows = std::fs::read_to_string(out.join("evaluations.csv")).unwrap();
+            assert_eq!(rows.lines().count(), study.points.len() + 1, "plan {i}");
+            assert!(out.join("report.html").is_file() && out.join("indices.csv").is_file());
+            ran += 1;
+        }
+    }
+    assert!(
+        refused > 500 && accepted > 30 && ran >= 3,
+        "{refused} refused, {accepted} accepted, {ran} ran"
+    );
 }
