@@ -636,20 +636,39 @@ fn staged_report(
                 format!("{:.2} [{:.2}, {:.2}]", values[i], lo[i], hi[i])
             })
     };
-    let mut header = vec!["factor".to_string(), "screening score".to_string()];
-    header.extend(names.iter().map(|n| format!("ST of {n}")));
-    let rows = scores
+    // One table per opt-out rate, so a table has a handful of columns; headers wrap.
+    let mut rates: Vec<f64> = Vec::new();
+    for o in &study.plan.output {
+        if !rates.contains(&o.rate) {
+            rates.push(o.rate);
+        }
+    }
+    let tables: Vec<Block> = rates
         .iter()
-        .map(|(f, score)| {
-            let mut row = vec![f.clone(), format!("{score:.2}")];
-            row.extend(names.iter().map(|n| {
-                if carried.contains(&f) {
-                    st(n, f)
-                } else {
-                    "-".into()
-                }
+        .map(|&rate| {
+            let chosen: Vec<usize> = (0..names.len())
+                .filter(|&i| study.plan.output[i].rate == rate)
+                .collect();
+            let mut header = vec!["factor".to_string(), "screening score".to_string()];
+            header.extend(chosen.iter().map(|&i| {
+                let o = &study.plan.output[i];
+                format!("ST: {} ({})", o.metric, o.arm.as_deref().unwrap_or(""))
             }));
-            row
+            let rows = scores
+                .iter()
+                .map(|(f, score)| {
+                    let mut row = vec![f.clone(), format!("{score:.2}")];
+                    row.extend(chosen.iter().map(|&i| {
+                        if carried.contains(&f) {
+                            st(&names[i], f)
+                        } else {
+                            "-".into()
+                        }
+                    }));
+                    row
+                })
+                .collect();
+            Block::Table(header, rows)
         })
         .collect();
     let p = &study.plan;
@@ -667,8 +686,11 @@ fn staged_report(
         )),
         Block::Heading(2, "What the screening found, and what it explains".into()),
         Block::Para("A factor's screening score is its Morris mu* over the largest mu* of the same output, at its largest over the outputs: 1 for the factor that moves some output most. Factors that move no output are left out. ST is the factor's total Sobol index (share of the output's variance it explains, interactions included), with its 95% bootstrap interval; a dash: not carried to the second stage.".into()),
-        Block::Table(header, rows),
     ];
+    for (rate, table) in rates.iter().zip(tables) {
+        b.push(Block::Heading(3, format!("At opt-out rate {rate}")));
+        b.push(table);
+    }
     for (o, name) in names.iter().enumerate() {
         let chart = format!("{}/indices_{}.png", STAGES[1], o + 1);
         if out.join(&chart).is_file() {
