@@ -34,6 +34,12 @@ pub fn country_tag(code: &str) -> u64 {
     hash2(fnv, 0x636f_756e_7472_7900)
 }
 
+/// The version of the stream layout ([`Stream`], [`country_tag`], [`Key::user_rng`]): raised
+/// whenever a change moves any draw, so that a study's progress log or shard of another
+/// layout is not mixed with this one's (docs/model.md §2.1). 2: users keyed by country tag and
+/// index, customers and messaging in streams of their own.
+pub const STREAM_LAYOUT: u32 = 2;
+
 /// The named random streams of a user. Each stream has its own generator, so draws in one
 /// never shift another. The discriminants are part of the output contract: changing one
 /// changes every result.
@@ -148,6 +154,33 @@ impl UserRng {
     pub fn logistic(&mut self) -> f64 {
         let u = self.open01();
         (u / (1.0 - u)).ln()
+    }
+}
+
+/// A user's generator is a generator of rand's traits (rand 0.10: [`rand::TryRng`] with an
+/// infallible error, so [`rand::Rng`] and [`rand::RngExt`] come with it), so rand's and
+/// rand_distr's distributions can draw from a user's stream. Its keys stay counter-based
+/// ([`Key::user_rng`]): a user's draws depend on (seed, replication, country, index, stream)
+/// alone. `next_u32` takes the high half of a word, as rand's own 64-bit generators do.
+impl rand::TryRng for UserRng {
+    type Error = core::convert::Infallible;
+
+    #[inline(always)]
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((UserRng::next_u64(self) >> 32) as u32)
+    }
+
+    #[inline(always)]
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(UserRng::next_u64(self))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let word = UserRng::next_u64(self).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        Ok(())
     }
 }
 
@@ -275,6 +308,31 @@ impl Categorical {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Golden draws: the output contract's randomness, pinned. A change here changes every
+    /// result (a documented stream change, docs/model.md §2.1), whether it comes from this
+    /// file or from a new version of rand (its distributions are not promised value-stable
+    /// across versions: Cargo.toml pins it).
+    #[test]
+    fn golden_draws_do_not_move() {
+        use rand::RngExt;
+        let key = Key::new(2016, 0);
+        let mut rng = key.user_rng(country_tag("IN").wrapping_add(12_345), Stream::Interests);
+        let words: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
+        let uniform: f64 = rng.random();
+        let die: u32 = rng.random_range(1..=6);
+        let mut bytes = [0u8; 5];
+        rand::Rng::fill_bytes(&mut rng, &mut bytes);
+        let got = format!(
+            "{:016x} {words:016x?} {uniform:.17} {die} {bytes:02x?}",
+            country_tag("IN")
+        );
+        assert_eq!(
+            got,
+            "7afdbe557fb16d69 [2a6e7d0ff6109b8a, 4e661e4de07568ef, 8925bd4de2ffe5bb] \
+             0.21458134778776472 3 [df, 33, 1b, 84, 38]"
+        );
+    }
 
     #[test]
     fn streams_and_users_are_independent_generators() {

@@ -37,13 +37,15 @@ impl Study {
         all
     }
 
-    /// SHA-256 of what the outputs depend on: the program version, the resolved plan and the
-    /// base scenario. Progress logs and shards of another study are refused by it.
+    /// SHA-256 of what the outputs depend on: the program version and stream layout, the
+    /// resolved plan, the base scenario and its reference data. Progress logs and shards of another study are refused by it.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(crate::rng::STREAM_LAYOUT.to_le_bytes());
         h.update(self.plan.to_toml().as_bytes());
         h.update(self.base.to_toml().as_bytes());
+        h.update(self.data_hash.as_bytes());
         hex::encode(h.finalize().as_slice())
     }
 }
@@ -184,7 +186,7 @@ struct Log {
 impl Log {
     /// Opens (and locks) the log at `path`. Rows of the same study and part are kept (a torn
     /// last line dropped); anything else is started afresh.
-    fn open(path: &Path, want: &Rows) -> Result<(Log, BTreeMap<usize, Vec<f64>>)> {
+    fn open(path: &Path, want: &Rows, force: bool) -> Result<(Log, BTreeMap<usize, Vec<f64>>)> {
         let io = |e| Error::io(path, e);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -196,17 +198,37 @@ impl Log {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        if file.try_lock().is_err() {
-            return Err(Error::Folder {
-                path: path.to_path_buf(),
-                problem: "another adsim is running this study now (its progress log is locked): wait for it, or write elsewhere with --out".into(),
-            });
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Folder {
+                    path: path.to_path_buf(),
+                    problem: "another adsim is running this study now (its progress log is locked): wait for it, or write elsewhere with --out".into(),
+                });
+            }
+            // A file system without locks (some network file systems): go on unlocked.
+            Err(std::fs::TryLockError::Error(_)) => {}
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let text = String::from_utf8_lossy(&bytes);
         let kept = match parse_rows(&text, path, false) {
             Ok((rows, used)) if rows.same_study(want) => Some((rows.rows, used)),
+            // Another study's log (another plan, part or program version): its rows are
+            // kept unless --force says to start afresh.
+            Ok((rows, _)) if !force && !rows.rows.is_empty() => {
+                return Err(Error::Folder {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "the progress log of another study ({} finished evaluations of part {}, fingerprint {}; this one is part {}, {}): pass --force to start afresh, or write elsewhere with --out",
+                        rows.rows.len(),
+                        rows.part,
+                        &rows.fingerprint[..rows.fingerprint.len().min(12)],
+                        want.part,
+                        &want.fingerprint[..12]
+                    ),
+                });
+            }
             _ => None,
         };
         let (done, used) = match kept {
@@ -290,13 +312,13 @@ pub fn run(
         rows: BTreeMap::new(),
     };
     let path = progress_path(out);
-    let (log, mut done) = Log::open(&path, &want)?;
+    let (log, mut done) = Log::open(&path, &want, force)?;
     let resumed = done.len();
     let todo: Vec<usize> = range.clone().filter(|i| !done.contains_key(i)).collect();
     let finished = AtomicUsize::new(resumed);
     progress(resumed, range.len());
     let design = study.points.len();
-    // As many evaluations at once as the pool has threads, each on a worker outside the pool
+    // Two evaluations at once per thread of the pool, each on a worker outside the pool
     // (its engine's parallel loops run on the pool): a rayon task per evaluation would let a
     // thread waiting inside one evaluation start others, and hold many evaluations' memory.
     let next = AtomicUsize::new(0);
@@ -569,18 +591,30 @@ pub fn run_staged(
     let plan_text = super::plan_text(study);
     let ours = std::fs::read_to_string(out.join("plan.toml")).is_ok_and(|t| t == plan_text)
         && !out.join("report.md").exists();
+    // A folder that is not this study's, replaced under --force: moved aside first and
+    // removed only once the study is written, so a failed run loses nothing.
+    let aside = out.with_file_name(format!(
+        ".{}.replaced",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     if out.exists() && !ours {
         if !force {
             return Err(Error::Exists(out.to_path_buf()));
         }
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write_text(&out.join("plan.toml"), &plan_text)?;
     let mut first = study.clone();
     first.plan.then = None;
     let stage = |s: &Study, dir: &Path| -> Result<Done> {
-        if dir.join("report.md").exists() {
+        // A finished stage is kept if it is this stage (its plan, in this program version).
+        let same =
+            std::fs::read_to_string(dir.join("plan.toml")).is_ok_and(|t| t == super::plan_text(s));
+        if same && dir.join("report.md").exists() {
             let n = s.all_points().len();
             return Ok(Done {
                 evaluations: n,
@@ -596,6 +630,7 @@ pub fn run_staged(
     let blocks = staged_report(study, &second, &scores, out)?;
     write_text(&out.join("report.html"), &html(&blocks, out)?)?;
     write_text(&out.join("report.md"), &markdown(&blocks))?;
+    let _ = std::fs::remove_dir_all(&aside);
     Ok((one, two))
 }
 

@@ -246,6 +246,8 @@ pub struct Study {
     pub source: String,
     /// The plan's file (or built-in), as errors name it.
     pub file: String,
+    /// SHA-256 of the reference data the base scenario resolves to.
+    pub data_hash: String,
     /// Factor names, in column order (the dummy last, under `lhs`).
     pub names: Vec<String>,
     /// The design: one row of factor values per evaluation.
@@ -322,7 +324,7 @@ fn lookup(key: &str) -> Option<(&'static registry::Parameter, KeyKind)> {
 /// Where a factor's range comes from: the registry's plausible range (`reasoned` or
 /// `generic`, as the registry labels it) or the plan's own (`plan`).
 fn range_kind(f: &Factor) -> &'static str {
-    let Some((p, _)) = lookup(&f.key) else {
+    let Some((p, KeyKind::Scalar | KeyKind::Column)) = lookup(&f.key) else {
         return "plan";
     };
     match p.plausible {
@@ -365,7 +367,7 @@ impl Factor {
 
 /// Reads the base scenario of a plan from `dir` (the plan's folder); a file's path becomes
 /// absolute in the plan, so the plan written to the study folder finds it too.
-fn base_scenario(plan: &mut Plan, dir: &Path) -> Result<(Scenario, String)> {
+fn base_scenario(plan: &mut Plan, dir: &Path, file: &str) -> Result<(Scenario, String)> {
     if plan.scenario.ends_with(".toml") {
         let path = dir.join(&plan.scenario);
         let scenario = Scenario::from_file(&path)?;
@@ -373,7 +375,16 @@ fn base_scenario(plan: &mut Plan, dir: &Path) -> Result<(Scenario, String)> {
         plan.scenario = full.display().to_string();
         Ok((scenario, plan.scenario.clone()))
     } else {
-        Scenario::builtin(&plan.scenario)
+        Scenario::builtin(&plan.scenario).map_err(|e| {
+            Error::invalid(
+                file,
+                "scenario",
+                format!("{:?}", plan.scenario),
+                format!(
+                    "a built-in scenario (adsim scenarios) or a scenario file ending in .toml ({e})"
+                ),
+            )
+        })
     }
 }
 
@@ -430,10 +441,17 @@ fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> Result<()> 
         format!("{key}.key"),
         &f.key,
         if p.path == "countries.m_share" {
-            "not a common multiplier of every country's share (shares are normalised: it changes nothing); vary one country's, data.country_overrides.<CODE>.m_share".to_string()
+            "not a common multiplier of every country's share (shares are normalised: it changes nothing)".to_string()
         } else {
             "a data column with a multiplier range in the registry (`adsim parameters --assumptions`)".to_string()
         }
+    );
+    ensure!(
+        !(kind == KeyKind::Row && p.path == "countries.m_share"),
+        file,
+        format!("{key}.key"),
+        &f.key,
+        "not one country's share: the shares must sum to 1, so one cannot vary alone (write scenarios with the shares you want and compare them)"
     );
     let [lo, hi] = match kind {
         KeyKind::Column => [0.0, f64::MAX],
@@ -660,7 +678,7 @@ impl Study {
             plan.replications,
             "1 to 1000"
         );
-        let (mut base, source) = base_scenario(&mut plan, dir)?;
+        let (mut base, source) = base_scenario(&mut plan, dir, file)?;
         base.population.users = plan.users;
         base.population.replications = plan.replications;
         if plan.assumptions {
@@ -898,12 +916,15 @@ impl Study {
                 format!("{:?} after {:?}", t.design, plan.design).to_lowercase(),
                 "design = \"sobol\" after design = \"morris\" (a screening, then indices on what it finds)"
             );
+            let most = (k as u32).min(SOBOL_MAX_DIMENSIONS as u32 / 2 - 1);
             ensure!(
-                (1..=k as u32).contains(&t.factors),
+                (1..=most).contains(&t.factors),
                 file,
                 "then.factors",
                 t.factors,
-                format!("1 to the plan's {k} factors")
+                format!(
+                    "1 to {most} (the plan's {k} factors, and the Sobol sequence's {SOBOL_MAX_DIMENSIONS} dimensions, two per factor and the dummy)"
+                )
             );
             ensure!(
                 t.samples.is_power_of_two()
@@ -923,14 +944,19 @@ impl Study {
             base,
             source,
             file: file.to_string(),
+            data_hash: crate::folder::data_hash(&resolved_base),
             names,
             points,
             units: unit_points,
             targets,
         };
-        // Every point must make a valid scenario: refused now, before any evaluation.
+        // Every point must make a valid scenario, the tornado's too: refused now, before any
+        // evaluation.
         for (i, _) in study.points.iter().enumerate() {
             study.scenario(i)?;
+        }
+        for (i, (_, point)) in study.tornado_points().iter().enumerate() {
+            study.scenario_at(point, &format!("tornado point {i}"))?;
         }
         Ok(study)
     }
@@ -990,7 +1016,12 @@ impl Study {
     pub fn scenario_at(&self, values: &[f64], label: &str) -> Result<Resolved> {
         let mut tree = toml::Value::try_from(&self.base)
             .map_err(|e| Error::invalid(&self.source, "scenario", e.to_string(), "a scenario"))?;
-        for (t, &v) in self.targets.iter().zip(values) {
+        // Columns first, so a row factor of the same field (an override of one country's
+        // value) wins over the column's multiplier of every row.
+        let mut order: Vec<(&Target, f64)> =
+            self.targets.iter().zip(values.iter().copied()).collect();
+        order.sort_by_key(|(t, _)| !matches!(t, Target::Column { .. }));
+        for (t, v) in order {
             match t {
                 Target::Scalar { path, integer } => {
                     let value = if *integer {
@@ -1474,7 +1505,12 @@ pub fn effects(study: &Study, outputs: &[Vec<f64>]) -> Vec<Effect> {
         };
         per_factor.sort_by(|a, b| {
             let key = |e: &[Effect]| e[0].value.abs();
-            key(b).total_cmp(&key(a))
+            // Strongest first; an undefined measure (NaN) last.
+            match (key(a).is_nan(), key(b).is_nan()) {
+                (false, true) => std::cmp::Ordering::Less,
+                (true, false) => std::cmp::Ordering::Greater,
+                _ => key(b).total_cmp(&key(a)),
+            }
         });
         out.extend(per_factor.into_iter().flatten());
     }
@@ -2008,7 +2044,7 @@ fn report(study: &Study, names: &[String], outputs: &[Vec<f64>], effects: &[Effe
         b.push(Block::Para(l));
     }
     b.push(Block::Para(
-        "Every factor's effect on every output is in indices.csv, every evaluation in evaluations.csv. Random streams are not yet separated by factor (docs/model.md §16.3): changing a segment's prevalence or a country's share also re-deals other draws, so part of a factor's effect is sampling noise of the order of the dummy's.".into(),
+        "Every factor's effect on every output is in indices.csv, every evaluation in evaluations.csv. Every evaluation draws from the scenario's seed, and a factor changes only the draws it governs (docs/model.md §2.1, §16.3): differences between evaluations are the factors' effects, and the dummy's measure is the floor.".into(),
     ));
     b
 }
@@ -2163,6 +2199,21 @@ mod tests {
             points: None,
             spread,
         }
+    }
+
+    /// Golden: a design's points, pinned, so a new rand (whose Xoshiro256++ seeding and
+    /// uniform floats are not promised value-stable) cannot move a study's design unseen.
+    #[test]
+    fn golden_designs_do_not_move() {
+        let lhs = latin_hypercube(2, 3, 7);
+        let morris = morris_design(2, 1, 4, 7);
+        let got = format!("{lhs:.12?} {morris:.12?}");
+        assert_eq!(
+            got,
+            "[[0.572525376120, 0.109946476518], [0.809069939764, 0.994107550404], \
+             [0.321219840627, 0.357761263681]] [[0.000000000000, 0.000000000000], \
+             [0.666666666667, 0.000000000000], [0.666666666667, 0.666666666667]]"
+        );
     }
 
     #[test]
