@@ -137,6 +137,7 @@ enum Command {
     /// Run a study: one scenario evaluated over a design of parameter values (docs/model.md §16).
     #[command(
         after_help = "Examples:\n  adsim studies                                  # the built-in plans\n  \
+        adsim study assumptions --out a               # Morris screening of every assumption, then Sobol on the top six\n  \
         adsim study uncertainty --out u               # every assumption over its plausible range (LHS)\n  \
         adsim study heterogeneity-x-notice --out g\n  adsim study my-plan.toml --out s\n  \
         for k in 0 1 2; do adsim study screening --shard $k/3 --out part-$k; done; adsim merge part-* --out s\n\n\
