@@ -484,21 +484,25 @@ pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<()> {
 /// The folders of a two-stage study's stages, inside its folder.
 pub const STAGES: [&str; 2] = ["1-screening", "2-sobol"];
 
+/// A study's `indices.csv`, read back.
+fn read_indices(path: &Path) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(|source| Error::Table {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Each factor's screening score from a Morris study's `indices.csv`: its mu* over the
 /// largest mu* of the same output, at its largest over the outputs (so a factor that drives
 /// any one output ranks high). Strongest first; the dummy and factors that move nothing left
 /// out.
 pub fn screening_scores(indices: &Path) -> Result<Vec<(String, f64)>> {
-    use polars::prelude::*;
-    let bad = |source| Error::Table {
-        path: indices.to_path_buf(),
-        source,
-    };
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(indices.to_path_buf()))
-        .and_then(|r| r.finish())
-        .map_err(bad)?;
+    let df = read_indices(indices)?;
     let (outputs, factors, measures) = (
         crate::table::texts(&df, "output"),
         crate::table::texts(&df, "factor"),
@@ -642,16 +646,7 @@ fn staged_report(
     scores: &[(String, f64)],
     out: &Path,
 ) -> Result<Vec<Block>> {
-    use polars::prelude::*;
-    let path = out.join(STAGES[1]).join("indices.csv");
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(path.clone()))
-        .and_then(|r| r.finish())
-        .map_err(|source| Error::Table {
-            path: path.clone(),
-            source,
-        })?;
+    let df = read_indices(&out.join(STAGES[1]).join("indices.csv"))?;
     let (outputs, factors, measures) = (
         crate::table::texts(&df, "output"),
         crate::table::texts(&df, "factor"),
