@@ -1,8 +1,10 @@
 //! Writing a population to Parquet or CSV with polars (`adsim generate`).
 //!
-//! Users are generated one batch of [`ROW_GROUP`] ids at a time by the engine and written as
-//! one Parquet row group (or one CSV block), so memory stays at one batch whatever N is, and
-//! the file's bytes do not depend on the thread count or the engine's chunk size. The file is
+//! Users are generated one batch of [`ROW_GROUP`] ids at a time, straight into columns, and
+//! written as one Parquet row group (or one CSV block). Parquet row groups are built, encoded
+//! and compressed in parallel, as many at once as the pool has threads, then written in id
+//! order: memory stays at that many batches whatever N is, and the file's bytes do not depend
+//! on the thread count or the engine's chunk size. The file is
 //! written under a temporary name beside the target and renamed into place when complete; an
 //! existing file is only replaced when asked. Columns are described in [`DICTIONARY`], which
 //! `docs/data-dictionary.md` repeats (a test keeps the two equal).
@@ -11,18 +13,35 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use polars::io::parquet::write::KeyValueMetadata;
+use std::ops::Range;
+
+use polars::io::parquet::write::{KeyValueMetadata, get_encodings};
 use polars::prelude::*;
+use polars_arrow::array::MutableBinaryViewArray;
+use polars_parquet::write::{
+    CompressedPage, Encoding, ParquetType, StatisticsOptions, Version, WriteOptions,
+    array_to_columns, compress,
+};
 use rayon::prelude::*;
 
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::population::{Population, User};
+use crate::population::Population;
 use crate::run::Progress;
 use crate::scenario::Resolved;
 
 /// Rows per Parquet row group and per generated batch.
 pub const ROW_GROUP: u64 = 1 << 20;
+/// The compression of every column: zstd at its default level.
+/// The compression of every column: zstd at level 1 (at 10^7 users, 2% smaller than zstd's
+/// default level 3, and no slower; reports/performance.md).
+fn compression() -> ParquetCompression {
+    ParquetCompression::Zstd(polars_parquet::write::ZstdLevel::try_new(1).ok())
+}
+
+/// Columns with a distinct value in (almost) every row: written plain, without trying a
+/// dictionary (the writer would estimate their cardinality and fall back to plain anyway).
+const DISTINCT: [&str; 4] = ["user_id", "phone_sha256", "phone_e164", "privacy_score"];
 /// Version of the population table's schema; bumped on any change of columns or meaning.
 pub const SCHEMA_VERSION: &str = "population/1";
 
@@ -183,7 +202,7 @@ fn write_to(
     };
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let names = CountryNames::new(resolved);
-    let schema = batch_frame(&[], &names, options.raw_phones)
+    let schema = batch_frame(population, 0..0, &names, options.raw_phones)
         .map_err(table_err)?
         .schema()
         .as_ref()
@@ -197,7 +216,7 @@ fn write_to(
                 ("adsim.scenario".into(), resolved.scenario.to_toml()),
             ]);
             let writer = ParquetWriter::new(BufWriter::new(file))
-                .with_compression(ParquetCompression::Zstd(None))
+                .with_compression(compression())
                 .with_row_group_size(Some(ROW_GROUP as usize))
                 .with_key_value_metadata(Some(metadata))
                 .batched(&schema)
@@ -210,18 +229,40 @@ fn write_to(
                 .map_err(table_err)?,
         ),
     };
-    let chunk = resolved.scenario.engine.chunk_size;
     let mut rows = 0;
-    for range in engine::batches(0..population.len(), ROW_GROUP) {
-        let users = engine::generate(population, range, chunk);
-        let df = batch_frame(&users, &names, options.raw_phones).map_err(table_err)?;
-        match &mut sink {
-            Sink::Parquet(w) => w.write_batch(&df),
-            Sink::Csv(w) => w.write_batch(&df),
+    match &mut sink {
+        Sink::Parquet(w) => {
+            let encoder = RowGroupEncoder::new(w, &schema).map_err(table_err)?;
+            // Row groups are built, encoded and compressed in parallel, a few at a time (as
+            // many as the pool has threads, so memory stays at that many row groups), then
+            // written in id order: the file's bytes do not depend on the thread count.
+            let in_flight = ROW_GROUP * rayon::current_num_threads().max(1) as u64;
+            for wave in engine::batches(0..population.len(), in_flight) {
+                let groups: Vec<Range<u64>> = engine::batches(wave, ROW_GROUP).collect();
+                let encoded = groups
+                    .into_par_iter()
+                    .map(|range| {
+                        let df = batch_frame(population, range, &names, options.raw_phones)?;
+                        Ok((df.height() as u64, encoder.encode(&df)?))
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()
+                    .map_err(table_err)?;
+                for (n, pages) in encoded {
+                    w.write_row_group(n, &pages).map_err(table_err)?;
+                    rows += n;
+                    progress(n);
+                }
+            }
         }
-        .map_err(table_err)?;
-        rows += users.len() as u64;
-        progress(users.len() as u64);
+        Sink::Csv(w) => {
+            for range in engine::batches(0..population.len(), ROW_GROUP) {
+                let df = batch_frame(population, range, &names, options.raw_phones)
+                    .map_err(table_err)?;
+                w.write_batch(&df).map_err(table_err)?;
+                rows += df.height() as u64;
+                progress(df.height() as u64);
+            }
+        }
     }
     match sink {
         Sink::Parquet(w) => {
@@ -237,8 +278,69 @@ fn write_to(
     Ok(rows)
 }
 
+/// Encodes and compresses one row group's columns into pages, as polars' batched writer does
+/// when it writes (same encodings, statistics and compression), but on the calling thread, so
+/// that several row groups can be compressed at once and then written in order.
+struct RowGroupEncoder {
+    fields: Vec<ParquetType>,
+    encodings: Vec<Vec<Encoding>>,
+    options: WriteOptions,
+}
+
+impl RowGroupEncoder {
+    fn new(writer: &mut ParquetBatchedWriter, schema: &Schema) -> PolarsResult<Self> {
+        let arrow = schema.to_arrow(CompatLevel::newest());
+        Ok(RowGroupEncoder {
+            fields: writer.parquet_schema().fields().to_vec(),
+            encodings: get_encodings(&arrow)
+                .iter()
+                .zip(schema.iter_names())
+                .map(|(encoding, name)| {
+                    if DISTINCT.contains(&name.as_str()) {
+                        vec![Encoding::Plain]
+                    } else {
+                        encoding.clone()
+                    }
+                })
+                .collect(),
+            options: WriteOptions {
+                statistics: StatisticsOptions::default(),
+                version: Version::V1,
+                compression: compression().into(),
+                data_page_size: None,
+            },
+        })
+    }
+
+    /// The compressed pages of `df` (one chunk per column), column by column.
+    fn encode(&self, df: &DataFrame) -> PolarsResult<Vec<Vec<CompressedPage>>> {
+        let mut out = Vec::with_capacity(self.fields.len());
+        for batch in df.iter_chunks(CompatLevel::newest(), false) {
+            for ((array, field), encoding) in batch
+                .columns()
+                .iter()
+                .zip(&self.fields)
+                .zip(&self.encodings)
+            {
+                for pages in array_to_columns(array, field.clone(), self.options, encoding)? {
+                    let compressed = pages
+                        .map(|page| {
+                            compress(page?, Vec::new(), self.options.compression)
+                                .map_err(PolarsError::from)
+                        })
+                        .collect::<PolarsResult<Vec<_>>>()?;
+                    out.push(compressed);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+type ParquetBatchedWriter = polars::io::parquet::write::BatchedWriter<BufWriter<File>>;
+
 enum Sink {
-    Parquet(Box<polars::io::parquet::write::BatchedWriter<BufWriter<File>>>),
+    Parquet(Box<ParquetBatchedWriter>),
     Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
 }
 
@@ -267,49 +369,91 @@ impl CountryNames {
     }
 }
 
-fn batch_frame(users: &[User], names: &CountryNames, raw_phones: bool) -> PolarsResult<DataFrame> {
-    let n = users.len();
+/// The rows of users `range`, built column by column as they are generated (no per-row
+/// allocation: a phone's hash or E.164 form is formatted on the stack and copied into its
+/// column's buffer).
+fn batch_frame(
+    population: &Population,
+    range: Range<u64>,
+    names: &CountryNames,
+    raw_phones: bool,
+) -> PolarsResult<DataFrame> {
+    let n = (range.end - range.start) as usize;
     let phone_name = if raw_phones {
         "phone_e164"
     } else {
         "phone_sha256"
     };
-    let phones: Vec<String> = if raw_phones {
-        users.par_iter().map(|u| u.phone.e164()).collect()
+    let mut ids = Vec::with_capacity(n);
+    let mut countries = Vec::with_capacity(n);
+    let mut bands = Vec::with_capacity(n);
+    let mut phones = MutableBinaryViewArray::<str>::with_capacity(n);
+    let mut histories = Vec::with_capacity(n);
+    let mut on_file = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    let mut interests = Vec::with_capacity(n);
+    let mut customers = Vec::with_capacity(n);
+    let mut messages = Vec::with_capacity(n);
+    let mut scores = Vec::with_capacity(n);
+    let ends: Vec<u64> = population.country_ranges().iter().map(|r| r.end).collect();
+    let mut country = if n == 0 {
+        0
     } else {
-        users.par_iter().map(|u| u.phone.sha256_hex()).collect()
+        population.country_of(range.start)
     };
-    let col_u64 = |name: &str, f: &dyn Fn(&User) -> u64| {
-        Series::from_vec(name.into(), users.iter().map(f).collect::<Vec<u64>>()).into_column()
-    };
-    let col_opt = |name: &str, f: &dyn Fn(&User) -> Option<u64>| {
-        UInt64Chunked::from_iter_options(name.into(), users.iter().map(f)).into_column()
-    };
-    fn col_str<'a>(users: &'a [User], name: &str, f: impl Fn(&'a User) -> &'a str) -> Column {
-        StringChunked::from_iter_values(name.into(), users.iter().map(f)).into_column()
+    let mut hex = [0u8; 64];
+    let mut e164 = [0u8; 21];
+    for id in range {
+        while id >= ends[country] {
+            country += 1;
+        }
+        let u = population.user_in(id, country);
+        ids.push(u.id);
+        countries.push(u.country);
+        bands.push(u.age_band);
+        if raw_phones {
+            phones.push_value(u.phone.e164_into(&mut e164));
+        } else {
+            u.phone.sha256_hex_into(&mut hex);
+            // Hex digits are ASCII.
+            phones.push_value(std::str::from_utf8(&hex).unwrap_or_default());
+        }
+        histories.push(u.number_history.label());
+        on_file.push(u.number_on_file_of);
+        accounts.push(u.s_account.label());
+        senders.push(u.s_account.foreign_sender());
+        interests.push(u.interests);
+        customers.push(u.customer_of);
+        messages.push(u.messages_business);
+        scores.push(u.privacy_score);
     }
+    let labels = |name: &str, values: &[&str]| {
+        StringChunked::from_iter_values(name.into(), values.iter().copied()).into_column()
+    };
+    let country_labels: Vec<&str> = countries
+        .iter()
+        .map(|&c| names.countries[c as usize].as_str())
+        .collect();
+    let band_labels: Vec<&str> = bands
+        .iter()
+        .map(|&b| names.bands[b as usize].as_str())
+        .collect();
     let columns = vec![
-        col_u64("user_id", &|u| u.id),
-        col_str(users, "country", |u| {
-            names.countries[u.country as usize].as_str()
-        }),
-        col_str(users, "age_band", |u| {
-            names.bands[u.age_band as usize].as_str()
-        }),
-        StringChunked::from_iter_values(phone_name.into(), phones.iter().map(String::as_str))
+        Series::from_vec("user_id".into(), ids).into_column(),
+        labels("country", &country_labels),
+        labels("age_band", &band_labels),
+        StringChunked::with_chunk(phone_name.into(), phones.freeze()).into_column(),
+        labels("number_history", &histories),
+        UInt64Chunked::from_iter_options("number_on_file_of".into(), on_file.into_iter())
             .into_column(),
-        col_str(users, "number_history", |u| u.number_history.label()),
-        col_opt("number_on_file_of", &|u| u.number_on_file_of),
-        col_str(users, "s_account", |u| u.s_account.label()),
-        col_opt("s_account_sender", &|u| u.s_account.foreign_sender()),
-        col_u64("interests", &|u| u.interests),
-        col_u64("customer_of", &|u| u.customer_of),
-        col_u64("messages_business", &|u| u.messages_business),
-        Series::from_vec(
-            "privacy_score".into(),
-            users.iter().map(|u| u.privacy_score).collect::<Vec<f64>>(),
-        )
-        .into_column(),
+        labels("s_account", &accounts),
+        UInt64Chunked::from_iter_options("s_account_sender".into(), senders.into_iter())
+            .into_column(),
+        Series::from_vec("interests".into(), interests).into_column(),
+        Series::from_vec("customer_of".into(), customers).into_column(),
+        Series::from_vec("messages_business".into(), messages).into_column(),
+        Series::from_vec("privacy_score".into(), scores).into_column(),
     ];
     DataFrame::new(n, columns)
 }

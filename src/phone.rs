@@ -94,6 +94,17 @@ impl PhoneNumber {
         format!("+{}", self.normalized())
     }
 
+    /// Writes the number in E.164 (`+` and digits) into `buf` and returns it, without
+    /// allocating.
+    pub fn e164_into<'a>(&self, buf: &'a mut [u8; 21]) -> &'a str {
+        let mut digits = [0u8; 20];
+        let d = self.normalized_into(&mut digits);
+        buf[0] = b'+';
+        buf[1..=d.len()].copy_from_slice(d);
+        // Digits and '+' are ASCII.
+        std::str::from_utf8(&buf[..=d.len()]).unwrap_or_default()
+    }
+
     /// The Custom Audience normal form S documents: digits only, country code first, no `+`,
     /// no leading zeros.
     pub fn normalized(&self) -> String {

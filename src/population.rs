@@ -378,6 +378,14 @@ impl Population {
         self.build(id, self.country_of(id), Parts::ALL)
     }
 
+    /// User `id` of country `country` (which must be [`Population::country_of`]`(id)`): as
+    /// [`Population::user`], for callers that walk ids country by country.
+    #[inline]
+    pub fn user_in(&self, id: u64, country: usize) -> User {
+        debug_assert_eq!(country, self.country_of(id));
+        self.build(id, country, Parts::ALL)
+    }
+
     /// User `id` of country `country` (which must be [`Population::country_of`]`(id)`: the
     /// simulation walks its chunks country by country) without what the simulation does not
     /// read: the phone number (left at its default) and, unless `on_file`, the account that

@@ -10,14 +10,16 @@ use crate::common::{adsim, country_codes, population, stderr};
 #[test]
 fn parquet_bytes_do_not_depend_on_threads_or_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    // 1.2M users: two row groups, the second partial.
+    // 2.3M users: three row groups, the last partial; written one at a time (1 thread), or
+    // compressed in waves of two (2 threads: a wave of two, then one) or of three.
     let runs = [
         ("1", "1000", "a.parquet"),
         ("2", "77777", "b.parquet"),
+        ("3", "5000", "e.parquet"),
         ("3", "1", "c.parquet"),
     ];
     for (threads, chunk, out) in runs {
-        let users = if chunk == "1" { "70000" } else { "1200000" };
+        let users = if chunk == "1" { "70000" } else { "2300000" };
         let o = adsim(
             dir.path(),
             &[
@@ -43,6 +45,8 @@ fn parquet_bytes_do_not_depend_on_threads_or_chunks() {
         a == b,
         "1 thread x 1000-user chunks differs from 2 threads x 77777"
     );
+    let e = std::fs::read(dir.path().join("e.parquet")).unwrap();
+    assert!(a == e, "1 thread differs from 3 threads");
     // A smaller run at chunk size 1 equals the same size at the default chunk.
     let o = adsim(
         dir.path(),
