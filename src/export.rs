@@ -2,7 +2,8 @@
 //!
 //! Users are generated one batch of [`ROW_GROUP`] ids at a time, straight into columns, and
 //! written as one Parquet row group (or one CSV block). Parquet row groups are built, encoded
-//! and compressed in parallel, as many at once as the pool has threads, then written in id
+//! and compressed in parallel, as many at once as the pool has threads (at most
+//! [`MAX_IN_FLIGHT`]), then written in id
 //! order: memory stays at that many batches whatever N is, and the file's bytes do not depend
 //! on the thread count or the engine's chunk size. The file is
 //! written under a temporary name beside the target and renamed into place when complete; an
@@ -42,6 +43,9 @@ fn compression() -> ParquetCompression {
 /// Columns with a distinct value in (almost) every row: written plain, without trying a
 /// dictionary (the writer would estimate their cardinality and fall back to plain anyway).
 const DISTINCT: [&str; 4] = ["user_id", "phone_sha256", "phone_e164", "privacy_score"];
+/// Row groups built and compressed at once, at most: each holds about 0.35 GB while in
+/// flight, so memory stays under 3 GB on a machine of many cores (2 cores: about 0.8 GB).
+pub const MAX_IN_FLIGHT: usize = 8;
 /// Version of the population table's schema; bumped on any change of columns or meaning.
 pub const SCHEMA_VERSION: &str = "population/1";
 
@@ -234,9 +238,9 @@ fn write_to(
         Sink::Parquet(w) => {
             let encoder = RowGroupEncoder::new(w, &schema).map_err(table_err)?;
             // Row groups are built, encoded and compressed in parallel, a few at a time (as
-            // many as the pool has threads, so memory stays at that many row groups), then
+            // many as the pool has threads, at most MAX_IN_FLIGHT, so memory stays at that many row groups), then
             // written in id order: the file's bytes do not depend on the thread count.
-            let in_flight = ROW_GROUP * rayon::current_num_threads().max(1) as u64;
+            let in_flight = ROW_GROUP * rayon::current_num_threads().clamp(1, MAX_IN_FLIGHT) as u64;
             for wave in engine::batches(0..population.len(), in_flight) {
                 let groups: Vec<Range<u64>> = engine::batches(wave, ROW_GROUP).collect();
                 let encoded = groups
