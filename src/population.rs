@@ -195,6 +195,10 @@ pub struct Population {
     segments: SegmentModel,
     band_shifts: Vec<f64>,
     heterogeneity: f64,
+    /// The countries of each calling code below 1000, in table order, and those of longer
+    /// codes: the candidates [`Population::holder_of_digits`] tries for a number's prefix.
+    by_code: Vec<Vec<usize>>,
+    long_codes: Vec<usize>,
 }
 
 /// Splits `n` users over countries by the largest-remainder method: every count is within 1 of
@@ -329,9 +333,19 @@ impl Population {
             ],
             privacy_shift: segs.iter().map(|s| s.privacy_shift).collect(),
         };
+        let mut by_code = vec![Vec::new(); 1000];
+        let mut long_codes = Vec::new();
+        for (ci, c) in countries.iter().enumerate() {
+            match by_code.get_mut(usize::from(c.calling_code)) {
+                Some(list) => list.push(ci),
+                None => long_codes.push(ci),
+            }
+        }
         Ok(Population {
             users,
             key,
+            by_code,
+            long_codes,
             countries,
             segments,
             band_shifts: bands.iter().map(|b| b.privacy_shift).collect(),
@@ -588,6 +602,10 @@ impl Population {
     /// The M user whose number is the E.164 digit string `digits` (calling code first, no
     /// `+`), if any: how a typed number that S normalized is looked up (docs/model.md §7).
     /// Arithmetic on the digits' value: no string is built.
+    ///
+    /// Only the countries whose calling code is the digits' first one, two or three digits
+    /// are tried (a number's code is its prefix), the first in table order that holds the
+    /// number winning, as if every country were tried in order.
     pub fn holder_of_digits(&self, digits: &[u8]) -> Option<u64> {
         let n = digits.len();
         if !(2..=19).contains(&n) || digits[0] == b'0' {
@@ -596,21 +614,43 @@ impl Population {
         let value = digits.iter().try_fold(0u64, |v, &d| {
             d.is_ascii_digit().then(|| v * 10 + u64::from(d - b'0'))
         })?;
-        self.countries.iter().find_map(|c| {
-            let cc = u64::from(c.calling_code);
-            let national_len = n.checked_sub(decimal_digits(cc)).filter(|&l| l > 0)?;
-            let scale = POW10[national_len];
-            if value / scale != cc {
-                return None;
+        let mut found: Option<(usize, u64)> = None;
+        let mut try_country = |ci: usize| {
+            if found.is_none_or(|(first, _)| ci < first)
+                && let Some(id) = self.holder_in(ci, value, n)
+            {
+                found = Some((ci, id));
             }
-            let national_len = national_len as u32;
-            let national = crate::phone::National {
-                number: value % scale,
-                len: national_len,
-            };
-            let k = c.phones.inverse(c.space.position(national)?);
-            (k < c.count).then_some(c.start + k)
-        })
+        };
+        let mut code = 0usize;
+        for &d in &digits[..3.min(n - 1)] {
+            code = code * 10 + usize::from(d - b'0');
+            for &ci in &self.by_code[code] {
+                try_country(ci);
+            }
+        }
+        for &ci in &self.long_codes {
+            try_country(ci);
+        }
+        found.map(|(_, id)| id)
+    }
+
+    /// The user of country `ci` whose number is the `n`-digit E.164 value `value`, if any.
+    #[inline]
+    fn holder_in(&self, ci: usize, value: u64, n: usize) -> Option<u64> {
+        let c = &self.countries[ci];
+        let cc = u64::from(c.calling_code);
+        let national_len = n.checked_sub(decimal_digits(cc)).filter(|&l| l > 0)?;
+        let scale = POW10[national_len];
+        if value / scale != cc {
+            return None;
+        }
+        let national = crate::phone::National {
+            number: value % scale,
+            len: national_len as u32,
+        };
+        let k = c.phones.inverse(c.space.position(national)?);
+        (k < c.count).then_some(c.start + k)
     }
 }
 
