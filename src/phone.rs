@@ -91,7 +91,7 @@ pub struct PhoneNumber {
 impl PhoneNumber {
     /// E.164 with a leading `+`, as users and the phonenumber crate write it.
     pub fn e164(&self) -> String {
-        format!("+{}", self.normalized())
+        self.e164_into(&mut [0u8; 21]).to_owned()
     }
 
     /// Writes the number in E.164 (`+` and digits) into `buf` and returns it, without
