@@ -17,7 +17,10 @@ use std::ops::Range;
 
 use polars::io::parquet::write::{KeyValueMetadata, get_encodings};
 use polars::prelude::*;
-use polars_arrow::array::MutableBinaryViewArray;
+use polars_arrow::array::{
+    ArrayRef, DictionaryArray, MutableBinaryViewArray, PrimitiveArray, Utf8ViewArray,
+};
+use polars_arrow::datatypes::{ArrowDataType, IntegerType};
 use polars_parquet::write::{
     CompressedPage, Encoding, ParquetType, StatisticsOptions, Version, WriteOptions,
     array_to_columns, compress,
@@ -26,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::population::Population;
+use crate::population::{NumberHistory, Population, SAccount};
 use crate::run::Progress;
 use crate::scenario::Resolved;
 
@@ -204,7 +207,8 @@ fn write_to(
     };
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let names = CountryNames::new(resolved);
-    let schema = batch_frame(population, 0..0, &names, options.raw_phones)
+    let schema = Batch::generate(population, 0..0, options.raw_phones)
+        .into_frame(&names, options.raw_phones)
         .map_err(table_err)?
         .schema()
         .as_ref()
@@ -245,10 +249,14 @@ fn write_to(
         let built = batches
             .into_par_iter()
             .map(|range| {
-                let df = batch_frame(population, range, &names, options.raw_phones)?;
+                let batch = Batch::generate(population, range, options.raw_phones);
                 Ok(match &encoder {
-                    Some(encoder) => Built::Pages(df.height() as u64, encoder.encode(&df)?),
-                    None => Built::Frame(df),
+                    Some(encoder) => {
+                        let rows = batch.ids.len() as u64;
+                        let arrays = batch.into_arrays(&names, options.raw_phones)?;
+                        Built::Pages(rows, encoder.encode(&arrays)?)
+                    }
+                    None => Built::Frame(batch.into_frame(&names, options.raw_phones)?),
                 })
             })
             .collect::<PolarsResult<Vec<_>>>()
@@ -322,25 +330,18 @@ impl RowGroupEncoder {
         })
     }
 
-    /// The compressed pages of `df` (one chunk per column), column by column.
-    fn encode(&self, df: &DataFrame) -> PolarsResult<Vec<Vec<CompressedPage>>> {
+    /// The compressed pages of a row group's `arrays` (one a column), column by column.
+    fn encode(&self, arrays: &[ArrayRef]) -> PolarsResult<Vec<Vec<CompressedPage>>> {
         let mut out = Vec::with_capacity(self.fields.len());
-        for batch in df.iter_chunks(CompatLevel::newest(), false) {
-            for ((array, field), encoding) in batch
-                .columns()
-                .iter()
-                .zip(&self.fields)
-                .zip(&self.encodings)
-            {
-                for pages in array_to_columns(array, field.clone(), self.options, encoding)? {
-                    let compressed = pages
-                        .map(|page| {
-                            compress(page?, Vec::new(), self.options.compression)
-                                .map_err(PolarsError::from)
-                        })
-                        .collect::<PolarsResult<Vec<_>>>()?;
-                    out.push(compressed);
-                }
+        for ((array, field), encoding) in arrays.iter().zip(&self.fields).zip(&self.encodings) {
+            for pages in array_to_columns(array, field.clone(), self.options, encoding)? {
+                let compressed = pages
+                    .map(|page| {
+                        compress(page?, Vec::new(), self.options.compression)
+                            .map_err(PolarsError::from)
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()?;
+                out.push(compressed);
             }
         }
         if out.len() != self.fields.len() {
@@ -389,91 +390,175 @@ impl CountryNames {
     }
 }
 
-/// The rows of users `range`, built column by column as they are generated (no per-row
-/// allocation: a phone's hash or E.164 form is formatted on the stack and copied into its
-/// column's buffer).
-fn batch_frame(
-    population: &Population,
-    range: Range<u64>,
-    names: &CountryNames,
-    raw_phones: bool,
-) -> PolarsResult<DataFrame> {
-    let n = (range.end - range.start) as usize;
-    let phone_name = if raw_phones {
-        "phone_e164"
-    } else {
-        "phone_sha256"
-    };
-    let mut ids = Vec::with_capacity(n);
-    let mut countries = Vec::with_capacity(n);
-    let mut bands = Vec::with_capacity(n);
-    let mut phones = MutableBinaryViewArray::<str>::with_capacity(n);
-    let mut histories = Vec::with_capacity(n);
-    let mut on_file = Vec::with_capacity(n);
-    let mut accounts = Vec::with_capacity(n);
-    let mut senders = Vec::with_capacity(n);
-    let mut interests = Vec::with_capacity(n);
-    let mut customers = Vec::with_capacity(n);
-    let mut messages = Vec::with_capacity(n);
-    let mut scores = Vec::with_capacity(n);
-    let ends: Vec<u64> = population.country_ranges().iter().map(|r| r.end).collect();
-    let mut country = if n == 0 {
-        0
-    } else {
-        population.country_of(range.start)
-    };
-    let mut hex = [0u8; 64];
-    let mut e164 = [0u8; 21];
-    for id in range {
-        while id >= ends[country] {
-            country += 1;
-        }
-        let u = population.user_in(id, country);
-        ids.push(u.id);
-        countries.push(u.country);
-        bands.push(u.age_band);
-        if raw_phones {
-            phones.push_value(u.phone.e164_into(&mut e164));
+/// The columns of one batch of users, as generated: labels as indices into their tables
+/// ([`CountryNames`], [`NumberHistory::LABELS`], [`SAccount::LABELS`]).
+struct Batch {
+    ids: Vec<u64>,
+    countries: Vec<u32>,
+    bands: Vec<u32>,
+    phones: Utf8ViewArray,
+    histories: Vec<u32>,
+    on_file: Vec<Option<u64>>,
+    accounts: Vec<u32>,
+    senders: Vec<Option<u64>>,
+    interests: Vec<u64>,
+    customers: Vec<u64>,
+    messages: Vec<u64>,
+    scores: Vec<f64>,
+}
+
+impl Batch {
+    /// Users `range`, built column by column as they are generated (no per-row allocation: a
+    /// phone's hash or E.164 form is formatted on the stack and copied into its column).
+    fn generate(population: &Population, range: Range<u64>, raw_phones: bool) -> Self {
+        let n = (range.end - range.start) as usize;
+        let mut b = Batch {
+            ids: Vec::with_capacity(n),
+            countries: Vec::with_capacity(n),
+            bands: Vec::with_capacity(n),
+            phones: Utf8ViewArray::new_empty(ArrowDataType::Utf8View),
+            histories: Vec::with_capacity(n),
+            on_file: Vec::with_capacity(n),
+            accounts: Vec::with_capacity(n),
+            senders: Vec::with_capacity(n),
+            interests: Vec::with_capacity(n),
+            customers: Vec::with_capacity(n),
+            messages: Vec::with_capacity(n),
+            scores: Vec::with_capacity(n),
+        };
+        let mut phones = MutableBinaryViewArray::<str>::with_capacity(n);
+        let ends: Vec<u64> = population.country_ranges().iter().map(|r| r.end).collect();
+        let mut country = if n == 0 {
+            0
         } else {
-            u.phone.sha256_hex_into(&mut hex);
-            // Hex digits are ASCII.
-            phones.push_value(std::str::from_utf8(&hex).unwrap_or_default());
+            population.country_of(range.start)
+        };
+        let mut hex = [0u8; 64];
+        let mut e164 = [0u8; 21];
+        for id in range {
+            while id >= ends[country] {
+                country += 1;
+            }
+            let u = population.user_in(id, country);
+            b.ids.push(u.id);
+            b.countries.push(u32::from(u.country));
+            b.bands.push(u32::from(u.age_band));
+            if raw_phones {
+                phones.push_value(u.phone.e164_into(&mut e164));
+            } else {
+                u.phone.sha256_hex_into(&mut hex);
+                // Hex digits are ASCII.
+                phones.push_value(std::str::from_utf8(&hex).unwrap_or_default());
+            }
+            b.histories.push(u.number_history.code() as u32);
+            b.on_file.push(u.number_on_file_of);
+            b.accounts.push(u.s_account.code() as u32);
+            b.senders.push(u.s_account.foreign_sender());
+            b.interests.push(u.interests);
+            b.customers.push(u.customer_of);
+            b.messages.push(u.messages_business);
+            b.scores.push(u.privacy_score);
         }
-        histories.push(u.number_history.label());
-        on_file.push(u.number_on_file_of);
-        accounts.push(u.s_account.label());
-        senders.push(u.s_account.foreign_sender());
-        interests.push(u.interests);
-        customers.push(u.customer_of);
-        messages.push(u.messages_business);
-        scores.push(u.privacy_score);
+        b.phones = phones.freeze();
+        b
     }
-    let labels = |name: &str, values: &[&str]| {
-        StringChunked::from_iter_values(name.into(), values.iter().copied()).into_column()
-    };
-    let country_labels: Vec<&str> = countries
+
+    /// The batch as a frame of [`DICTIONARY`]'s columns, labels as strings (for the CSV
+    /// writer, and for the file's schema).
+    fn into_frame(mut self, names: &CountryNames, raw_phones: bool) -> PolarsResult<DataFrame> {
+        let n = self.ids.len();
+        let labels = |name: &str, codes: &[u32], table: &[&str]| {
+            StringChunked::from_iter_values(name.into(), codes.iter().map(|&c| table[c as usize]))
+                .into_column()
+        };
+        let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
+        let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
+        let mut columns = self.numbers(raw_phones);
+        columns.insert(1, labels("country", &self.countries, &countries));
+        columns.insert(2, labels("age_band", &self.bands, &bands));
+        columns.insert(
+            4,
+            labels("number_history", &self.histories, &NumberHistory::LABELS),
+        );
+        columns.insert(6, labels("s_account", &self.accounts, &SAccount::LABELS));
+        DataFrame::new(n, columns)
+    }
+
+    /// The batch's columns as Arrow arrays in [`DICTIONARY`]'s order, for the Parquet encoder.
+    /// Label columns are dictionary arrays, keyed in order of first appearance: the pages the
+    /// encoder makes of them are those it makes of the string column once it has
+    /// dictionary-encoded it, without hashing a string a row.
+    fn into_arrays(
+        mut self,
+        names: &CountryNames,
+        raw_phones: bool,
+    ) -> PolarsResult<Vec<ArrayRef>> {
+        let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
+        let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
+        let mut arrays: Vec<ArrayRef> = self
+            .numbers(raw_phones)
+            .iter()
+            .map(|c| {
+                c.as_materialized_series()
+                    .to_arrow(0, CompatLevel::newest())
+            })
+            .collect();
+        arrays.insert(1, dictionary(&self.countries, &countries)?);
+        arrays.insert(2, dictionary(&self.bands, &bands)?);
+        arrays.insert(4, dictionary(&self.histories, &NumberHistory::LABELS)?);
+        arrays.insert(6, dictionary(&self.accounts, &SAccount::LABELS)?);
+        Ok(arrays)
+    }
+
+    /// The columns that are not labels, in [`DICTIONARY`]'s order.
+    fn numbers(&mut self, raw_phones: bool) -> Vec<Column> {
+        let phone_name = if raw_phones {
+            "phone_e164"
+        } else {
+            "phone_sha256"
+        };
+        use std::mem::take;
+        let options = |name: &str, v: Vec<Option<u64>>| {
+            UInt64Chunked::from_iter_options(name.into(), v.into_iter()).into_column()
+        };
+        let phones = std::mem::replace(
+            &mut self.phones,
+            Utf8ViewArray::new_empty(ArrowDataType::Utf8View),
+        );
+        vec![
+            Series::from_vec("user_id".into(), take(&mut self.ids)).into_column(),
+            StringChunked::with_chunk(phone_name.into(), phones).into_column(),
+            options("number_on_file_of", take(&mut self.on_file)),
+            options("s_account_sender", take(&mut self.senders)),
+            Series::from_vec("interests".into(), take(&mut self.interests)).into_column(),
+            Series::from_vec("customer_of".into(), take(&mut self.customers)).into_column(),
+            Series::from_vec("messages_business".into(), take(&mut self.messages)).into_column(),
+            Series::from_vec("privacy_score".into(), take(&mut self.scores)).into_column(),
+        ]
+    }
+}
+
+/// A dictionary array of the labels `table[code]` of `codes`, keys in order of first
+/// appearance (as polars' cast of a string column to a dictionary numbers them).
+fn dictionary(codes: &[u32], table: &[&str]) -> PolarsResult<ArrayRef> {
+    let mut key_of = vec![u32::MAX; table.len()];
+    let mut values = MutableBinaryViewArray::<str>::new();
+    let keys: Vec<u32> = codes
         .iter()
-        .map(|&c| names.countries[c as usize].as_str())
+        .map(|&c| {
+            let key = &mut key_of[c as usize];
+            if *key == u32::MAX {
+                *key = values.len() as u32;
+                values.push_value(table[c as usize]);
+            }
+            *key
+        })
         .collect();
-    let band_labels: Vec<&str> = bands
-        .iter()
-        .map(|&b| names.bands[b as usize].as_str())
-        .collect();
-    let columns = vec![
-        Series::from_vec("user_id".into(), ids).into_column(),
-        labels("country", &country_labels),
-        labels("age_band", &band_labels),
-        StringChunked::with_chunk(phone_name.into(), phones.freeze()).into_column(),
-        labels("number_history", &histories),
-        UInt64Chunked::from_iter_options("number_on_file_of".into(), on_file.into_iter())
-            .into_column(),
-        labels("s_account", &accounts),
-        UInt64Chunked::from_iter_options("s_account_sender".into(), senders.into_iter())
-            .into_column(),
-        Series::from_vec("interests".into(), interests).into_column(),
-        Series::from_vec("customer_of".into(), customers).into_column(),
-        Series::from_vec("messages_business".into(), messages).into_column(),
-        Series::from_vec("privacy_score".into(), scores).into_column(),
-    ];
-    DataFrame::new(n, columns)
+    let dtype = ArrowDataType::Dictionary(
+        IntegerType::UInt32,
+        Box::new(ArrowDataType::Utf8View),
+        false,
+    );
+    let values: Utf8ViewArray = values.freeze();
+    Ok(DictionaryArray::try_new(dtype, PrimitiveArray::from_vec(keys), values.boxed())?.boxed())
 }

@@ -39,12 +39,20 @@ pub enum NumberHistory {
 }
 
 impl NumberHistory {
+    /// The labels used in exported tables, by [`NumberHistory::code`].
+    pub const LABELS: [&'static str; 3] = ["fresh", "recycled", "shared"];
+
     /// The label used in exported tables.
     pub fn label(self) -> &'static str {
+        Self::LABELS[self.code()]
+    }
+
+    /// The index of its label in [`NumberHistory::LABELS`].
+    pub fn code(self) -> usize {
         match self {
-            NumberHistory::Fresh => "fresh",
-            NumberHistory::Recycled => "recycled",
-            NumberHistory::Shared => "shared",
+            NumberHistory::Fresh => 0,
+            NumberHistory::Recycled => 1,
+            NumberHistory::Shared => 2,
         }
     }
 }
@@ -79,12 +87,20 @@ impl SAccount {
 
     /// The label used in exported tables.
     pub fn label(self) -> &'static str {
+        Self::LABELS[self.code()]
+    }
+
+    /// The labels used in exported tables, by [`SAccount::code`].
+    pub const LABELS: [&'static str; 5] = ["none", "no_phone", "own", "stale", "household"];
+
+    /// The index of its label in [`SAccount::LABELS`].
+    pub fn code(self) -> usize {
         match self {
-            SAccount::None => "none",
-            SAccount::NoPhone => "no_phone",
-            SAccount::Own => "own",
-            SAccount::Stale { .. } => "stale",
-            SAccount::Household { .. } => "household",
+            SAccount::None => 0,
+            SAccount::NoPhone => 1,
+            SAccount::Own => 2,
+            SAccount::Stale { .. } => 3,
+            SAccount::Household { .. } => 4,
         }
     }
 
