@@ -41,14 +41,27 @@ fn compression() -> ParquetCompression {
     ParquetCompression::Zstd(polars_parquet::write::ZstdLevel::try_new(1).ok())
 }
 
-/// Columns with a distinct value in (almost) every row: written plain, without trying a
-/// dictionary (the writer would estimate their cardinality and fall back to plain anyway).
-const DISTINCT: [&str; 4] = ["user_id", "phone_sha256", "phone_e164", "privacy_score"];
+/// Columns written plain, without trying a dictionary: those with a distinct value in
+/// (almost) every row (the writer would estimate their cardinality and fall back to plain
+/// anyway), the bit sets (plain and zstd-compressed they are a little smaller than
+/// dictionary-encoded, and the export 10% faster: reports/performance.md) and the nullable
+/// ids.
+const PLAIN: [&str; 9] = [
+    "user_id",
+    "phone_sha256",
+    "phone_e164",
+    "privacy_score",
+    "interests",
+    "customer_of",
+    "messages_business",
+    "number_on_file_of",
+    "s_account_sender",
+];
 /// Row groups built and compressed at once, at most: each holds about 0.35 GB while in
 /// flight, so memory stays under 3 GB on a machine of many cores (2 cores: about 0.8 GB).
 pub const MAX_IN_FLIGHT: usize = 8;
 /// Version of the population table's schema; bumped on any change of columns or meaning.
-pub const SCHEMA_VERSION: &str = "population/1";
+pub const SCHEMA_VERSION: &str = "population/2";
 
 /// Output file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +103,8 @@ pub const DICTIONARY: &[ColumnDoc] = &[
     },
     ColumnDoc {
         name: "phone_sha256",
-        dtype: "str",
-        description: "Lower-case hex SHA-256 of the normalized number (digits, country code first, no \"+\"), as S matches Custom Audiences.",
+        dtype: "binary (Parquet), str (CSV)",
+        description: "SHA-256 of the normalized number (digits, country code first, no \"+\"), as S matches Custom Audiences: the 32-byte digest in Parquet (lower-case hex one cast away: `pl.col(\"phone_sha256\").bin.encode(\"hex\")` in polars, `lower(hex(phone_sha256))` in DuckDB), lower-case hex in CSV.",
     },
     ColumnDoc {
         name: "phone_e164",
@@ -207,8 +220,13 @@ fn write_to(
     };
     let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let names = CountryNames::new(resolved);
-    let schema = Batch::generate(population, 0..0, options.raw_phones)
-        .into_frame(&names, options.raw_phones)
+    let form = match options.format {
+        _ if options.raw_phones => PhoneForm::E164,
+        Format::Parquet => PhoneForm::Sha256,
+        Format::Csv => PhoneForm::Sha256Hex,
+    };
+    let schema = Batch::generate(population, 0..0, form)
+        .into_frame(&names)
         .map_err(table_err)?
         .schema()
         .as_ref()
@@ -249,14 +267,14 @@ fn write_to(
         let built = batches
             .into_par_iter()
             .map(|range| {
-                let batch = Batch::generate(population, range, options.raw_phones);
+                let batch = Batch::generate(population, range, form);
                 Ok(match &encoder {
                     Some(encoder) => {
                         let rows = batch.ids.len() as u64;
-                        let arrays = batch.into_arrays(&names, options.raw_phones)?;
+                        let arrays = batch.into_arrays(&names)?;
                         Built::Pages(rows, encoder.encode(&arrays)?)
                     }
-                    None => Built::Frame(batch.into_frame(&names, options.raw_phones)?),
+                    None => Built::Frame(batch.into_frame(&names)?),
                 })
             })
             .collect::<PolarsResult<Vec<_>>>()
@@ -314,7 +332,7 @@ impl RowGroupEncoder {
                 .iter()
                 .zip(schema.iter_names())
                 .map(|(encoding, name)| {
-                    if DISTINCT.contains(&name.as_str()) {
+                    if PLAIN.contains(&name.as_str()) {
                         vec![Encoding::Plain]
                     } else {
                         encoding.clone()
@@ -390,13 +408,23 @@ impl CountryNames {
     }
 }
 
+/// How the phone column holds numbers: E.164 text (`--raw-phones`), or their SHA-256, as 32
+/// bytes in Parquet and as lower-case hex in CSV (a text format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PhoneForm {
+    E164,
+    Sha256Hex,
+    Sha256,
+}
+
 /// The columns of one batch of users, as generated: labels as indices into their tables
 /// ([`CountryNames`], [`NumberHistory::LABELS`], [`SAccount::LABELS`]).
 struct Batch {
+    form: PhoneForm,
     ids: Vec<u64>,
     countries: Vec<u32>,
     bands: Vec<u32>,
-    phones: Utf8ViewArray,
+    phones: ArrayRef,
     histories: Vec<u32>,
     on_file: Vec<Option<u64>>,
     accounts: Vec<u32>,
@@ -410,13 +438,14 @@ struct Batch {
 impl Batch {
     /// Users `range`, built column by column as they are generated (no per-row allocation: a
     /// phone's hash or E.164 form is formatted on the stack and copied into its column).
-    fn generate(population: &Population, range: Range<u64>, raw_phones: bool) -> Self {
+    fn generate(population: &Population, range: Range<u64>, form: PhoneForm) -> Self {
         let n = (range.end - range.start) as usize;
         let mut b = Batch {
+            form,
             ids: Vec::with_capacity(n),
             countries: Vec::with_capacity(n),
             bands: Vec::with_capacity(n),
-            phones: Utf8ViewArray::new_empty(ArrowDataType::Utf8View),
+            phones: Utf8ViewArray::new_empty(ArrowDataType::Utf8View).boxed(),
             histories: Vec::with_capacity(n),
             on_file: Vec::with_capacity(n),
             accounts: Vec::with_capacity(n),
@@ -426,7 +455,14 @@ impl Batch {
             messages: Vec::with_capacity(n),
             scores: Vec::with_capacity(n),
         };
-        let mut phones = MutableBinaryViewArray::<str>::with_capacity(n);
+        let mut text = MutableBinaryViewArray::<str>::with_capacity(match form {
+            PhoneForm::Sha256 => 0,
+            _ => n,
+        });
+        let mut digests = MutableBinaryViewArray::<[u8]>::with_capacity(match form {
+            PhoneForm::Sha256 => n,
+            _ => 0,
+        });
         let ends: Vec<u64> = population.country_ranges().iter().map(|r| r.end).collect();
         let mut country = if n == 0 {
             0
@@ -435,6 +471,7 @@ impl Batch {
         };
         let mut hex = [0u8; 64];
         let mut e164 = [0u8; 21];
+        let mut digest = [0u8; 32];
         for id in range {
             while id >= ends[country] {
                 country += 1;
@@ -443,12 +480,17 @@ impl Batch {
             b.ids.push(u.id);
             b.countries.push(u32::from(u.country));
             b.bands.push(u32::from(u.age_band));
-            if raw_phones {
-                phones.push_value(u.phone.e164_into(&mut e164));
-            } else {
-                u.phone.sha256_hex_into(&mut hex);
-                // Hex digits are ASCII.
-                phones.push_value(std::str::from_utf8(&hex).unwrap_or_default());
+            match form {
+                PhoneForm::E164 => text.push_value(u.phone.e164_into(&mut e164)),
+                PhoneForm::Sha256Hex => {
+                    u.phone.sha256_hex_into(&mut hex);
+                    // Hex digits are ASCII.
+                    text.push_value(std::str::from_utf8(&hex).unwrap_or_default());
+                }
+                PhoneForm::Sha256 => {
+                    u.phone.sha256_into(&mut digest);
+                    digests.push_value(digest);
+                }
             }
             b.histories.push(u.number_history.code() as u32);
             b.on_file.push(u.number_on_file_of);
@@ -459,13 +501,16 @@ impl Batch {
             b.messages.push(u.messages_business);
             b.scores.push(u.privacy_score);
         }
-        b.phones = phones.freeze();
+        b.phones = match form {
+            PhoneForm::Sha256 => digests.freeze().boxed(),
+            _ => text.freeze().boxed(),
+        };
         b
     }
 
     /// The batch as a frame of [`DICTIONARY`]'s columns, labels as strings (for the CSV
     /// writer, and for the file's schema).
-    fn into_frame(mut self, names: &CountryNames, raw_phones: bool) -> PolarsResult<DataFrame> {
+    fn into_frame(mut self, names: &CountryNames) -> PolarsResult<DataFrame> {
         let n = self.ids.len();
         let labels = |name: &str, codes: &[u32], table: &[&str]| {
             StringChunked::from_iter_values(name.into(), codes.iter().map(|&c| table[c as usize]))
@@ -473,7 +518,7 @@ impl Batch {
         };
         let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
         let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
-        let mut columns = self.numbers(raw_phones);
+        let mut columns = self.numbers()?;
         columns.insert(1, labels("country", &self.countries, &countries));
         columns.insert(2, labels("age_band", &self.bands, &bands));
         columns.insert(
@@ -488,15 +533,11 @@ impl Batch {
     /// Label columns are dictionary arrays, keyed in order of first appearance: the pages the
     /// encoder makes of them are those it makes of the string column once it has
     /// dictionary-encoded it, without hashing a string a row.
-    fn into_arrays(
-        mut self,
-        names: &CountryNames,
-        raw_phones: bool,
-    ) -> PolarsResult<Vec<ArrayRef>> {
+    fn into_arrays(mut self, names: &CountryNames) -> PolarsResult<Vec<ArrayRef>> {
         let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
         let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
         let mut arrays: Vec<ArrayRef> = self
-            .numbers(raw_phones)
+            .numbers()?
             .iter()
             .map(|c| {
                 c.as_materialized_series()
@@ -511,11 +552,10 @@ impl Batch {
     }
 
     /// The columns that are not labels, in [`DICTIONARY`]'s order.
-    fn numbers(&mut self, raw_phones: bool) -> Vec<Column> {
-        let phone_name = if raw_phones {
-            "phone_e164"
-        } else {
-            "phone_sha256"
+    fn numbers(&mut self) -> PolarsResult<Vec<Column>> {
+        let phone_name = match self.form {
+            PhoneForm::E164 => "phone_e164",
+            PhoneForm::Sha256Hex | PhoneForm::Sha256 => "phone_sha256",
         };
         use std::mem::take;
         let options = |name: &str, v: Vec<Option<u64>>| {
@@ -523,18 +563,18 @@ impl Batch {
         };
         let phones = std::mem::replace(
             &mut self.phones,
-            Utf8ViewArray::new_empty(ArrowDataType::Utf8View),
+            Utf8ViewArray::new_empty(ArrowDataType::Utf8View).boxed(),
         );
-        vec![
+        Ok(vec![
             Series::from_vec("user_id".into(), take(&mut self.ids)).into_column(),
-            StringChunked::with_chunk(phone_name.into(), phones).into_column(),
+            Series::from_arrow(phone_name.into(), phones)?.into_column(),
             options("number_on_file_of", take(&mut self.on_file)),
             options("s_account_sender", take(&mut self.senders)),
             Series::from_vec("interests".into(), take(&mut self.interests)).into_column(),
             Series::from_vec("customer_of".into(), take(&mut self.customers)).into_column(),
             Series::from_vec("messages_business".into(), take(&mut self.messages)).into_column(),
             Series::from_vec("privacy_score".into(), take(&mut self.scores)).into_column(),
-        ]
+        ])
     }
 }
 

@@ -125,10 +125,16 @@ impl PhoneNumber {
 
     /// Writes the lower-case hex SHA-256 of the normal form into `out` without allocating.
     pub fn sha256_hex_into(&self, out: &mut [u8; 64]) {
-        let mut buf = [0u8; 20];
-        let digest = Sha256::digest(self.normalized_into(&mut buf));
+        let mut digest = [0u8; 32];
+        self.sha256_into(&mut digest);
         // Both are 32 bytes in, 64 out: encoding cannot fail.
-        let _ = hex::encode_to_slice(digest.as_slice(), out);
+        let _ = hex::encode_to_slice(digest, out);
+    }
+
+    /// Writes the SHA-256 of the normal form (32 bytes) into `out` without allocating.
+    pub fn sha256_into(&self, out: &mut [u8; 32]) {
+        let mut buf = [0u8; 20];
+        out.copy_from_slice(Sha256::digest(self.normalized_into(&mut buf)).as_slice());
     }
 
     /// Writes the normal form into `buf` and returns it (E.164 has at most 15 digits).

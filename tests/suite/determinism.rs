@@ -141,8 +141,9 @@ fn a_user_regenerated_by_id_equals_its_row() {
             country.str().unwrap().get(row).unwrap(),
             codes[user.country as usize].as_str()
         );
+        // The 32-byte digest, whose hex form is the Custom Audience wire format.
         assert_eq!(
-            phone.str().unwrap().get(row).unwrap(),
+            hex::encode(phone.binary().unwrap().get(row).unwrap()),
             user.phone.sha256_hex()
         );
         assert_eq!(interests.u64().unwrap().get(row).unwrap(), user.interests);

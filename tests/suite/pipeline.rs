@@ -241,8 +241,32 @@ fn pyarrow_duckdb_and_polars_read_every_file() {
             "--quiet",
         ],
     );
+    // The population export, hashed (Parquet and CSV) and in clear, from the same seed.
+    for (out, extra) in [
+        ("p.parquet", None),
+        ("p.csv", Some("csv")),
+        ("raw.parquet", Some("--raw-phones")),
+    ] {
+        let mut args = vec!["generate", "--users", "3000", "--out", out, "--quiet"];
+        match extra {
+            Some("csv") => args.extend(["--format", "csv"]),
+            Some(flag) => args.push(flag),
+            None => {}
+        }
+        ok(d, &args);
+    }
     let script = r#"
-import glob, pyarrow.parquet as pq, duckdb, polars as pl
+import glob, hashlib, pyarrow.parquet as pq, duckdb, polars as pl
+# The hashed column is the 32-byte SHA-256 of the E.164 digits; its hex form is one cast away
+# in each tool, and is what the CSV holds.
+raw = pq.read_table("raw.parquet").column("phone_e164").to_pylist()
+digests = pq.read_table("p.parquet").column("phone_sha256").to_pylist()
+assert pq.ParquetFile("p.parquet").metadata.metadata[b"adsim.schema_version"] == b"population/2"
+assert all(len(h) == 32 and h == hashlib.sha256(e[1:].encode()).digest() for e, h in zip(raw, digests))
+hexes = [h.hex() for h in digests]
+assert pl.read_parquet("p.parquet")["phone_sha256"].bin.encode("hex").to_list() == hexes
+assert [r[0] for r in duckdb.sql("select lower(hex(phone_sha256)) from 'p.parquet' order by user_id").fetchall()] == hexes
+assert pl.read_csv("p.csv")["phone_sha256"].to_list() == hexes
 for f in sorted(glob.glob("r/*.parquet")):
     t = pq.read_table(f)
     meta = pq.ParquetFile(f).metadata.metadata or {}
