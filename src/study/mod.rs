@@ -1710,7 +1710,11 @@ fn index_and_scatter_charts(
         let stem = format!("indices_{}", o + 1);
         let chart = Chart::Bars(BarChart {
             title: format!("Which factors drive {name}"),
-            x_label: label(measures[0]).into(),
+            // Sobol charts show two indices, both shares of the output's variance.
+            x_label: match study.plan.design {
+                Design::Sobol => "Sobol index (share of the output's variance)".into(),
+                _ => label(measures[0]).into(),
+            },
             x_unit: Unit::Plain,
             categories: factors.iter().map(|f| f.to_string()).collect(),
             groups: measures
