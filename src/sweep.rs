@@ -374,6 +374,17 @@ impl<'a> Sweep<'a> {
             Link::Mislink => All::LinkMislinkRecycled,
             Link::None => All::LinkNone,
         });
+        // The measures of a user's state, in the order its values are listed per piece.
+        let state_measures = [
+            l.all(All::OptedOut),
+            l.all(All::Shared),
+            l.all(All::AdUse),
+            link_measure,
+            l.all(All::SharedWithAccount),
+            l.all(All::MislinkReceived),
+            l.all(All::ExposureDays),
+            l.all(All::AdUseDays),
+        ];
         // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
         let mut flips: Option<(usize, usize, usize)> = None;
         for (ai, arm) in self.arms.iter().enumerate() {
@@ -412,24 +423,19 @@ impl<'a> Sweep<'a> {
                 // the new values less the previous piece's.
                 let start = k0 * per_level + cell;
                 let values = [
-                    (l.all(All::OptedOut), i64::from(st.out)),
-                    (l.all(All::Shared), i64::from(st.shared)),
-                    (l.all(All::AdUse), i64::from(st.ad_use)),
-                    (link_measure, i64::from(st.shared)),
-                    (
-                        l.all(All::SharedWithAccount),
-                        i64::from(st.shared && has_account),
-                    ),
-                    (
-                        l.all(All::MislinkReceived),
-                        i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
-                    ),
-                    (l.all(All::ExposureDays), i64::from(st.exposure_days)),
-                    (l.all(All::AdUseDays), span(st.ad_use_days, self.horizon)),
+                    i64::from(st.out),
+                    i64::from(st.shared),
+                    i64::from(st.ad_use),
+                    i64::from(st.shared),
+                    i64::from(st.shared && has_account),
+                    i64::from(has_account && sender_state.is_some_and(|s| s.shared)),
+                    i64::from(st.exposure_days),
+                    span(st.ad_use_days, self.horizon),
                 ];
-                for ((m, v), p) in values.into_iter().zip(&mut state) {
+                let row = &mut diff[start..start + measures];
+                for ((&m, v), p) in state_measures.iter().zip(values).zip(&mut state) {
                     if v != *p {
-                        diff[start + m] += v - *p;
+                        row[m] += v - *p;
                         *p = v;
                     }
                 }
