@@ -316,12 +316,14 @@ impl<'a> Sweep<'a> {
         let days = i64::from(self.horizon);
         let common = &mut acc.common[cell..cell + measures];
         common[l.all(All::Users)] += 1;
-        for_bits(u.interests, |s| common[l.seg(s, Seg::UsersInterested)] += 1);
         if flags.is_some() {
             common[l.all(All::Accounts)] += 1;
             for_bits(u.interests, |s| {
-                common[l.seg(s, Seg::InterestedDays)] += days
+                common[l.seg(s, Seg::UsersInterested)] += 1;
+                common[l.seg(s, Seg::InterestedDays)] += days;
             });
+        } else {
+            for_bits(u.interests, |s| common[l.seg(s, Seg::UsersInterested)] += 1);
         }
         // Custom Audiences: the user's number in its businesses' customer lists. A metadata
         // link's match depends on the level (the number reaches S's index only on the days
