@@ -384,26 +384,16 @@ enum Sink {
 }
 
 /// Country codes and age band labels, by index.
-struct CountryNames {
-    countries: Vec<String>,
-    bands: Vec<String>,
+struct CountryNames<'a> {
+    countries: Vec<&'a str>,
+    bands: Vec<&'a str>,
 }
 
-impl CountryNames {
-    fn new(resolved: &Resolved) -> Self {
+impl<'a> CountryNames<'a> {
+    fn new(resolved: &'a Resolved) -> Self {
         CountryNames {
-            countries: resolved
-                .data
-                .country_codes()
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            bands: resolved
-                .data
-                .age_labels()
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            countries: resolved.data.country_codes(),
+            bands: resolved.data.age_labels(),
         }
     }
 }
@@ -512,21 +502,11 @@ impl Batch {
     /// writer, and for the file's schema).
     fn into_frame(mut self, names: &CountryNames) -> PolarsResult<DataFrame> {
         let n = self.ids.len();
-        let labels = |name: &str, codes: &[u32], table: &[&str]| {
+        let labels = self.labels(names).map(|(name, codes, table)| {
             StringChunked::from_iter_values(name.into(), codes.iter().map(|&c| table[c as usize]))
                 .into_column()
-        };
-        let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
-        let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
-        let mut columns = self.numbers()?;
-        columns.insert(1, labels("country", &self.countries, &countries));
-        columns.insert(2, labels("age_band", &self.bands, &bands));
-        columns.insert(
-            4,
-            labels("number_history", &self.histories, &NumberHistory::LABELS),
-        );
-        columns.insert(6, labels("s_account", &self.accounts, &SAccount::LABELS));
-        DataFrame::new(n, columns)
+        });
+        DataFrame::new(n, with_labels(self.numbers()?, labels))
     }
 
     /// The batch's columns as Arrow arrays in [`DICTIONARY`]'s order, for the Parquet encoder.
@@ -534,9 +514,11 @@ impl Batch {
     /// encoder makes of them are those it makes of the string column once it has
     /// dictionary-encoded it, without hashing a string a row.
     fn into_arrays(mut self, names: &CountryNames) -> PolarsResult<Vec<ArrayRef>> {
-        let countries: Vec<&str> = names.countries.iter().map(String::as_str).collect();
-        let bands: Vec<&str> = names.bands.iter().map(String::as_str).collect();
-        let mut arrays: Vec<ArrayRef> = self
+        let [a, b, c, d] = self
+            .labels(names)
+            .map(|(_, codes, table)| dictionary(codes, table));
+        let labels = [a?, b?, c?, d?];
+        let numbers = self
             .numbers()?
             .iter()
             .map(|c| {
@@ -544,11 +526,20 @@ impl Batch {
                     .to_arrow(0, CompatLevel::newest())
             })
             .collect();
-        arrays.insert(1, dictionary(&self.countries, &countries)?);
-        arrays.insert(2, dictionary(&self.bands, &bands)?);
-        arrays.insert(4, dictionary(&self.histories, &NumberHistory::LABELS)?);
-        arrays.insert(6, dictionary(&self.accounts, &SAccount::LABELS)?);
-        Ok(arrays)
+        Ok(with_labels(numbers, labels))
+    }
+
+    /// The label columns: name, codes and the labels they index.
+    fn labels<'s>(
+        &'s self,
+        names: &'s CountryNames,
+    ) -> [(&'static str, &'s [u32], &'s [&'s str]); 4] {
+        [
+            ("country", &self.countries, &names.countries),
+            ("age_band", &self.bands, &names.bands),
+            ("number_history", &self.histories, &NumberHistory::LABELS),
+            ("s_account", &self.accounts, &SAccount::LABELS),
+        ]
     }
 
     /// The columns that are not labels, in [`DICTIONARY`]'s order.
@@ -576,6 +567,16 @@ impl Batch {
             Series::from_vec("privacy_score".into(), take(&mut self.scores)).into_column(),
         ])
     }
+}
+
+/// The columns that are not labels with the four label columns ([`Batch::labels`]' order)
+/// put in their places: [`DICTIONARY`]'s order.
+fn with_labels<T>(mut numbers: Vec<T>, [country, band, history, account]: [T; 4]) -> Vec<T> {
+    numbers.insert(1, country);
+    numbers.insert(2, band);
+    numbers.insert(4, history);
+    numbers.insert(6, account);
+    numbers
 }
 
 /// A dictionary array of the labels `table[code]` of `codes`, keys in order of first

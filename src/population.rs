@@ -85,13 +85,13 @@ impl SAccount {
         self != SAccount::None
     }
 
+    /// The labels used in exported tables, by [`SAccount::code`].
+    pub const LABELS: [&'static str; 5] = ["none", "no_phone", "own", "stale", "household"];
+
     /// The label used in exported tables.
     pub fn label(self) -> &'static str {
         Self::LABELS[self.code()]
     }
-
-    /// The labels used in exported tables, by [`SAccount::code`].
-    pub const LABELS: [&'static str; 5] = ["none", "no_phone", "own", "stale", "household"];
 
     /// The index of its label in [`SAccount::LABELS`].
     pub fn code(self) -> usize {
