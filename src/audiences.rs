@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::ensure;
 use crate::error::Result;
 use crate::phone::PhoneNumber;
-use crate::rng::{Categorical, Key, Stream, Threshold, UserRng};
+use crate::rng::{Categorical, Stream, Threshold, UserKey, UserRng};
 
 /// How S normalizes uploaded numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -224,8 +224,12 @@ fn calling_code_digits(cc: u16) -> ([u8; 5], usize) {
 /// "digits only" keeps of [`typed_string`]).
 pub fn typed_digits(phone: &PhoneNumber, typo: Typo) -> Digits {
     let mut e164 = [0u8; 20];
-    let all = phone.normalized_into(&mut e164);
-    let cc_len = calling_code_digits(phone.calling_code).1;
+    typed_from(phone.normalized_into(&mut e164), phone.calling_code, typo)
+}
+
+/// [`typed_digits`] of the number whose E.164 digits are `all`, of calling code `calling_code`.
+fn typed_from(all: &[u8], calling_code: u16, typo: Typo) -> Digits {
+    let cc_len = calling_code_digits(calling_code).1;
     let mut out = Digits::new();
     let at = |pos: u32, n: usize| pos as usize % n.max(1);
     match typo {
@@ -332,14 +336,14 @@ impl Uploads {
         self.normalization
     }
 
-    /// Calls `f(segment, typo)` for every upload of user `id`'s number (the segments of
-    /// `customer_of`, lowest first), drawn from the user's own stream.
+    /// Calls `f(segment, typo)` for every upload of the number of the user with stream keys
+    /// `streams` (the segments of `customer_of`, lowest first), drawn from its own stream.
     #[inline]
-    pub fn each(&self, key: Key, id: u64, customer_of: u64, mut f: impl FnMut(usize, Typo)) {
+    pub fn each(&self, streams: UserKey, customer_of: u64, mut f: impl FnMut(usize, Typo)) {
         if customer_of == 0 {
             return;
         }
-        let mut rng: UserRng = key.user_rng(id, Stream::Audiences);
+        let mut rng: UserRng = streams.rng(Stream::Audiences);
         let mut bits = customer_of;
         while bits != 0 {
             let s = bits.trailing_zeros() as usize;
@@ -363,29 +367,29 @@ impl Uploads {
             Some((Fault::TrunkPrefix, _)) if self.normalization == Normalization::Lenient => None,
             Some(_) => {
                 let phone = phone();
-                let typed = typed_digits(&phone, typo);
+                let mut own = [0u8; 20];
+                let own = phone.normalized_into(&mut own);
+                let typed = typed_from(own, phone.calling_code, typo);
                 let normalized =
                     normalize(typed.as_bytes(), self.normalization, phone.calling_code);
-                let mut own = [0u8; 20];
                 // A dropped digit can still normalize to the number (a calling code such as
                 // 20 whose first digit is dropped leaves a trunk 0 that lenient replaces).
-                (normalized.as_bytes() != phone.normalized_into(&mut own)).then_some(normalized)
+                (normalized.as_bytes() != own).then_some(normalized)
             }
         }
     }
 
-    /// The segments among `customer_of` whose upload of user `id`'s number `phone` lands on
-    /// that number.
+    /// The segments among `customer_of` whose upload of the number `phone` of the user with
+    /// stream keys `streams` lands on that number.
     #[inline]
     pub fn correct(
         &self,
-        key: Key,
-        id: u64,
+        streams: UserKey,
         customer_of: u64,
         phone: impl Fn() -> PhoneNumber,
     ) -> u64 {
         let mut out = 0;
-        self.each(key, id, customer_of, |s, typo| {
+        self.each(streams, customer_of, |s, typo| {
             if self.landing(typo, &phone).is_none() {
                 out |= 1 << s;
             }

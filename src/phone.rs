@@ -41,7 +41,7 @@ impl Block {
 
     /// How many numbers the block holds.
     pub fn size(&self) -> u64 {
-        10u64.pow(self.len - self.prefix_len)
+        POW10[(self.len - self.prefix_len) as usize]
     }
 
     /// The NSN at `offset` (below [`Block::size`]) in the block.
@@ -60,7 +60,7 @@ impl Block {
         } else {
             (other, self)
         };
-        long.prefix / 10u64.pow(long.prefix_len - short.prefix_len) == short.prefix
+        long.prefix / POW10[(long.prefix_len - short.prefix_len) as usize] == short.prefix
     }
 }
 
@@ -139,15 +139,12 @@ impl PhoneNumber {
 
     /// Writes the normal form into `buf` and returns it (E.164 has at most 15 digits).
     pub fn normalized_into<'a>(&self, buf: &'a mut [u8; 20]) -> &'a [u8] {
-        let mut n = 0;
-        let mut push = |mut value: u64, width: usize, buf: &mut [u8; 20]| {
-            let start = n;
-            for _ in 0..width {
-                buf[n] = b'0' + (value % 10) as u8;
+        // Each part written from its last digit back, into its place.
+        let put = |mut value: u64, digits: &mut [u8]| {
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (value % 10) as u8;
                 value /= 10;
-                n += 1;
             }
-            buf[start..n].reverse();
         };
         let cc = u64::from(self.calling_code);
         let cc_width = if cc >= 100 {
@@ -157,11 +154,24 @@ impl PhoneNumber {
         } else {
             1
         };
-        push(cc, cc_width, buf);
-        push(self.national.number, self.national.len as usize, buf);
+        let n = (cc_width + self.national.len as usize).min(buf.len());
+        let (code, national) = buf[..n].split_at_mut(cc_width);
+        put(cc, code);
+        put(self.national.number, national);
         &buf[..n]
     }
 }
+
+/// Powers of ten up to 10^19 (a block's size is one, a lookup instead of a loop).
+pub const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 /// The mobile numbers a country gives out: its blocks laid end to end.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +179,9 @@ pub struct NumberSpace {
     blocks: Vec<Block>,
     /// `starts[k]` is the position of block k's first number; the last entry is the capacity.
     starts: Vec<u64>,
+    /// Per block, its length, first national number and size: [`NumberSpace::position`]
+    /// tests a range instead of dividing by each block's size.
+    ranges: Vec<(u32, u64, u64)>,
 }
 
 impl NumberSpace {
@@ -181,7 +194,15 @@ impl NumberSpace {
             acc = acc.saturating_add(b.size());
             starts.push(acc);
         }
-        NumberSpace { blocks, starts }
+        let ranges = blocks
+            .iter()
+            .map(|b| (b.len, b.number(0), b.size()))
+            .collect();
+        NumberSpace {
+            blocks,
+            starts,
+            ranges,
+        }
     }
 
     /// How many numbers the space holds.
@@ -207,14 +228,14 @@ impl NumberSpace {
     }
 
     /// The position of a national number, or `None` when no block holds it.
+    #[inline]
     pub fn position(&self, national: National) -> Option<u64> {
-        self.blocks
+        self.ranges
             .iter()
             .zip(&self.starts)
-            .find_map(|(b, &start)| {
-                let size = b.size();
-                (b.len == national.len && national.number / size == b.prefix)
-                    .then(|| start + national.number % size)
+            .find_map(|(&(len, first, size), &start)| {
+                let offset = national.number.wrapping_sub(first);
+                (len == national.len && offset < size).then_some(start + offset)
             })
     }
 }
@@ -277,6 +298,37 @@ mod tests {
         assert!(b("98/10").overlaps(&b("9/10")));
         assert!(!b("98/10").overlaps(&b("97/10")));
         assert!(!b("9/10").overlaps(&b("98/11")));
+    }
+
+    #[test]
+    fn a_number_has_a_position_exactly_when_a_block_of_its_length_starts_with_it() {
+        let blocks = ["7/9", "812/9", "9/10", "60/8"].map(|b| Block::parse(b).unwrap());
+        let space = NumberSpace::new(blocks.to_vec());
+        let edges = |b: &Block| {
+            let first = b.number(0);
+            [
+                first.saturating_sub(1),
+                first,
+                first + 1,
+                first + b.size() - 1,
+                first + b.size(),
+            ]
+        };
+        for number in blocks.iter().flat_map(edges) {
+            for len in [8, 9, 10] {
+                let national = National { number, len };
+                // The definition: a block of that length whose prefix is the number's first
+                // digits, found by division.
+                let expected = blocks.iter().zip(&space.starts).find_map(|(b, &start)| {
+                    (b.len == len && number / b.size() == b.prefix)
+                        .then(|| start + number % b.size())
+                });
+                assert_eq!(space.position(national), expected, "{number}/{len}");
+                if let Some(p) = expected {
+                    assert_eq!(space.national(p), national);
+                }
+            }
+        }
     }
 
     #[test]

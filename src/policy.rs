@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure;
 use crate::error::Result;
-use crate::rng::{Key, Stream, Threshold, UserRng};
+use crate::rng::{Stream, Threshold, UserKey, UserRng};
 
 /// What an arm does with M's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -592,10 +592,10 @@ impl TimingModel {
         }
     }
 
-    /// User `id`'s timing in replication `key`.
+    /// The timing of the user with stream keys `streams`.
     #[inline]
-    pub fn draw(&self, key: Key, id: u64) -> Timing {
-        let mut rng: UserRng = key.user_rng(id, Stream::Timing);
+    pub fn draw(&self, streams: UserKey) -> Timing {
+        let mut rng: UserRng = streams.rng(Stream::Timing);
         let read_notice = rng.bernoulli(self.read);
         let settings_day = 1 + self.days.draw(&mut rng) as u32;
         Timing {

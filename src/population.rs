@@ -20,9 +20,9 @@
 use crate::data::{ReferenceData, Segment};
 use crate::error::{Error, Result};
 use crate::permutation::Permutation;
-use crate::phone::{NumberSpace, PhoneNumber};
+use crate::phone::{NumberSpace, POW10, PhoneNumber};
 use crate::rng::{
-    Categorical, Key, Lanes, PermutationKind, Stream, Threshold, UserRng, country_tag,
+    Categorical, Key, Lanes, PermutationKind, Stream, Threshold, UserKey, UserRng, country_tag,
 };
 use crate::scenario::Resolved;
 
@@ -121,6 +121,8 @@ pub struct User {
     /// The key of the user's random streams: its country's tag plus its index within the
     /// country ([`crate::rng::country_tag`], docs/model.md §2.1).
     pub draw: u64,
+    /// The user's stream keys, from `draw` ([`Key::user`]).
+    pub streams: UserKey,
     /// Index of the country in the country table.
     pub country: u16,
     /// Index of the age band.
@@ -440,7 +442,8 @@ impl Population {
         let k = id - c.start;
 
         let draw = c.tag.wrapping_add(k);
-        let mut demo = self.key.user_rng(draw, Stream::Demographics);
+        let streams = self.key.user(draw);
+        let mut demo = streams.rng(Stream::Demographics);
         let age_band = c.age.draw(&mut demo) as u8; // at most MAX_AGE_BANDS (validated)
 
         // One lane per segment (bit-sliced draws, [`Lanes`]): the interests, then the customer
@@ -449,25 +452,16 @@ impl Population {
         // one segment's prevalence must not shift the words the other draws read).
         let segs = &self.segments;
         let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
-        let interests = segs.interest[age_band as usize]
-            .draw(&mut self.key.user_rng(draw, Stream::Interests), all);
+        let interests =
+            segs.interest[age_band as usize].draw(&mut streams.rng(Stream::Interests), all);
         let [c0, c1] = &segs.customer;
-        let customer_of = c0.draw_either(
-            c1,
-            interests,
-            &mut self.key.user_rng(draw, Stream::Customers),
-            all,
-        );
+        let customer_of = c0.draw_either(c1, interests, &mut streams.rng(Stream::Customers), all);
         let [m0, m1] = &segs.messages;
-        let messages_business = m0.draw_either(
-            m1,
-            interests,
-            &mut self.key.user_rng(draw, Stream::Messaging),
-            all,
-        );
+        let messages_business =
+            m0.draw_either(m1, interests, &mut streams.rng(Stream::Messaging), all);
         let shift = self.privacy_shift(c, age_band, interests);
 
-        let number_history = self.number_history(c, id);
+        let number_history = self.number_history(c, streams);
         let number_on_file_of = match (number_history, &c.cycle) {
             _ if !parts.on_file => None,
             (NumberHistory::Fresh, _) | (_, None) => None,
@@ -475,10 +469,10 @@ impl Population {
                 let n = c.count;
                 let next = cycle.forward(k) + 1;
                 let holder = c.start + cycle.inverse(if next == n { 0 } else { next });
-                (self.account_phone(c, holder) == Some(true)).then_some(holder)
+                (self.account_phone(c, self.streams_of(c, holder)) == Some(true)).then_some(holder)
             }
         };
-        let s_account = match self.account_phone(c, id) {
+        let s_account = match self.account_phone(c, streams) {
             None => SAccount::None,
             Some(false) => SAccount::NoPhone,
             Some(true) => match &c.cycle {
@@ -487,7 +481,7 @@ impl Population {
                     let n = c.count;
                     let at = cycle.forward(k);
                     let sender = c.start + cycle.inverse(if at == 0 { n - 1 } else { at - 1 });
-                    match self.number_history(c, sender) {
+                    match self.number_history(c, self.streams_of(c, sender)) {
                         NumberHistory::Fresh => SAccount::Own,
                         NumberHistory::Recycled => SAccount::Stale { sender },
                         NumberHistory::Shared => SAccount::Household { sender },
@@ -501,10 +495,11 @@ impl Population {
         } else {
             crate::phone::National { number: 0, len: 0 }
         };
-        let noise = self.privacy_noise(draw);
+        let noise = self.privacy_noise(streams);
         User {
             id,
             draw,
+            streams,
             country: ci as u16,
             age_band,
             phone: PhoneNumber {
@@ -536,8 +531,8 @@ impl Population {
 
     /// The Logistic(0, 1) noise of the privacy score of the user with stream key `draw`.
     #[inline(always)]
-    fn privacy_noise(&self, draw: u64) -> f64 {
-        self.key.user_rng(draw, Stream::Privacy).logistic()
+    fn privacy_noise(&self, streams: UserKey) -> f64 {
+        streams.rng(Stream::Privacy).logistic()
     }
 
     /// User `id`'s privacy score alone (country `country`, which must be
@@ -547,38 +542,41 @@ impl Population {
     #[inline]
     pub fn privacy_score(&self, id: u64, country: usize) -> f64 {
         let c = &self.countries[country];
-        let draw = c.tag.wrapping_add(id - c.start);
-        let noise = self.privacy_noise(draw);
+        let streams = self.streams_of(c, id);
+        let noise = self.privacy_noise(streams);
         if self.heterogeneity == 0.0 {
             return noise;
         }
-        let age_band = c
-            .age
-            .draw(&mut self.key.user_rng(draw, Stream::Demographics)) as u8;
+        let age_band = c.age.draw(&mut streams.rng(Stream::Demographics)) as u8;
         let segs = &self.segments;
         let all = u64::MAX.checked_shr(64 - segs.count as u32).unwrap_or(0);
-        let interests = segs.interest[age_band as usize]
-            .draw(&mut self.key.user_rng(draw, Stream::Interests), all);
+        let interests =
+            segs.interest[age_band as usize].draw(&mut streams.rng(Stream::Interests), all);
         self.heterogeneity * self.privacy_shift(c, age_band, interests) + noise
     }
 
-    /// Whether user `id` (of country `c`) has an S account, and if so whether it holds a phone.
+    /// The stream keys of user `id` of country `c`: its stream key is the country's tag plus
+    /// its index within the country (docs/model.md §2.1).
+    #[inline(always)]
+    fn streams_of(&self, c: &CountryModel, id: u64) -> UserKey {
+        self.key.user(c.tag.wrapping_add(id - c.start))
+    }
+
+    /// Whether the user with stream keys `streams` (of country `c`) has an S account, and if
+    /// so whether it holds a phone.
     #[inline]
-    fn account_phone(&self, c: &CountryModel, id: u64) -> Option<bool> {
-        let mut rng: UserRng = self
-            .key
-            .user_rng(c.tag.wrapping_add(id - c.start), Stream::SocialAccount);
+    fn account_phone(&self, c: &CountryModel, streams: UserKey) -> Option<bool> {
+        let mut rng: UserRng = streams.rng(Stream::SocialAccount);
         let on_s = rng.bernoulli(c.on_s);
         let phone = rng.bernoulli(c.phone_on_file);
         on_s.then_some(phone)
     }
 
-    /// Whether user `id`'s number is recycled, shared or fresh (recycling wins if both).
+    /// Whether the number of the user with stream keys `streams` is recycled, shared or fresh
+    /// (recycling wins if both).
     #[inline]
-    fn number_history(&self, c: &CountryModel, id: u64) -> NumberHistory {
-        let mut rng = self
-            .key
-            .user_rng(c.tag.wrapping_add(id - c.start), Stream::PhoneHistory);
+    fn number_history(&self, c: &CountryModel, streams: UserKey) -> NumberHistory {
+        let mut rng = streams.rng(Stream::PhoneHistory);
         let recycled = rng.bernoulli(c.recycled);
         let shared = rng.bernoulli(c.shared);
         if recycled {
@@ -669,17 +667,6 @@ impl Population {
         (k < c.count).then_some(c.start + k)
     }
 }
-
-/// Powers of ten up to 10^19.
-const POW10: [u64; 20] = {
-    let mut t = [1u64; 20];
-    let mut i = 1;
-    while i < 20 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
 
 /// Decimal digits of `x` (1 for 0).
 fn decimal_digits(x: u64) -> usize {

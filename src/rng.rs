@@ -96,10 +96,19 @@ impl Key {
     /// The generator of `stream` for user `user`.
     #[inline(always)]
     pub fn user_rng(self, user: u64, stream: Stream) -> UserRng {
-        UserRng::new(hash2(
-            self.0 ^ (stream as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
-            user,
-        ))
+        self.user(user).rng(stream)
+    }
+
+    /// The stream keys of user `user` (its stream key, as [`Population`] numbers them):
+    /// the user's half of every one of its stream seeds, worked out once.
+    ///
+    /// [`Population`]: crate::population::Population
+    #[inline(always)]
+    pub fn user(self, user: u64) -> UserKey {
+        UserKey {
+            key: self.0,
+            user: mix64(user.wrapping_add(0x9e37_79b9_7f4a_7c15)),
+        }
     }
 
     /// The key of a per-country permutation; `country` is the country's stream tag
@@ -112,6 +121,26 @@ impl Key {
     /// checks), named by a constant tag.
     pub fn derive(self, tag: u64) -> u64 {
         hash2(self.0, tag)
+    }
+}
+
+/// One user's stream keys ([`Key::user`]). A stream's seed is
+/// `hash2(key ^ stream x C, user)`; its inner hash of the user is the same for every stream,
+/// so it is hashed once a user, not once a stream. The seeds are those of [`Key::user_rng`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserKey {
+    key: u64,
+    /// `mix64(user + golden ratio)`, the inner half of [`hash2`].
+    user: u64,
+}
+
+impl UserKey {
+    /// The generator of this user's stream `stream`.
+    #[inline(always)]
+    pub fn rng(self, stream: Stream) -> UserRng {
+        UserRng::new(mix64(
+            self.key ^ (stream as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ self.user,
+        ))
     }
 }
 
@@ -339,6 +368,27 @@ mod tests {
             "7afdbe557fb16d69 [2a6e7d0ff6109b8a, 4e661e4de07568ef, 8925bd4de2ffe5bb] \
              0.21458134778776472 3 [df, 33, 1b, 84, 38]"
         );
+    }
+
+    #[test]
+    fn a_users_stream_keys_give_the_seeds_of_the_layout() {
+        // A stream's seed is hash2(key ^ stream x C, user), whether the user's half is
+        // hashed once ([`Key::user`]) or with every stream.
+        let key = Key::new(11, 3);
+        for user in [0, 1, country_tag("BR").wrapping_add(77), u64::MAX] {
+            let streams = key.user(user);
+            for stream in [Stream::Demographics, Stream::Timing, Stream::Messaging] {
+                let seed = hash2(
+                    key.0 ^ (stream as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+                    user,
+                );
+                assert_eq!(
+                    streams.rng(stream).next_u64(),
+                    UserRng::new(seed).next_u64(),
+                    "user {user}, {stream:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -254,15 +254,14 @@ impl<'a> Sweep<'a> {
     }
 
     /// How user `u`'s shared data is linked.
-    fn link(&self, population: &Population, u: &User) -> Link {
+    fn link(&self, u: &User) -> Link {
         if u.s_account == SAccount::Own {
             Link::True
         } else if u.number_on_file_of.is_some() {
             Link::Mislink
         } else if u.s_account.exists()
-            && population
-                .key()
-                .user_rng(u.draw, Stream::Linking)
+            && u.streams
+                .rng(Stream::Linking)
                 .bernoulli(self.metadata[u.country as usize])
         {
             Link::Metadata
@@ -280,10 +279,9 @@ impl<'a> Sweep<'a> {
         country: usize,
         acc: &mut Accumulator,
     ) {
-        let key = population.key();
         let u = population.user_for_sweep(id, country, true);
-        let timing = self.timing.draw(key, u.draw);
-        let link = self.link(population, &u);
+        let timing = self.timing.draw(u.streams);
+        let link = self.link(&u);
         // The sender whose number this account holds, if its data would land here.
         let sender = u
             .s_account
@@ -291,13 +289,12 @@ impl<'a> Sweep<'a> {
             // The sender holds a number of the same country: it is a user of that country.
             .map(|sid| population.user_for_sweep(sid, country, false))
             .filter(|v| v.s_account != SAccount::Own);
-        let sender_timing = sender.as_ref().map(|v| self.timing.draw(key, v.draw));
+        let sender_timing = sender.as_ref().map(|v| self.timing.draw(v.streams));
         let l = &self.layout;
         let flags = u.s_account.exists().then(|| {
             let foreign = sender.as_ref().map(|v| v.messages_business);
             self.detectors.flags(
-                key,
-                u.draw,
+                u.streams,
                 l.segments,
                 u.interests,
                 u.messages_business,
@@ -333,7 +330,7 @@ impl<'a> Sweep<'a> {
         let foreign_has = u.number_on_file_of.is_some();
         let mut usable = 0u64;
         let phone = || population.phone_of(id, country);
-        self.uploads.each(key, u.draw, u.customer_of, |s, typo| {
+        self.uploads.each(u.streams, u.customer_of, |s, typo| {
             common[l.seg(s, Seg::CaUploadedDays)] += days;
             match self.uploads.landing(typo, phone) {
                 None => {
@@ -363,7 +360,7 @@ impl<'a> Sweep<'a> {
             // it, the wrong person.
             ca_foreign: sender.as_ref().map_or(0, |v| {
                 let phone = || population.phone_of(v.id, country);
-                v.customer_of & self.uploads.correct(key, v.draw, v.customer_of, phone)
+                v.customer_of & self.uploads.correct(v.streams, v.customer_of, phone)
             }),
         });
 

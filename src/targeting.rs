@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure;
 use crate::error::Result;
-use crate::rng::{Key, Lanes, Stream};
+use crate::rng::{Lanes, Stream, UserKey};
 
 /// Impression supply of one account per day, in units: 720720 = lcm(1..16), so splits over up
 /// to 16 campaigns are equal; over more, the first `720720 mod n` campaigns get one unit more
@@ -132,20 +132,20 @@ impl Detectors {
         }
     }
 
-    /// The detectors that fire for account `id` whose holder has `interests`, its own M
+    /// The detectors that fire for the account of the user with stream keys `streams`, whose
+    /// holder has `interests`, its own M
     /// signals `own_messages`, and the signals of its foreign sender, if it has one
     /// (`foreign_messages`; without one, `foreign` is empty). `segments` of at most 64.
     #[inline]
     pub fn flags(
         &self,
-        key: Key,
-        id: u64,
+        streams: UserKey,
         segments: usize,
         interests: u64,
         own_messages: u64,
         foreign_messages: Option<u64>,
     ) -> Flags {
-        let mut rng = key.user_rng(id, Stream::Detection);
+        let mut rng = streams.rng(Stream::Detection);
         let all = u64::MAX.checked_shr(64 - segments as u32).unwrap_or(0);
         let [p0, p1] = &self.platform;
         let [m0, m1] = &self.m;

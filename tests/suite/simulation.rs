@@ -736,7 +736,7 @@ fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
         let (mut right, mut wrong, mut uploaded) = (0i64, 0i64, 0i64);
         let mut kinds: BTreeMap<String, [i64; 3]> = BTreeMap::new();
         for u in &users {
-            uploads.each(pop.key(), u.draw, u.customer_of, |_, typo| {
+            uploads.each(u.streams, u.customer_of, |_, typo| {
                 uploaded += 1;
                 let typed = typed_string(&u.phone, typo);
                 let hash = sha(&normalize_str(&typed, mode, u.phone.calling_code));
