@@ -180,7 +180,8 @@ pub struct NumberSpace {
     /// `starts[k]` is the position of block k's first number; the last entry is the capacity.
     starts: Vec<u64>,
     /// Per block, its length, first national number and size: [`NumberSpace::position`]
-    /// tests a range instead of dividing by each block's size.
+    /// tests a range instead of dividing by each block's size, and
+    /// [`NumberSpace::national`] adds an offset to the first number.
     ranges: Vec<(u32, u64, u64)>,
 }
 
@@ -220,10 +221,10 @@ impl NumberSpace {
     pub fn national(&self, position: u64) -> National {
         // Blocks are few (at most a few dozen): a partition point over their starts.
         let k = self.starts.partition_point(|&s| s <= position) - 1;
-        let block = &self.blocks[k];
+        let (len, first, _) = self.ranges[k];
         National {
-            number: block.number(position - self.starts[k]),
-            len: block.len,
+            number: first + (position - self.starts[k]),
+            len,
         }
     }
 

@@ -529,7 +529,7 @@ impl Population {
         shift
     }
 
-    /// The Logistic(0, 1) noise of the privacy score of the user with stream key `draw`.
+    /// The Logistic(0, 1) noise of the privacy score of the user with stream keys `streams`.
     #[inline(always)]
     fn privacy_noise(&self, streams: UserKey) -> f64 {
         streams.rng(Stream::Privacy).logistic()

@@ -19,7 +19,13 @@ pub fn mix64(mut z: u64) -> u64 {
 /// Hashes two words into one (not symmetric): used to derive keys and stream seeds.
 #[inline(always)]
 pub fn hash2(a: u64, b: u64) -> u64 {
-    mix64(a ^ mix64(b.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+    mix64(a ^ hash2_inner(b))
+}
+
+/// The half of [`hash2`] that depends only on its second word.
+#[inline(always)]
+fn hash2_inner(b: u64) -> u64 {
+    mix64(b.wrapping_add(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The stream tag of a country, from its ISO code: a user's streams are keyed by its country's
@@ -107,7 +113,7 @@ impl Key {
     pub fn user(self, user: u64) -> UserKey {
         UserKey {
             key: self.0,
-            user: mix64(user.wrapping_add(0x9e37_79b9_7f4a_7c15)),
+            user: hash2_inner(user),
         }
     }
 
@@ -130,7 +136,7 @@ impl Key {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UserKey {
     key: u64,
-    /// `mix64(user + golden ratio)`, the inner half of [`hash2`].
+    /// The half of [`hash2`] that depends only on the user.
     user: u64,
 }
 
@@ -138,6 +144,7 @@ impl UserKey {
     /// The generator of this user's stream `stream`.
     #[inline(always)]
     pub fn rng(self, stream: Stream) -> UserRng {
+        // hash2(key ^ stream x C, user), its inner half already made.
         UserRng::new(mix64(
             self.key ^ (stream as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ self.user,
         ))

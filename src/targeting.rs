@@ -133,9 +133,9 @@ impl Detectors {
     }
 
     /// The detectors that fire for the account of the user with stream keys `streams`, whose
-    /// holder has `interests`, its own M
-    /// signals `own_messages`, and the signals of its foreign sender, if it has one
-    /// (`foreign_messages`; without one, `foreign` is empty). `segments` of at most 64.
+    /// holder has `interests`, its own M signals `own_messages`, and the signals of its
+    /// foreign sender, if it has one (`foreign_messages`; without one, `foreign` is empty).
+    /// `segments` of at most 64.
     #[inline]
     pub fn flags(
         &self,
