@@ -22,7 +22,30 @@ if [ $# -lt 3 ]; then
 fi
 scenario=$1 shards=$2 out=$3
 shift 3
+if ! [[ $shards =~ ^[1-9][0-9]*$ ]]; then
+    echo "deploy/slurm-array.sh: SHARDS = '$shards': expected a whole number of array tasks, at least 1, such as 16" >&2
+    exit 2
+fi
 adsim=${ADSIM:-adsim}
+if ! command -v "$adsim" >/dev/null 2>&1; then
+    echo "deploy/slurm-array.sh: ADSIM = '$adsim': not found; set ADSIM to the adsim binary or put adsim on PATH" >&2
+    exit 2
+fi
+if ! command -v sbatch >/dev/null 2>&1; then
+    echo "deploy/slurm-array.sh: sbatch not found: this script submits to Slurm" >&2
+    exit 2
+fi
+# adsim checks the scenario (or plan), the options and the shard count now, so that a mistake
+# is refused before anything is created or submitted, not in every array task. The memory
+# check is the compute nodes' to make, not this node's: a limit the user gave is kept.
+check=("$@")
+if [ "$command" = run ] && [[ " $* " != *" --memory-limit"* ]]; then
+    check+=(--memory-limit 18446744073709551615)
+fi
+if ! "$adsim" "$command" "$scenario" --shard "0/$shards" --dry-run "${check[@]}" >/dev/null; then
+    echo "deploy/slurm-array.sh: nothing submitted: adsim refused the $command above" >&2
+    exit 2
+fi
 out=$(realpath -m "$out")
 work="$out.shards"
 mkdir -p "$work"

@@ -161,6 +161,10 @@ enum Command {
         /// No progress or summary on the terminal.
         #[arg(long)]
         quiet: bool,
+        /// Check the plan and print what the study would do (its design, its evaluations and
+        /// the shard's share of them), then exit without running it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the built-in study plans, or print one.
     Studies {
@@ -402,7 +406,8 @@ pub fn run() -> Result<()> {
             shard,
             force,
             quiet,
-        } => study(&plan, out, shard, force, quiet),
+            dry_run,
+        } => study(&plan, out, shard, force, quiet, dry_run),
         Command::Studies { show: Some(name) } => {
             let (_, text) = adsim::study::BUILTINS
                 .iter()
@@ -445,6 +450,7 @@ fn study(
     shard: Option<String>,
     force: bool,
     quiet: bool,
+    dry_run: bool,
 ) -> Result<()> {
     use adsim::study::{Plan, Study, batch};
     use std::io::IsTerminal;
@@ -463,6 +469,18 @@ fn study(
         (p, source, PathBuf::from("."))
     };
     let study = Study::new(parsed, &source, &dir)?;
+    if study.plan.then.is_some() && shard.is_some() {
+        return Err(adsim::Error::Argument {
+            name: "--shard".into(),
+            value: format!("{} (a two-stage plan)", study.plan.name),
+            expected: "a plan without [then]: its second stage depends on the first's results; shard each stage as a plan of its own".into(),
+        }
+        .into());
+    }
+    if dry_run {
+        print_study_plan(&study, shard);
+        return Ok(());
+    }
     let stem = match shard {
         Some(s) => format!("{}-shard{}of{}", study.plan.name, s.index, s.count),
         None => study.plan.name.clone(),
@@ -503,14 +521,6 @@ fn study(
         bar.set_position(finished as u64);
     };
     if study.plan.then.is_some() {
-        if shard.is_some() {
-            return Err(adsim::Error::Argument {
-                name: "--shard".into(),
-                value: format!("{} (a two-stage plan)", study.plan.name),
-                expected: "a plan without [then]: its second stage depends on the first's results; shard each stage as a plan of its own".into(),
-            }
-            .into());
-        }
         let (one, two) = batch::run_staged(&study, &out, force, &progress)?;
         bar.finish_and_clear();
         if !quiet {
@@ -754,6 +764,9 @@ fn run_scenario(args: RunArgs) -> Result<()> {
         .as_deref()
         .map(adsim::shard::Shard::parse)
         .transpose()?;
+    if let Some(s) = shard {
+        s.fits(p.users)?;
+    }
     let plan = Plan::of(
         &resolved,
         &adsim::run::layout(&resolved),
@@ -927,6 +940,66 @@ fn print_plan(plan: &Plan, limit: u64, limit_source: &str) {
         human_bytes(m.tables)
     );
     say!("predicted time          {:.1} s", plan.seconds);
+}
+
+/// What `adsim study --dry-run` prints: the plan's size and the shard's share of it. (No time
+/// is predicted: a run's prediction counts the tables, charts and report that an evaluation
+/// does not write, and overstates a study about five times.)
+fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Shard>) {
+    use adsim::study::Design;
+    let design = |d: Design| match d {
+        Design::Grid => "grid",
+        Design::Lhs => "lhs",
+        Design::Morris => "morris",
+        Design::Sobol => "sobol",
+    };
+    let p = &study.plan;
+    let all = study.all_points().len();
+    let points = study.points.len();
+    say!("plan                    {} ({})", p.name, study.file);
+    say!(
+        "scenario                {} at {} users x {} replication{} an evaluation",
+        p.scenario,
+        p.users,
+        p.replications,
+        if p.replications == 1 { "" } else { "s" }
+    );
+    say!(
+        "design                  {}, {} factors",
+        design(p.design),
+        p.factor.len()
+    );
+    say!(
+        "evaluations             {all} ({points} of the design, {} one at a time for the tornado)",
+        all - points
+    );
+    if let Some(s) = shard {
+        let r = s.ids(all as u64);
+        if r.is_empty() {
+            say!(
+                "shard                   {}/{}: no evaluation (more shards than evaluations)",
+                s.index,
+                s.count
+            );
+        } else {
+            say!(
+                "shard                   {}/{}: evaluations {} to {} ({})",
+                s.index,
+                s.count,
+                r.start,
+                r.end - 1,
+                r.end - r.start
+            );
+        }
+    }
+    if let Some(t) = &p.then {
+        say!(
+            "then                    {} on the {} factors the screening ranks highest, {} base points (counted after the screening)",
+            design(t.design),
+            t.factors,
+            t.samples
+        );
+    }
 }
 
 /// A short table of headline results: every arm at rates 0, 0.1, 0.25 and 0.5 (where swept).

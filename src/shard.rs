@@ -53,6 +53,18 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
+    /// Refuses more shards than `users`: some shards would have no user to simulate.
+    pub fn fits(&self, users: u64) -> Result<()> {
+        if u64::from(self.count) > users {
+            return Err(Error::Argument {
+                name: "--shard".into(),
+                value: format!("{}/{}", self.index, self.count),
+                expected: format!("at most as many shards as users ({users})"),
+            });
+        }
+        Ok(())
+    }
+
     /// The user ids of this shard among `users`.
     pub fn ids(&self, users: u64) -> std::ops::Range<u64> {
         let cut = |k: u32| (u128::from(users) * u128::from(k) / u128::from(self.count)) as u64;
@@ -89,13 +101,7 @@ pub fn run_shard(
     progress: Progress,
 ) -> Result<()> {
     let users = resolved.scenario.population.users;
-    if u64::from(shard.count) > users {
-        return Err(Error::Argument {
-            name: "--shard".into(),
-            value: format!("{}/{}", shard.index, shard.count),
-            expected: format!("at most as many shards as users ({users})"),
-        });
-    }
+    shard.fits(users)?;
     let sweep = Sweep::new(resolved);
     let info = ShardInfo {
         shard,

@@ -10,7 +10,8 @@
 //! - `registry`: the parameter registry agrees with the scenario's keys, defaults and
 //!   validation.
 //! - `reporting`: charts, report, plot, compare, JSON output and completions.
-//! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must.
+//! - `deploy`: the Kubernetes manifest and the Slurm recipe say what they must; the recipe
+//!   refuses bad input before it creates or submits anything.
 //! - `shards`: shard processes, merge and its refusals.
 //! - `cli`: the real binary: bad input, overwriting, warnings.
 //! - `faults`: a full disk, a file-size limit, SIGINT and SIGTERM, two runs into one folder,

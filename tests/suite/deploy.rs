@@ -55,3 +55,116 @@ fn slurm_recipe_submits_an_array_and_a_dependent_merge() {
         );
     }
 }
+
+/// Runs deploy/slurm-array.sh in `dir` with adsim as ADSIM and, first on PATH, a fake `sbatch`
+/// that logs its arguments to `dir/sbatch.log` and answers with job id 42.
+fn slurm_array(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("sbatch");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\necho 42\n",
+            dir.join("sbatch.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/slurm-array.sh"
+        ))
+        .args(args)
+        .env("ADSIM", env!("CARGO_BIN_EXE_adsim"))
+        .env("PATH", path)
+        .env_remove("WAIT")
+        .current_dir(dir)
+        .output()
+        .expect("bash runs")
+}
+
+#[test]
+fn slurm_recipe_refuses_bad_input_before_it_creates_or_submits_anything() {
+    let refused = [
+        (
+            &["whatsapp-2016", "results", "out"][..],
+            "SHARDS = 'results'",
+        ),
+        (&["whatsapp-2016", "0", "out"][..], "SHARDS = '0'"),
+        (&["whatsapp-2016", "-4", "out"][..], "SHARDS = '-4'"),
+        (
+            &["no-such-scenario", "4", "out"][..],
+            "scenario = no-such-scenario",
+        ),
+        (
+            &["whatsapp-2016", "4", "out", "--users", "3"][..],
+            "at most as many shards as users (3)",
+        ),
+        (
+            &["whatsapp-2016", "4", "out", "--replications", "zero"][..],
+            "--replications",
+        ),
+        (&["--study", "no-such-plan", "3", "out"][..], "no-such-plan"),
+    ];
+    for (args, says) in refused {
+        let dir = tempfile::tempdir().unwrap();
+        let out = slurm_array(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} should say {says}: {err}");
+        assert!(
+            !dir.path().join("out.shards").exists(),
+            "{args:?} created the shards folder"
+        );
+        assert!(
+            !dir.path().join("sbatch.log").exists(),
+            "{args:?} submitted a job"
+        );
+    }
+}
+
+#[test]
+fn slurm_recipe_submits_good_input_as_an_array_of_its_shards_and_a_merge() {
+    for (args, array, task) in [
+        (
+            &["whatsapp-2016", "4", "out", "--users", "1000"][..],
+            "--array=0-3",
+            "run whatsapp-2016 --shard ${SLURM_ARRAY_TASK_ID}/4",
+        ),
+        (
+            &["--study", "screening", "3", "out"][..],
+            "--array=0-2",
+            "study screening --shard ${SLURM_ARRAY_TASK_ID}/3",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = slurm_array(dir.path(), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(dir.path().join("sbatch.log")).unwrap();
+        let calls: Vec<&str> = log.lines().collect();
+        assert_eq!(calls.len(), 2, "an array and a merge: {log}");
+        assert!(
+            calls[0].contains(array) && calls[0].contains(task),
+            "{}",
+            calls[0]
+        );
+        assert!(
+            calls[1].contains("--dependency=afterok:42") && calls[1].contains(" merge "),
+            "{}",
+            calls[1]
+        );
+        assert!(dir.path().join("out.shards").is_dir());
+    }
+}

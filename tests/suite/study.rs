@@ -1,5 +1,6 @@
 //! Studies: plans refused with the factor named, a grid and a Latin hypercube end to end, a
-//! factor's effect seen in the outputs, and the written plan reproducing the folder.
+//! factor's effect seen in the outputs, the written plan reproducing the folder, and a dry run
+//! announcing the evaluations that the study and its shards then run.
 
 use std::path::Path;
 
@@ -100,7 +101,68 @@ fn bad_plans_are_refused_naming_the_factor() {
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(expect), "{name}: {err}");
         assert!(!d.join(name).exists(), "{name}: nothing written");
+        let dry = adsim(d, &["study", &file, "--dry-run"]);
+        assert_eq!(dry.status.code(), Some(1), "{name} --dry-run");
+        assert!(stderr(&dry).contains(expect), "{name} --dry-run: {}", stderr(&dry));
     }
+}
+
+/// The number after `label` in a dry run's line that starts with it.
+fn said_count(said: &str, label: &str) -> usize {
+    let line = said
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line in {said}"));
+    line[label.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+#[test]
+fn a_dry_run_counts_the_evaluations_the_study_runs_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "dry",
+        "design = \"lhs\"\nsamples = 11\n[[factor]]\nkey = \"targeting.m_recall\"\nlow = 0.5\nhigh = 0.95\n[[factor]]\nkey = \"policy.notice_read_rate\"\nlow = 0.2\nhigh = 0.6\n",
+    );
+    let said = adsim_ok(d, &["study", &file, "--dry-run", "--out", "never"]);
+    assert!(!d.join("never").exists(), "a dry run writes nothing");
+    let total = said_count(&said, "evaluations");
+    // Each of three shards evaluates exactly the share its dry run announced, of that total.
+    let mut next = 0;
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        let said = adsim_ok(d, &["study", &file, "--dry-run", "--shard", &shard]);
+        let line = said.lines().find(|l| l.starts_with("shard")).unwrap();
+        let first = said_count(
+            line,
+            &format!("shard                   {shard}: evaluations"),
+        );
+        let count: usize = line
+            .rsplit('(')
+            .next()
+            .and_then(|t| t.trim_end_matches(')').parse().ok())
+            .unwrap();
+        assert_eq!(first, next, "{line}");
+        let out = format!("part-{k}");
+        adsim_ok(
+            d,
+            &["study", &file, "--shard", &shard, "--out", &out, "--quiet"],
+        );
+        let rows = std::fs::read_to_string(d.join(&out).join("evaluations.rows")).unwrap();
+        assert!(rows.contains(&format!("\nevaluations {total}\n")), "{rows}");
+        let done: Vec<usize> = rows
+            .lines()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(done, (first..first + count).collect::<Vec<_>>(), "{line}");
+        next += count;
+    }
+    assert_eq!(next, total);
 }
 
 #[test]
