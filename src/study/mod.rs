@@ -495,8 +495,17 @@ fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> Result<()> 
             format!("{levels:?}"),
             "1 to 1000 values"
         );
-        for v in levels {
+        for (i, v) in levels.iter().enumerate() {
             check("levels", *v)?;
+            ensure!(
+                !levels[..i].contains(v),
+                file,
+                format!("{key}.levels"),
+                format!("{levels:?}"),
+                format!(
+                    "distinct values ({v} is given twice): a repeated level repeats its evaluations and weighs them twice"
+                )
+            );
         }
         return Ok(());
     }
@@ -1251,9 +1260,13 @@ pub fn morris_indices(
         .collect()
 }
 
-/// The standard deviation of the finite values of `v`.
+/// The sample standard deviation of the finite values of `v`; NaN (shown empty) when fewer
+/// than two are finite.
 fn sd(v: &[f64]) -> f64 {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.len() < 2 {
+        return f64::NAN;
+    }
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
@@ -2203,6 +2216,16 @@ mod tests {
             points: None,
             spread,
         }
+    }
+
+    #[test]
+    fn a_standard_deviation_needs_two_finite_values() {
+        assert!(sd(&[]).is_nan(), "no value: undefined, not 0");
+        assert!(sd(&[f64::NAN, 2.0, f64::INFINITY]).is_nan());
+        assert_eq!(sd(&[1.0, f64::NAN, 3.0]), 2f64.sqrt());
+        // A summary of an output no evaluation defined leaves its sd empty, like its mean.
+        let frame = summary_frame(&["x".into()], &[vec![f64::NAN], vec![f64::NAN]]).unwrap();
+        assert_eq!(frame.column("sd").unwrap().null_count(), 1);
     }
 
     /// Golden: a design's points, pinned, so a new rand (whose Xoshiro256++ seeding and

@@ -90,6 +90,11 @@ fn bad_plans_are_refused_naming_the_factor() {
             "factor[0] (targeting.m_fpr).low",
         ),
         (
+            "repeated-level",
+            format!("{grid}[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.5, 0.7, 0.5]\n"),
+            "distinct values (0.5 is given twice)",
+        ),
+        (
             "unknown-plan-key",
             format!("{grid}sample = 3\n"),
             "unknown field",
