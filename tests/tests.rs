@@ -21,7 +21,9 @@
 //! - `hostile`: damaged, foreign or edited folders given to plot, compare and merge: refused,
 //!   the file named, nothing written.
 //! - `study`: study plans refused with the factor named; grid and Latin hypercube end to
-//!   end; the written plan reproduces the folder.
+//!   end; the written plan reproduces the folder; the dry run's evaluations are those run.
+//! - `plan_fuzz`: the study-plan fuzzer: mutated plans accepted or refused cleanly through
+//!   the dry run, the small accepted ones run; its checks can fail.
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
@@ -46,6 +48,8 @@ mod hostile;
 mod phones;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
+#[path = "suite/plan_fuzz.rs"]
+mod plan_fuzz;
 #[path = "suite/registry.rs"]
 mod registry;
 #[path = "suite/reporting.rs"]
