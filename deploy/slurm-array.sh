@@ -27,27 +27,33 @@ if ! [[ $shards =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 adsim=${ADSIM:-adsim}
-if ! command -v "$adsim" >/dev/null 2>&1; then
-    echo "deploy/slurm-array.sh: ADSIM = '$adsim': not found; set ADSIM to the adsim binary or put adsim on PATH" >&2
+# ADSIM may be a command of several words (`apptainer exec adsim.sif adsim`): the tasks run it
+# split into words, and so does the check below; its first word must be found here.
+read -r adsim_program _ <<< "$adsim"
+if ! command -v "${adsim_program:-}" >/dev/null 2>&1; then
+    echo "deploy/slurm-array.sh: ADSIM = '$adsim': '${adsim_program:-}' not found; set ADSIM to the adsim binary or put adsim on PATH" >&2
     exit 2
 fi
 if ! command -v sbatch >/dev/null 2>&1; then
     echo "deploy/slurm-array.sh: sbatch not found: this script submits to Slurm" >&2
     exit 2
 fi
-# adsim checks the scenario (or plan), the options and the shard count now, so that a mistake
-# is refused before anything is created or submitted, not in every array task. The memory
-# check is the compute nodes' to make, not this node's: a limit the user gave is kept.
+out=$(realpath -m "$out")
+work="$out.shards"
+# adsim checks the scenario (or plan), the options and the shard count now, with the options
+# the array tasks add, so that a mistake is refused before anything is created or submitted,
+# not in every task. The memory check is the compute nodes' to make, not this node's: a
+# limit the user gave is kept. (`${check[@]+...}`: an empty array under `set -u` on bash < 4.4.)
 check=("$@")
 if [ "$command" = run ] && [[ " $* " != *" --memory-limit"* ]]; then
     check+=(--memory-limit 18446744073709551615)
 fi
-if ! "$adsim" "$command" "$scenario" --shard "0/$shards" --dry-run "${check[@]}" >/dev/null; then
+# shellcheck disable=SC2086 # $adsim is split into words, as in the tasks' --wrap
+if ! $adsim "$command" "$scenario" --shard "0/$shards" --out "$work/shard-0" --force --quiet \
+    --dry-run ${check[@]+"${check[@]}"} >/dev/null; then
     echo "deploy/slurm-array.sh: nothing submitted: adsim refused the $command above" >&2
     exit 2
 fi
-out=$(realpath -m "$out")
-work="$out.shards"
 mkdir -p "$work"
 extra=""
 [ $# -gt 0 ] && extra=$(printf ' %q' "$@")

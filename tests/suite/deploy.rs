@@ -59,6 +59,11 @@ fn slurm_recipe_submits_an_array_and_a_dependent_merge() {
 /// Runs deploy/slurm-array.sh in `dir` with adsim as ADSIM and, first on PATH, a fake `sbatch`
 /// that logs its arguments to `dir/sbatch.log` and answers with job id 42.
 fn slurm_array(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    slurm_array_with(dir, args, env!("CARGO_BIN_EXE_adsim"))
+}
+
+/// As [`slurm_array`], with `adsim` as ADSIM.
+fn slurm_array_with(dir: &std::path::Path, args: &[&str], adsim: &str) -> std::process::Output {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -83,7 +88,7 @@ fn slurm_array(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
             "/deploy/slurm-array.sh"
         ))
         .args(args)
-        .env("ADSIM", env!("CARGO_BIN_EXE_adsim"))
+        .env("ADSIM", adsim)
         .env("PATH", path)
         .env_remove("WAIT")
         .current_dir(dir)
@@ -113,6 +118,16 @@ fn slurm_recipe_refuses_bad_input_before_it_creates_or_submits_anything() {
             "--replications",
         ),
         (&["--study", "no-such-plan", "3", "out"][..], "no-such-plan"),
+        // The tasks add --out, --force and --quiet themselves: given again, every task would
+        // fail, so the check (run with them) refuses it.
+        (
+            &["whatsapp-2016", "4", "out", "--quiet"][..],
+            "'--quiet' cannot be used multiple times",
+        ),
+        (
+            &["--study", "screening", "3", "out", "--out", "x"][..],
+            "'--out <OUT>' cannot be used multiple times",
+        ),
     ];
     for (args, says) in refused {
         let dir = tempfile::tempdir().unwrap();
@@ -167,4 +182,15 @@ fn slurm_recipe_submits_good_input_as_an_array_of_its_shards_and_a_merge() {
         );
         assert!(dir.path().join("out.shards").is_dir());
     }
+    // ADSIM may be a command of several words (a container's `exec`, say).
+    let dir = tempfile::tempdir().unwrap();
+    let adsim = format!("env ADSIM_UNUSED=1 {}", env!("CARGO_BIN_EXE_adsim"));
+    let out = slurm_array_with(dir.path(), &["whatsapp-2016", "2", "out"], &adsim);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.path().join("sbatch.log")).unwrap();
+    assert!(log.contains(&format!("{adsim} run whatsapp-2016")), "{log}");
 }

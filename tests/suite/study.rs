@@ -153,6 +153,12 @@ fn a_dry_run_counts_the_evaluations_the_study_runs_and_writes_nothing() {
             .and_then(|t| t.trim_end_matches(')').parse().ok())
             .unwrap();
         assert_eq!(first, next, "{line}");
+        let last: usize = line
+            .split(" to ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert_eq!(last + 1, first + count, "{line}");
         let out = format!("part-{k}");
         adsim_ok(
             d,
