@@ -946,13 +946,6 @@ fn print_plan(plan: &Plan, limit: u64, limit_source: &str) {
 /// is predicted: a run's prediction counts the tables, charts and report that an evaluation
 /// does not write, and overstates a study about five times.)
 fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Shard>) {
-    use adsim::study::Design;
-    let design = |d: Design| match d {
-        Design::Grid => "grid",
-        Design::Lhs => "lhs",
-        Design::Morris => "morris",
-        Design::Sobol => "sobol",
-    };
     let p = &study.plan;
     let all = study.all_points().len();
     let points = study.points.len();
@@ -966,7 +959,7 @@ fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Sha
     );
     say!(
         "design                  {}, {} factors",
-        design(p.design),
+        p.design.key(),
         p.factor.len()
     );
     say!(
@@ -995,7 +988,7 @@ fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Sha
     if let Some(t) = &p.then {
         say!(
             "then                    {} on the {} factors the screening ranks highest, {} base points (counted after the screening)",
-            design(t.design),
+            t.design.key(),
             t.factors,
             t.samples
         );

@@ -22,8 +22,9 @@
 //!   the file named, nothing written.
 //! - `study`: study plans refused with the factor named; grid and Latin hypercube end to
 //!   end; the written plan reproduces the folder; the dry run's evaluations are those run.
-//! - `plan_fuzz`: the study-plan fuzzer: mutated plans accepted or refused cleanly through
-//!   the dry run, the small accepted ones run; its checks can fail.
+//! - `plan_fuzz`: the study-plan fuzzer through the binary (the in-process one is in `study`):
+//!   mutated plans accepted or refused cleanly through the dry run, the small accepted ones
+//!   run; its checks can fail.
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.

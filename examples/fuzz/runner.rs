@@ -155,35 +155,54 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-enum Exit {
-    Done(std::process::ExitStatus, String),
+/// How a process run under [`run_once`] ended.
+pub enum Exit {
+    /// It exited: its status and what it wrote.
+    Done(std::process::Output),
+    /// It ran past the time limit and was killed.
     Timeout,
+    /// Its resident memory passed the cap (bytes, as read) and it was killed.
     Memory(u64),
 }
 
-fn run_once(args: &[String], limits: &Limits, seconds: f64, cap: u64) -> Exit {
+/// Reads `pipe` to its end on a thread of its own (so that a full pipe cannot stall the child).
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut b);
+        }
+        b
+    })
+}
+
+/// Runs the binary of `limits` with `args`, killed past `seconds` or `cap` bytes resident.
+pub fn run_once(args: &[String], limits: &Limits, seconds: f64, cap: u64) -> Exit {
     let mut child = match Command::new(&limits.binary)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Exit::Done(std::process::ExitStatus::default(), format!("spawn: {e}")),
-    };
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut s);
+        Err(e) => {
+            return Exit::Done(std::process::Output {
+                status: std::process::ExitStatus::default(),
+                stdout: vec![],
+                stderr: format!("spawn: {e}").into_bytes(),
+            });
         }
-        s
-    });
+    };
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let start = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Exit::Done(status, reader.join().unwrap_or_default());
+            return Exit::Done(std::process::Output {
+                status,
+                stdout: out.join().unwrap_or_default(),
+                stderr: err.join().unwrap_or_default(),
+            });
         }
         if let Some(rss) = peak_rss(child.id()).filter(|&r| r > cap) {
             let _ = child.kill();
@@ -243,7 +262,7 @@ pub fn run(resolved: &Resolved, dir: &Path, limits: &Limits) -> Outcome {
             Class::OverMemory,
             format!("{} MB resident, cap {} MB", rss >> 20, cap >> 20),
         ),
-        Exit::Done(status, _) if status.success() => {
+        Exit::Done(done) if done.status.success() => {
             if !leftovers.is_empty() {
                 return outcome(
                     Stage::Run,
@@ -256,7 +275,8 @@ pub fn run(resolved: &Resolved, dir: &Path, limits: &Limits) -> Outcome {
                 Err((class, why)) => outcome(Stage::Run, class, why),
             }
         }
-        Exit::Done(status, err) => {
+        Exit::Done(done) => {
+            let (status, err) = (done.status, String::from_utf8_lossy(&done.stderr));
             if err.contains("panicked") || status.code().is_none_or(|c| c != 1) {
                 outcome(Stage::Run, Class::Panic, format!("{status}: {err}"))
             } else if out.exists() || !leftovers.is_empty() {

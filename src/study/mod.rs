@@ -77,6 +77,18 @@ pub enum Design {
     Sobol,
 }
 
+impl Design {
+    /// Its name in a plan (`design = "lhs"`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Design::Grid => "grid",
+            Design::Lhs => "lhs",
+            Design::Morris => "morris",
+            Design::Sobol => "sobol",
+        }
+    }
+}
+
 /// How a factor's values spread over its range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -922,7 +934,7 @@ impl Study {
                 plan.design == Design::Morris && t.design == Design::Sobol,
                 file,
                 "then.design",
-                format!("{:?} after {:?}", t.design, plan.design).to_lowercase(),
+                format!("{} after {}", t.design.key(), plan.design.key()),
                 "design = \"sobol\" after design = \"morris\" (a screening, then indices on what it finds)"
             );
             let most = (k as u32).min(SOBOL_MAX_DIMENSIONS as u32 / 2 - 1);

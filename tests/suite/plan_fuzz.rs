@@ -1,19 +1,22 @@
-//! The study-plan fuzzer: plans made from six valid templates by one to three mutations (each
-//! plan key, factor field, output field and `[then]` field set to wrong types, both sides of
-//! its bounds and its legal extremes, or removed; factors added from every registry key;
-//! unknown keys). Every plan goes through `adsim study --dry-run`, and the accepted ones small
-//! enough go through a real study. A plan is accepted or refused with an error that names a
-//! file; nothing panics or hangs; a refused study leaves no folder; a finished one has its
-//! files. A case is a pure function of (seed, index), so a failure is reproduced by its number.
+//! The study-plan fuzzer through the binary, beside the in-process one of `study` (random
+//! plans through `Plan::parse` and `Study::new`): what this one adds is the command line's
+//! side, exit codes, errors on the terminal, `--dry-run` and leftovers. Plans are made from
+//! six valid templates by one to three mutations (each plan key, factor field, output field
+//! and `[then]` field set to wrong types, both sides of its bounds and its legal extremes,
+//! or removed; factors added from every registry key; unknown keys). Every plan goes
+//! through `adsim study --dry-run`, and the accepted ones small enough go through a real
+//! study. A plan is accepted or refused with an error that names a file; nothing panics or
+//! hangs; a refused study leaves no folder; a finished one has its files. A case is a pure
+//! function of (seed, index), so a failure is reproduced by its number.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use toml::Value;
+
+use crate::fuzz::runner::{Exit, Limits, run_once};
 
 /// Valid plans at 200 users, the starting points of the mutations.
 const TEMPLATES: &[&str] = &[
@@ -403,44 +406,18 @@ fn case(seed: u64, i: u64) -> (String, String) {
     (text, said.join(" "))
 }
 
-/// Runs adsim with `args` in `dir`, killed after `limit`; `None` if it was.
-fn adsim_within(dir: &Path, args: &[&str], limit: Duration) -> Option<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_adsim"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("adsim starts");
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let readers = (
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            out.as_mut().map(|o| o.read_to_end(&mut b));
-            b
-        }),
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            err.as_mut().map(|e| e.read_to_end(&mut b));
-            b
-        }),
-    );
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(Output {
-                status,
-                stdout: readers.0.join().unwrap_or_default(),
-                stderr: readers.1.join().unwrap_or_default(),
-            });
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+/// Runs adsim with `args` (paths in them absolute), killed after `seconds`; `None` if it was.
+fn adsim_within(args: &[&str], seconds: f64) -> Option<Output> {
+    let limits = Limits {
+        binary: env!("CARGO_BIN_EXE_adsim").into(),
+        max_users: 0,
+        memory_slack: 0,
+        threads: 1,
+    };
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    match run_once(&args, &limits, seconds, u64::MAX) {
+        Exit::Done(out) => Some(out),
+        Exit::Timeout | Exit::Memory(_) => None,
     }
 }
 
@@ -492,12 +469,10 @@ fn fuzzed_plans_are_accepted_or_refused_cleanly_and_the_small_ones_run() {
         let (text, origin) = case(seed, i);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(d.join("plan.toml"), &text).unwrap();
-        let Some(dry) = adsim_within(
-            d,
-            &["study", "plan.toml", "--dry-run"],
-            Duration::from_secs(60),
-        ) else {
+        let (plan, out) = (d.join("plan.toml"), d.join("out"));
+        let (plan, out) = (plan.to_str().unwrap(), out.to_str().unwrap());
+        std::fs::write(plan, &text).unwrap();
+        let Some(dry) = adsim_within(&["study", plan, "--dry-run"], 60.0) else {
             bad.push(format!("case {i} ({origin}): the dry run hung"));
             continue;
         };
@@ -529,11 +504,7 @@ fn fuzzed_plans_are_accepted_or_refused_cleanly_and_the_small_ones_run() {
             continue;
         }
         runs += 1;
-        let Some(run) = adsim_within(
-            d,
-            &["study", "plan.toml", "--out", "out", "--quiet"],
-            Duration::from_secs(300),
-        ) else {
+        let Some(run) = adsim_within(&["study", plan, "--out", out, "--quiet"], 300.0) else {
             bad.push(format!("case {i} ({origin}): the study hung"));
             continue;
         };
