@@ -110,8 +110,8 @@ measures! {
     /// data is in ad use that day, and the value that M data adds to the region's accounts that
     /// day (the only signed channel).
     Channel {
-        Notice = "notice": "users who acted at the notice that day (day 0)",
-        Settings = "settings": "users who acted in Settings that day",
+        Notice = "notice": "users who acted at the notice that day: on accepting the terms (days 0 to `policy.acceptance_days` - 1), or, for users who joined after the notice, at sign-up",
+        Settings = "settings": "users who acted in Settings that day (1 to `policy.window_days` days after their acceptance)",
         InAdUse = "in_ad_use": "users whose data is in ad use that day",
         ValueGain = "value_gain": "the day's expected click value of the accounts, less what the same accounts earn with no M data in ad use, in units of 1/Q dollar per impression unit (Q below); signed",
     }

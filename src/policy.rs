@@ -140,8 +140,18 @@ pub struct PolicyConfig {
     pub mode: Mode,
     /// Target opt-out rates, strictly increasing, in [0, 1] (rate mode).
     pub rates: Vec<f64>,
-    /// Days of the Settings window after the notice. 2016: 30.
+    /// Days of the Settings window after a user's acceptance of the terms. 2016: 30.
     pub window_days: u32,
+    /// Days after the notice over which existing users accept the new terms; a user's
+    /// Settings window opens on its acceptance day. 2016: 30 (docs/model.md §4.4). 1 puts every
+    /// acceptance on day 0.
+    pub acceptance_days: u32,
+    /// Half-life, in days, of the hazard of accepting the terms. Assumption: 2.
+    pub acceptance_half_life_days: f64,
+    /// Share of the simulated users who join M during the horizon, on a day drawn uniformly
+    /// from it, under the new terms: no opt-out (`opt_out_window`), no leaving
+    /// (`no_choice`), a choice at sign-up (`opt_in`). Assumption: 0.05 (docs/model.md §4.4).
+    pub new_user_share: f64,
     /// Days the timeline covers (day 0 is the notice; 91 = one quarter).
     pub horizon_days: u32,
     /// Share of users who read the policy notice. Assumption: 0.35.
@@ -167,6 +177,9 @@ impl Default for PolicyConfig {
             mode: Mode::Rate,
             rates: default_rates(),
             window_days: 30,
+            acceptance_days: 30,
+            acceptance_half_life_days: 2.0,
+            new_user_share: 0.05,
             horizon_days: 91,
             notice_read_rate: 0.35,
             settings_half_life_days: 3.0,
@@ -236,11 +249,38 @@ impl PolicyConfig {
             "1 to 365 days"
         );
         ensure!(
-            (self.window_days..=3650).contains(&self.horizon_days),
+            (1..=365).contains(&self.acceptance_days),
+            file,
+            "policy.acceptance_days",
+            self.acceptance_days,
+            "1 to 365 days"
+        );
+        // The last user to act does so on day acceptance_days - 1 + window_days, which the
+        // timeline (days 0 to H) must hold.
+        let last = self.acceptance_days - 1 + self.window_days;
+        ensure!(
+            (last..=3650).contains(&self.horizon_days),
             file,
             "policy.horizon_days",
             self.horizon_days,
-            format!("{} (the window) to 3650 days", self.window_days)
+            format!(
+                "{last} (policy.acceptance_days - 1 + policy.window_days: the last day a user acts) to 3650 days"
+            )
+        );
+        let hl = self.acceptance_half_life_days;
+        ensure!(
+            hl > 0.0 && hl <= 3650.0,
+            file,
+            "policy.acceptance_half_life_days",
+            hl,
+            "days above 0 and at most 3650"
+        );
+        ensure!(
+            unit(self.new_user_share),
+            file,
+            "policy.new_user_share",
+            self.new_user_share,
+            "a share in [0, 1]"
         );
         ensure!(
             unit(self.notice_read_rate),
@@ -412,23 +452,40 @@ pub struct Arm {
     pub ad_use_ends: Vec<Option<u32>>,
 }
 
-/// How a user acts: at the notice, or on a day of the Settings window.
+/// How a user acts: when it accepts the new terms (or joins M under them), and whether it
+/// acts then, at the notice, or on a day of its Settings window (docs/model.md §4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// Whether the user read the notice (and so acts on day 0).
+    /// Whether the user read the notice (and so acts on its acceptance day).
     pub read_notice: bool,
-    /// The Settings day (1..=W) on which the user would act if it did not read the notice.
+    /// The day of its Settings window (1..=W after acceptance) on which the user would act if
+    /// it did not read the notice.
     pub settings_day: u32,
+    /// The day the user accepts the terms, or, for a new user, joins M under them.
+    pub accept_day: u32,
+    /// The user joined M during the horizon, after the notice.
+    pub new_user: bool,
 }
 
 impl Timing {
-    /// The day the user acts.
+    /// The day the user acts: its acceptance day if it read the notice or joined under the new
+    /// terms (a sign-up has no Settings window), else its Settings day after acceptance.
     pub fn day(self) -> u32 {
-        if self.read_notice {
-            0
+        if self.read_notice || self.new_user {
+            self.accept_day
         } else {
-            self.settings_day
+            self.accept_day + self.settings_day
         }
+    }
+
+    /// Days of the Settings window the user waited before acting (0 at the notice).
+    pub fn waited(self) -> u32 {
+        self.day() - self.accept_day
+    }
+
+    /// Whether the user acts at the notice (or at sign-up) rather than in Settings.
+    pub fn at_notice(self) -> bool {
+        self.read_notice || self.new_user
     }
 }
 
@@ -449,27 +506,29 @@ pub struct State {
 
 impl Arm {
     /// The state of a user of `country` that is `out` (or not) at a level, acting on `timing`.
+    /// A new user has no choice under `opt_out_window` (2016: accounts created after the notice
+    /// joined under the new terms) and does not leave under `no_choice`; under `opt_in` it
+    /// chooses at sign-up. Data is in ad use from the acceptance (or sign-up) day.
     pub fn state(&self, country: usize, out: bool, timing: Timing, horizon: u32) -> State {
         let end_rule = self.ad_use_ends[country]
             .unwrap_or(horizon + 1)
             .min(horizon + 1);
-        let day = timing.day();
+        let out = out
+            && !(timing.new_user && matches!(self.kind, ArmKind::OptOutWindow | ArmKind::NoChoice));
+        let (accept, day) = (timing.accept_day, timing.day());
+        let exposure = if out { timing.waited() } else { 0 };
         let (shared, days, exposure) = match self.kind {
             ArmKind::None => (false, (0, 0), 0),
             // Notice opt-outs of scope `all` never send; later ones already had.
             ArmKind::OptOutWindow => {
-                let shared = !out || self.scope == Scope::Ads || !timing.read_notice;
+                let shared = !out || self.scope == Scope::Ads || !timing.at_notice();
                 let end = if out { day } else { horizon + 1 };
-                (shared, (0, end), if out { day } else { 0 })
+                (shared, (accept, end), exposure)
             }
             ArmKind::OptIn => (!out, if out { (0, 0) } else { (day, horizon + 1) }, 0),
             ArmKind::NoChoice => {
                 let end = if out { day } else { horizon + 1 };
-                (
-                    !out || !timing.read_notice,
-                    (0, end),
-                    if out { day } else { 0 },
-                )
+                (!out || !timing.at_notice(), (accept, end), exposure)
             }
         };
         let (start, end) = (days.0, days.1.min(end_rule));
@@ -478,7 +537,7 @@ impl Arm {
             out: out && self.kind != ArmKind::None,
             shared,
             ad_use: self.kind != ArmKind::None && !out && self.ad_use_ends[country].is_none(),
-            exposure_days: exposure.min(end_rule),
+            exposure_days: exposure.min(end_rule.saturating_sub(accept)),
             ad_use_days,
         }
     }
@@ -577,6 +636,10 @@ pub struct TimingModel {
     read: Threshold,
     /// Cumulative day probabilities of days 1..=W as thresholds.
     days: crate::rng::Categorical,
+    /// Cumulative probabilities of the acceptance days 0..A.
+    accept: crate::rng::Categorical,
+    new_user: Threshold,
+    horizon: u64,
 }
 
 impl TimingModel {
@@ -586,9 +649,16 @@ impl TimingModel {
         let weights: Vec<f64> = (0..config.window_days)
             .map(|d| 0.5f64.powf(f64::from(d) / hl))
             .collect();
+        let hl = config.acceptance_half_life_days;
+        let accept: Vec<f64> = (0..config.acceptance_days)
+            .map(|d| 0.5f64.powf(f64::from(d) / hl))
+            .collect();
         TimingModel {
             read: Threshold::new(config.notice_read_rate),
             days: crate::rng::Categorical::new(&weights),
+            accept: crate::rng::Categorical::new(&accept),
+            new_user: Threshold::new(config.new_user_share),
+            horizon: u64::from(config.horizon_days),
         }
     }
 
@@ -598,9 +668,17 @@ impl TimingModel {
         let mut rng: UserRng = streams.rng(Stream::Timing);
         let read_notice = rng.bernoulli(self.read);
         let settings_day = 1 + self.days.draw(&mut rng) as u32;
+        // Drawn after the draws above, so that one acceptance day and no new users give the
+        // same timing as before the calendar existed (docs/model.md §4.4).
+        let accept_day = self.accept.draw(&mut rng) as u32;
+        let new_user = rng.bernoulli(self.new_user);
+        // Uniform on [0, H): the top 32 bits of a word times H, shifted down.
+        let join_day = (((rng.next_u64() >> 32) * self.horizon) >> 32) as u32;
         Timing {
             read_notice,
             settings_day,
+            accept_day: if new_user { join_day } else { accept_day },
+            new_user,
         }
     }
 }
@@ -659,10 +737,12 @@ mod tests {
         let late = Timing {
             read_notice: false,
             settings_day: 5,
+            accept_day: 0,
+            new_user: false,
         };
         let early = Timing {
             read_notice: true,
-            settings_day: 5,
+            ..late
         };
         let ads = arm(ArmKind::OptOutWindow, Scope::Ads);
         let all = arm(ArmKind::OptOutWindow, Scope::All);
@@ -690,5 +770,102 @@ mod tests {
         assert_eq!((opt_in.ad_use_days, opt_in.exposure_days), ((5, 92), 0));
         let none = arm(ArmKind::None, Scope::Ads).state(0, false, late, horizon);
         assert!(!none.shared && !none.ad_use && !none.out);
+    }
+
+    /// The calendar of 2016 (docs/model.md §4.4): acceptances over the first days, each
+    /// user's Settings window counted from its acceptance, new users without an opt-out.
+    #[test]
+    fn settings_actions_follow_acceptance_and_new_users_have_no_opt_out() {
+        let config = PolicyConfig::default();
+        let (a_days, w) = (config.acceptance_days, config.window_days);
+        let model = TimingModel::new(&config);
+        let key = crate::rng::Key::new(2016, 0);
+        let arm = |kind| Arm {
+            name: "a".into(),
+            kind,
+            scope: Scope::Ads,
+            rates: vec![0.5],
+            ad_use_ends: vec![None],
+        };
+        let window = arm(ArmKind::OptOutWindow);
+        let leave = arm(ArmKind::NoChoice);
+        let (mut new_users, mut late_accepts, n) = (0, 0, 100_000);
+        for i in 0..n {
+            let t = model.draw(key.user(i));
+            let h = config.horizon_days;
+            if t.new_user {
+                new_users += 1;
+                assert!(t.accept_day < h, "{t:?} joins within the horizon");
+                for a in [&window, &leave] {
+                    let st = a.state(0, true, t, h);
+                    assert!(
+                        !st.out,
+                        "{t:?}: a new user has no opt-out under {:?}",
+                        a.kind
+                    );
+                    assert_eq!(st.ad_use_days, (t.accept_day, h + 1));
+                    assert_eq!(st.exposure_days, 0);
+                }
+            } else {
+                assert!(t.accept_day < a_days, "{t:?}");
+                assert!(t.day() <= t.accept_day + w, "{t:?} acts after its window");
+                late_accepts += usize::from(t.accept_day > 0);
+                let st = window.state(0, true, t, h);
+                assert!(st.out);
+                // Ad use from acceptance to the opt-out; none for a notice opt-out.
+                let expected = if t.read_notice {
+                    (0, 0)
+                } else {
+                    (t.accept_day, t.day())
+                };
+                assert_eq!(st.ad_use_days, expected, "{t:?}");
+                assert_eq!(st.exposure_days, t.waited());
+                assert_eq!(
+                    window.state(0, false, t, h).ad_use_days,
+                    (t.accept_day, h + 1)
+                );
+            }
+        }
+        let share = new_users as f64 / n as f64;
+        assert!((share - config.new_user_share).abs() < 0.005, "{share}");
+        assert!(
+            late_accepts > n as usize / 4,
+            "acceptances spread: {late_accepts}"
+        );
+    }
+
+    #[test]
+    fn one_acceptance_day_and_no_new_users_give_the_timing_of_a_single_notice_day() {
+        let mut config = PolicyConfig::default();
+        let spread = TimingModel::new(&config);
+        config.acceptance_days = 1;
+        config.new_user_share = 0.0;
+        let single = TimingModel::new(&config);
+        let key = crate::rng::Key::new(7, 3);
+        for i in 0..20_000 {
+            let (a, b) = (spread.draw(key.user(i)), single.draw(key.user(i)));
+            // The notice and Settings draws come first, so they are the same users' draws.
+            assert_eq!(
+                (a.read_notice, a.settings_day),
+                (b.read_notice, b.settings_day)
+            );
+            assert_eq!((b.accept_day, b.new_user), (0, false));
+            assert_eq!(b.day(), if b.read_notice { 0 } else { b.settings_day });
+        }
+    }
+
+    #[test]
+    fn the_horizon_must_hold_the_last_day_a_user_acts() {
+        let mut config = PolicyConfig {
+            horizon_days: 58,
+            ..PolicyConfig::default()
+        };
+        let err = config.validate("s.toml", &["IN"]).unwrap_err().to_string();
+        assert!(
+            err.contains("policy.horizon_days") && err.contains("59"),
+            "{err}"
+        );
+        config.horizon_days = 59;
+        config.validate("s.toml", &["IN"]).unwrap();
     }
 }

@@ -749,11 +749,18 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
                 &format!("{} / {}", t.on_platform_recall, t.on_platform_fpr),
                 "assumption (Pew 2019: 59% of users found their categories accurate)",
             ]),
-            row([
-                "M evidence detection recall / false-positive rate",
-                &format!("{} / {}", t.m_recall, t.m_fpr),
-                "assumption",
-            ]),
+            match t.m_evidence {
+                crate::targeting::MEvidence::None => row([
+                    "interest evidence in M's data",
+                    "none",
+                    "the 2016 record: number, registration, last-seen and device data; no message content (docs/model.md §6.1)",
+                ]),
+                crate::targeting::MEvidence::BusinessMessaging => row([
+                    "M business-messaging detection recall / false-positive rate",
+                    &format!("{} / {}", t.m_recall, t.m_fpr),
+                    "assumption",
+                ]),
+            },
             row([
                 "CTR relevant / irrelevant / untargeted / customer (Custom Audience)",
                 &format!(

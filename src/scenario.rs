@@ -35,6 +35,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
         "eu-pause-2016",
         include_str!("../data/scenarios/eu-pause-2016.toml"),
     ),
+    (
+        "counterfactuals-2016",
+        include_str!("../data/scenarios/counterfactuals-2016.toml"),
+    ),
 ];
 
 /// The largest population a scenario may ask for (the number spaces bound it further).

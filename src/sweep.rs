@@ -502,7 +502,7 @@ impl<'a> Sweep<'a> {
                     }
                 };
                 if acted {
-                    let channel = if timing.read_notice {
+                    let channel = if timing.at_notice() {
                         Channel::Notice
                     } else {
                         Channel::Settings

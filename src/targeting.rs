@@ -34,17 +34,35 @@ pub fn split(n: u32) -> (u64, u32) {
     (IMPRESSION_UNITS / n, (IMPRESSION_UNITS % n) as u32)
 }
 
+/// What interest evidence M's shared data carries (docs/model.md §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MEvidence {
+    /// None: M's data links the account (number, registration, last-seen and device data) and
+    /// adds its number to S's phone index, but says nothing about interests. The 2016 record:
+    /// no message content was shared, and business messaging on M came in 2018.
+    #[default]
+    None,
+    /// The sender's business-messaging signals flag segments (`m_recall`, `m_fpr`): what
+    /// business messaging made possible by the 2021 update.
+    BusinessMessaging,
+}
+
 /// `[targeting]`: detector and click parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetingConfig {
+    /// What interest evidence M's data carries: `none` (2016, the default) or
+    /// `business_messaging` (2021).
+    pub m_evidence: MEvidence,
     /// On-platform detection of an interested holder. Assumption: 0.30 (Pew 2019: 59% of US
     /// users found their interest categories accurate; detection misses many interests).
     pub on_platform_recall: f64,
     /// On-platform false detection for an uninterested holder. Assumption: 0.06.
     pub on_platform_fpr: f64,
-    /// Detection from M business messaging in the segment. Assumption: 0.80 (messaging a
-    /// business is direct evidence of a relationship).
+    /// Detection from M business messaging in the segment, read only with `m_evidence =
+    /// "business_messaging"`. Assumption: 0.80 (messaging a business is direct evidence of a
+    /// relationship).
     pub m_recall: f64,
     /// False detection from M data in a segment the sender does not message. Assumption: 0.002.
     pub m_fpr: f64,
@@ -65,6 +83,7 @@ pub struct TargetingConfig {
 impl Default for TargetingConfig {
     fn default() -> Self {
         TargetingConfig {
+            m_evidence: MEvidence::None,
             on_platform_recall: 0.30,
             on_platform_fpr: 0.06,
             m_recall: 0.80,
@@ -106,7 +125,8 @@ impl TargetingConfig {
 #[derive(Clone, Debug)]
 pub struct Detectors {
     platform: [Lanes<16>; 2],
-    m: [Lanes<16>; 2],
+    /// The M detectors, if M's data carries interest evidence.
+    m: Option<[Lanes<16>; 2]>,
 }
 
 /// The three sets of segments whose detectors fire for one account.
@@ -128,7 +148,8 @@ impl Detectors {
                 Lanes::uniform(c.on_platform_fpr),
                 Lanes::uniform(c.on_platform_recall),
             ],
-            m: [Lanes::uniform(c.m_fpr), Lanes::uniform(c.m_recall)],
+            m: (c.m_evidence == MEvidence::BusinessMessaging)
+                .then(|| [Lanes::uniform(c.m_fpr), Lanes::uniform(c.m_recall)]),
         }
     }
 
@@ -148,8 +169,16 @@ impl Detectors {
         let mut rng = streams.rng(Stream::Detection);
         let all = u64::MAX.checked_shr(64 - segments as u32).unwrap_or(0);
         let [p0, p1] = &self.platform;
-        let [m0, m1] = &self.m;
         let platform = p0.draw_either(p1, interests, &mut rng, all);
+        // The M draws come after the platform's, so without them the platform flags are the
+        // same.
+        let Some([m0, m1]) = &self.m else {
+            return Flags {
+                platform,
+                own: 0,
+                foreign: 0,
+            };
+        };
         let own = m0.draw_either(m1, own_messages, &mut rng, all);
         let foreign = foreign_messages.map_or(0, |x| m0.draw_either(m1, x, &mut rng, all));
         Flags {

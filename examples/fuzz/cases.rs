@@ -321,7 +321,8 @@ fn extremes() -> Vec<(&'static str, Vec<(String, Value)>)> {
             "window 365",
             vec![
                 kv("policy.window_days", i(365)),
-                kv("policy.horizon_days", i(365)),
+                // The last Settings day: 29 days of acceptance, then the window.
+                kv("policy.horizon_days", i(394)),
             ],
         ),
         ("horizon 3650", vec![kv("policy.horizon_days", i(3650))]),

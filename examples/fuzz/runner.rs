@@ -360,12 +360,12 @@ pub fn check_folder(dir: &Path, users: u64, replications: u32) -> Result<(), Bro
     let sweep = adsim::sweep::Sweep::new(&resolved);
     let names = adsim::run::names(&resolved, &sweep);
     let layout = &sweep.layout;
-    let window = resolved.scenario.policy.window_days as usize;
+    let policy = &resolved.scenario.policy;
     for r in 0..replications {
         let mut counts = Counts::zeros(layout);
         adsim::folder::read_counts(dir, &names, layout, r, &mut counts)
             .map_err(|e| broken(e.to_string()))?;
-        counts_hold(layout, &counts, users, window)
+        counts_hold(layout, &counts, users, policy)
             .map_err(|why| broken(format!("replication {r}: {why}")))?;
     }
     adsim::run::estimate_folder(dir).map_err(|e| broken(e.to_string()))?;
@@ -411,9 +411,23 @@ fn readable(p: &Path) -> Result<(), String> {
 
 /// The properties of one replication's counts: every user counted once per arm and level;
 /// opt-outs nested (the achieved rate never falls as the target rises); ad use only for
-/// users who stayed; every shared user linked once (or not at all); actions on day 0 (the
-/// notice) or on a Settings day inside the window; users in ad use never more than users.
-pub fn counts_hold(l: &Layout, c: &Counts, users: u64, window: usize) -> Result<(), String> {
+/// users who stayed; every shared user linked once (or not at all); notice actions on an
+/// acceptance day (any day of the horizon where new users choose at sign-up), Settings actions
+/// on a day of a window opened by an acceptance (docs/model.md §4.4); users in ad use never
+/// more than users.
+pub fn counts_hold(
+    l: &Layout,
+    c: &Counts,
+    users: u64,
+    policy: &adsim::policy::PolicyConfig,
+) -> Result<(), String> {
+    let accept = policy.acceptance_days as usize;
+    let window = accept - 1 + policy.window_days as usize;
+    let last_notice = if policy.new_user_share > 0.0 {
+        l.days.saturating_sub(1)
+    } else {
+        accept - 1
+    };
     let total = |arm: usize, level: usize, m: All| -> i64 {
         (0..l.countries)
             .flat_map(|co| (0..l.ages).map(move |a| (co, a)))
@@ -467,9 +481,11 @@ pub fn counts_hold(l: &Layout, c: &Counts, users: u64, window: usize) -> Result<
                         "arm {arm} level {level} region {region}: value past the horizon"
                     ));
                 }
-                if (day != 0 && notice != 0) || ((day == 0 || day > window) && settings != 0) {
+                if (day > last_notice && notice != 0)
+                    || ((day == 0 || day > window) && settings != 0)
+                {
                     return Err(format!(
-                        "arm {arm} level {level}: an action on day {day} (window {window})"
+                        "arm {arm} level {level}: an action on day {day} (notice to day {last_notice}, Settings to day {window})"
                     ));
                 }
             }

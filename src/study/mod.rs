@@ -402,14 +402,19 @@ fn base_scenario(plan: &mut Plan, dir: &Path, file: &str) -> Result<(Scenario, S
 
 /// The scalar assumptions of the registry that `base` reads, as factors at their plausible
 /// ranges. The six fault shares are left out (they must sum to 1: varying one alone is
-/// refused), and so are the behavioural keys of a rate-mode scenario.
+/// refused), and so are the behavioural keys of a rate-mode scenario and the business-messaging
+/// keys of a scenario whose M data carries no interest evidence.
 pub fn assumption_factors(base: &Scenario) -> Vec<Factor> {
     let behavioral = base.policy.mode == crate::policy::Mode::Behavioral;
+    let messaging = base.targeting.m_evidence == crate::targeting::MEvidence::BusinessMessaging;
+    let used_when =
+        |p: &registry::Parameter, what: &str| p.used_when.as_deref().unwrap_or("").contains(what);
     registry::parameters()
         .iter()
         .filter(|p| p.is_assumption() && (!p.is_data_column() || column_factor(p)))
         .filter(|p| !p.path.starts_with("audiences.fault_shares."))
-        .filter(|p| behavioral || !p.used_when.as_deref().unwrap_or("").contains("behavioral"))
+        .filter(|p| behavioral || !used_when(p, "behavioral"))
+        .filter(|p| messaging || !used_when(p, "business_messaging"))
         .filter_map(|p| {
             let [low, high] = p.plausible?;
             Some(Factor {

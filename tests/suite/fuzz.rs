@@ -95,24 +95,31 @@ fn the_property_checks_catch_broken_counts_and_folders() {
     let sweep = Sweep::new(&resolved);
     let l = &sweep.layout;
     let counts = sweep.run(0, 0..2000).expect("runs");
-    let window = resolved.scenario.policy.window_days as usize;
-    runner::counts_hold(l, &counts, 2000, window).expect("a true run holds");
+    let policy = &resolved.scenario.policy;
+    let window = (policy.acceptance_days - 1 + policy.window_days) as usize;
+    runner::counts_hold(l, &counts, 2000, policy).expect("a true run holds");
     let mut lost = counts.clone();
     lost.arms[1][l.cell(0, 0) + l.all(All::Users)] -= 1;
     assert!(
-        runner::counts_hold(l, &lost, 2000, window).is_err(),
+        runner::counts_hold(l, &lost, 2000, policy).is_err(),
         "a user lost"
     );
     let mut late = counts.clone();
     late.timeline[1][l.day(0, window + 1, Channel::Settings)] += 1;
     assert!(
-        runner::counts_hold(l, &late, 2000, window).is_err(),
-        "a Settings day past the window"
+        runner::counts_hold(l, &late, 2000, policy).is_err(),
+        "a Settings day past the last window"
+    );
+    let mut unaccepted = counts.clone();
+    unaccepted.timeline[1][l.day(0, l.days, Channel::Notice)] += 1;
+    assert!(
+        runner::counts_hold(l, &unaccepted, 2000, policy).is_err(),
+        "a notice action past the horizon"
     );
     let mut past = counts.clone();
     past.timeline[1][l.day(0, l.days, Channel::ValueGain)] += 1;
     assert!(
-        runner::counts_hold(l, &past, 2000, window).is_err(),
+        runner::counts_hold(l, &past, 2000, policy).is_err(),
         "value past the horizon"
     );
 

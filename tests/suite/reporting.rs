@@ -256,7 +256,10 @@ fn json_modes_and_completions_print_to_stdout() {
     let out = adsim(dir.path(), &["scenarios", "--json"]);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("scenarios --json prints JSON");
-    assert_eq!(v.as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(adsim::scenario::BUILTINS.len())
+    );
     let out = adsim(dir.path(), &["completions", "bash"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("adsim"));
     for cmd in [

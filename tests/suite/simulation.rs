@@ -48,7 +48,12 @@ proptest! {
 
     #[test]
     fn invariants_hold(users in 200u64..3000, seed: u64, h in 0.0f64..3.0, cut in 0.05f64..0.95) {
-        let r = small(users, seed, &[0.0, cut, 1.0], |s| s.opt_out.heterogeneity = h);
+        // Half the cases with users who join after the notice (and cannot opt out).
+        let new_users = if seed % 2 == 0 { 0.0 } else { 0.2 };
+        let r = small(users, seed, &[0.0, cut, 1.0], |s| {
+            s.opt_out.heterogeneity = h;
+            s.policy.new_user_share = new_users;
+        });
         let (l, c) = simulate(&r);
         let days = i64::from(r.scenario.policy.horizon_days);
         for arm in 0..l.levels.len() {
@@ -90,7 +95,13 @@ proptest! {
             let levels = l.levels[arm];
             if levels == 3 {
                 prop_assert_eq!(total(&l, &c, arm, 0, l.all(All::OptedOut)), 0);
-                prop_assert_eq!(total(&l, &c, arm, 2, l.all(All::OptedOut)), users as i64);
+                let all_out = total(&l, &c, arm, 2, l.all(All::OptedOut));
+                if new_users == 0.0 {
+                    prop_assert_eq!(all_out, users as i64);
+                } else {
+                    // Users who joined after the notice have no opt-out (docs/model.md §4.4).
+                    prop_assert!(all_out < users as i64 && all_out > users as i64 / 2);
+                }
             }
         }
         // Scope ads still shares every number; scope all shares no notice opt-out's.
@@ -165,9 +176,11 @@ fn each_arm_counts_as_when_simulated_alone() {
 
 #[test]
 fn at_full_opt_out_every_arm_targets_like_none() {
-    // Everyone reads the notice and acts on day 0: no day of ad use before an opt-out.
+    // Everyone reads the notice and acts on accepting: no day of ad use before an opt-out,
+    // and no new user (who could not opt out).
     let r = small(5000, 3, &[0.0, 0.5, 1.0], |s| {
-        s.policy.notice_read_rate = 1.0
+        s.policy.notice_read_rate = 1.0;
+        s.policy.new_user_share = 0.0;
     });
     let (l, c) = simulate(&r);
     for arm in 1..l.levels.len() {
@@ -188,11 +201,72 @@ fn at_full_opt_out_every_arm_targets_like_none() {
             }
         }
         assert_eq!(total(&l, &c, arm, 2, l.all(All::LinkedAccountDays)), 0);
-        // And at rate 0 sharing changes targeting (the test would pass vacuously otherwise).
+        // And at rate 0 sharing changes targeting (the test would pass vacuously otherwise):
+        // metadata links add numbers that Custom Audience uploads match.
         assert_ne!(
-            seg_total(&l, &c, arm, 0, Seg::AudienceDays),
-            seg_total(&l, &c, 0, 0, Seg::AudienceDays)
+            seg_total(&l, &c, arm, 0, Seg::CaRightDays),
+            seg_total(&l, &c, 0, 0, Seg::CaRightDays)
         );
+    }
+}
+
+#[test]
+fn the_eu_as_it_acted_keeps_each_countrys_days_before_its_own_stop() {
+    // The built-in eu-pause-2016: Germany from day 29 (the Hamburg order), the United Kingdom
+    // from day 74, Italy, Spain and France from day 75; the `never` arm uses no EU day. With
+    // every acceptance on day 0 and no new users, a country's linked account-days under the
+    // pause are exactly its days before the stop out of the horizon's (docs/model.md §11.3).
+    let (mut s, source) = adsim::scenario::Scenario::builtin("eu-pause-2016").expect("built in");
+    s.population.users = 30_000;
+    s.population.replications = 1;
+    s.policy.rates = vec![0.0];
+    s.policy.acceptance_days = 1;
+    s.policy.new_user_share = 0.0;
+    let r = s.resolve(&source, Path::new(".")).expect("resolves");
+    let (l, c) = simulate(&r);
+    let arm = |name: &str| {
+        r.scenario
+            .policy
+            .arms
+            .iter()
+            .position(|a| a.name == name)
+            .expect(name)
+    };
+    let (window, pause, never) = (
+        arm("opt_out_window"),
+        arm("opt_out_window_eu_pause"),
+        arm("opt_out_window_eu_never"),
+    );
+    let h = i64::from(r.scenario.policy.horizon_days);
+    let codes = crate::common::country_codes();
+    let linked = |arm: usize, co: usize| -> i64 {
+        (0..l.ages)
+            .map(|a| c.get(&l, arm, 0, co, a, l.all(All::LinkedAccountDays)))
+            .sum()
+    };
+    for (co, code) in codes.iter().enumerate() {
+        let stop = match code.as_str() {
+            "DE" => Some(29),
+            "GB" => Some(74),
+            "IT" | "ES" | "FR" => Some(75),
+            _ => None,
+        };
+        let full = linked(window, co);
+        assert!(full > 0, "{code}: no linked days");
+        match stop {
+            Some(d) => {
+                assert_eq!(
+                    linked(pause, co) * h,
+                    full * d,
+                    "{code}: pause from day {d}"
+                );
+                assert_eq!(linked(never, co), 0, "{code}: never used");
+            }
+            None => {
+                assert_eq!(linked(pause, co), full, "{code}: outside the EU");
+                assert_eq!(linked(never, co), full, "{code}: outside the EU");
+            }
+        }
     }
 }
 
@@ -213,7 +287,10 @@ fn a_regional_pause_keeps_its_days_before_the_pause_and_differs_from_off() {
             .into_iter()
             .collect(),
     };
+    // Everyone accepts on day 0, so a pause from day D keeps exactly D days of each user.
     let r = small(20_000, 9, &[0.0, 0.5], |s| {
+        s.policy.acceptance_days = 1;
+        s.policy.new_user_share = 0.0;
         s.policy.arms = vec![
             ArmConfig {
                 name: "none".into(),
@@ -376,7 +453,8 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
         checked += 1;
     }
     assert!(checked >= 6);
-    // With opt-outs over the window, the revenue per day falls through the window.
+    // Users accept the terms over the first days (docs/model.md §4.4): the revenue per day
+    // rises while they do, though opt-outs follow each acceptance.
     let first_arm = (0..d.height())
         .find(|&j| d_arm[j] != "none" && d_rate[j] == 0.3 && d_region[j] == "all")
         .expect("a row");
@@ -391,14 +469,20 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
             .map(|j| d_value[j])
             .expect("the day")
     };
-    assert!(day(0.0) > day(29.0), "{} then {}", day(0.0), day(29.0));
+    assert!(day(0.0) < day(10.0), "{} then {}", day(0.0), day(10.0));
 }
 
 #[test]
 fn a_window_opt_out_keeps_its_days_before_the_opt_out() {
     // Nobody reads the notice: every opt-out comes on its Settings day d, and keeps days
-    // 0 to d-1 of ad use; at rate 1 the person-days of ad use are exactly the exposure days.
-    let r = small(5000, 4, &[0.0, 1.0], |s| s.policy.notice_read_rate = 0.0);
+    // a to d-1 of ad use from its acceptance a; at rate 1 the person-days of ad use are exactly
+    // the exposure days. Everyone accepts on day 0 here, so the days in ad use at rate 0 are
+    // the whole horizon; with new users too, those who cannot opt out keep their days.
+    let r = small(5000, 4, &[0.0, 1.0], |s| {
+        s.policy.notice_read_rate = 0.0;
+        s.policy.acceptance_days = 1;
+        s.policy.new_user_share = 0.0;
+    });
     let (l, c) = simulate(&r);
     let h = i64::from(r.scenario.policy.horizon_days);
     let t = |level, m| total(&l, &c, 1, level, l.all(m));
@@ -419,6 +503,7 @@ fn settings_days_fill_a_window_of_365_days() {
     // about 109/365 of the Settings opt-outs fall on days 257 to 365 (days past 256 used to
     // wrap to days 1 to 109).
     let r = small(20_000, 7, &[0.0, 0.5], |s| {
+        s.policy.acceptance_days = 1;
         s.policy.window_days = 365;
         s.policy.horizon_days = 400;
         s.policy.settings_half_life_days = 3650.0;

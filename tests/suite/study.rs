@@ -180,12 +180,19 @@ fn a_dry_run_counts_the_evaluations_the_study_runs_and_writes_nothing() {
 fn a_grid_shows_a_factors_effect_and_its_plan_reproduces_the_folder() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // M recall is read where M's data carries business-messaging evidence: the 2021 scenario.
     let file = plan(
         d,
         "recall",
         "design = \"grid\"\n[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.1, 0.9]\n\
          [[output]]\nmetric = \"precision_lift\"\nrate = 0.0\n",
     );
+    let text = std::fs::read_to_string(d.join(&file)).unwrap();
+    std::fs::write(
+        d.join(&file),
+        text.replace("whatsapp-2016", "whatsapp-2021"),
+    )
+    .unwrap();
     adsim_ok(d, &["study", &file, "--out", "a", "--quiet"]);
     let rows: Vec<Vec<String>> = std::fs::read_to_string(d.join("a/evaluations.csv"))
         .unwrap()
@@ -631,7 +638,7 @@ fn data_columns_vary_as_common_multipliers_and_rows_through_their_override_paths
         "design = \"grid\"\n[[factor]]\nkey = \"countries.recycled_rate\"\nlevels = [0.5, 2.0]\n\
          [[factor]]\nkey = 'data.segment_overrides.\"Pets\".prevalence'\nlevels = [0.05, 0.3]\n\
          [[output]]\nmetric = \"people_mislinked\"\nrate = 0.0\n\
-         [[output]]\nmetric = \"precision_lift\"\nrate = 0.0\n",
+         [[output]]\nmetric = \"revenue_change_musd\"\nrate = 0.0\n",
     );
     adsim_ok(d, &["study", &file, "--out", "c", "--quiet"]);
     let evals = read_parquet(&d.join("c/evaluations.parquet"));
@@ -642,8 +649,9 @@ fn data_columns_vary_as_common_multipliers_and_rows_through_their_override_paths
         "a segment's prevalence moves no phone draw"
     );
     assert_eq!(mislinked[2], mislinked[3]);
-    // The row factor reaches the model: Pets' prevalence moves the precision lift.
-    let lift = adsim::table::floats(&evals, "precision_lift@opt_out_window@0");
+    // The row factor reaches the model: Pets' prevalence moves the revenue change (more Pets
+    // customers, more Custom Audience matches through metadata links).
+    let lift = adsim::table::floats(&evals, "revenue_change_musd@opt_out_window@0");
     assert_ne!(lift[0], lift[1], "{lift:?}");
     let report = std::fs::read_to_string(d.join("c/report.md")).unwrap();
     assert!(
