@@ -20,7 +20,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 /// Version of the `cells` and `timeline_cells` tables' schemas.
-pub const CELLS_SCHEMA_VERSION: &str = "cells/4";
+pub const CELLS_SCHEMA_VERSION: &str = "cells/5";
 
 /// A counted measure: its column name and what it counts (the data dictionary's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +114,10 @@ measures! {
         Settings = "settings": "users who acted in Settings that day (1 to `policy.window_days` days after their acceptance)",
         InAdUse = "in_ad_use": "users whose data is in ad use that day",
         ValueGain = "value_gain": "the day's expected click value of the accounts, less what the same accounts earn with no M data in ad use, in units of 1/Q dollar per impression unit (Q below); signed",
+        GainNewNumber = "value_gain_new_number": "the part of value_gain from the holder's own data on accounts that had no phone on file and no number from another source, linked through metadata (numbers S did not have); signed",
+        GainReplacedNumber = "value_gain_replaced_number": "the part from the holder's own data on accounts that held a stale or household number, linked through metadata (numbers that replace a stale one); signed",
+        GainKnownNumber = "value_gain_known_number": "the part from the holder's own data on accounts whose number S already had (true links): M's interest evidence only; signed",
+        GainForeign = "value_gain_foreign": "the part from someone else's data on the account (mislinks), with its overlap with the holder's own; signed",
     }
 }
 
@@ -121,15 +125,33 @@ impl Channel {
     /// Whether the engine writes the channel as differences over days (a value held over a
     /// span of days), turned into daily values by [`Counts::finish`].
     pub fn held_over_days(self) -> bool {
-        matches!(self, Channel::InAdUse | Channel::ValueGain)
+        self == Channel::InAdUse || self.is_value()
+    }
+
+    /// Whether the channel is a value (signed, in quanta) rather than a count of people.
+    pub fn is_value(self) -> bool {
+        !matches!(self, Channel::Notice | Channel::Settings | Channel::InAdUse)
     }
 
     /// The channels, in index order.
-    pub const EACH: [Channel; 4] = [
+    pub const EACH: [Channel; 8] = [
         Channel::Notice,
         Channel::Settings,
         Channel::InAdUse,
         Channel::ValueGain,
+        Channel::GainNewNumber,
+        Channel::GainReplacedNumber,
+        Channel::GainKnownNumber,
+        Channel::GainForeign,
+    ];
+
+    /// The value channels that split `value_gain` by how M's data reached the account, in the
+    /// order of the summary's `revenue_change_*_musd` columns (docs/model.md §8.4).
+    pub const ROUTES: [Channel; 4] = [
+        Channel::GainNewNumber,
+        Channel::GainReplacedNumber,
+        Channel::GainKnownNumber,
+        Channel::GainForeign,
     ];
 }
 
@@ -498,7 +520,7 @@ pub fn timeline_frame(
     ];
     for (ch, v) in Channel::EACH.into_iter().zip(values) {
         let name = ch.measure().name;
-        columns.push(if ch == Channel::ValueGain {
+        columns.push(if ch.is_value() {
             Series::from_vec(name.into(), v).into_column()
         } else {
             u64_column(name, v.into_iter().map(|x| x.max(0) as u64).collect(), None)
@@ -635,7 +657,7 @@ pub fn add_timeline(
         .into_iter()
         .map(|ch| {
             let name = ch.measure().name;
-            if ch == Channel::ValueGain {
+            if ch.is_value() {
                 column_i64(df, name)
             } else {
                 Ok(column_u64(df, name)?

@@ -21,7 +21,7 @@ use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/4";
+pub const SCHEMA_VERSION: &str = "results/5";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -159,6 +159,22 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "revenue_change_share",
         "revenue_change_musd / S's quarterly ad revenue",
+    ),
+    (
+        "revenue_change_new_number_musd",
+        "the part of revenue_change_musd from numbers S did not have: M data linked by metadata to accounts with no number (docs/model.md §8.4)",
+    ),
+    (
+        "revenue_change_replaced_number_musd",
+        "the part from numbers that replace a stale or household one: M data linked by metadata to accounts holding such a number",
+    ),
+    (
+        "revenue_change_known_number_musd",
+        "the part from M data on accounts whose number S already had (true links): M's interest evidence only",
+    ),
+    (
+        "revenue_change_foreign_musd",
+        "the part from M data that landed on someone else's account (mislinks)",
     ),
     ("people_opted_out", "people who opted out, at full scale"),
     (
@@ -343,6 +359,8 @@ struct Margins {
     timeline: DataFrame,
     /// Per (arm, level, region, day): the revenue change, $M (region `all`: their sum).
     revenue_days: DataFrame,
+    /// Per (arm, level): the revenue change by how M's data reached the account, $M.
+    revenue_routes: DataFrame,
 }
 
 /// Rows of a margin table under construction: keys and one sum per measure.
@@ -594,7 +612,7 @@ fn margins(
             Series::from_vec("people".into(), t_count).into_column(),
         ],
     )?;
-    let revenue_days = revenue_days(
+    let (revenue_days, revenue_routes) = revenue_days(
         names,
         layout,
         counts,
@@ -610,6 +628,7 @@ fn margins(
         age: age.frame(Some("age_band"))?,
         timeline,
         revenue_days,
+        revenue_routes,
     })
 }
 
@@ -620,7 +639,9 @@ pub const ALL_REGIONS: &str = "all";
 /// a region's day of `value_gain`, in dollars, times the anchoring of its `none` arm (its ARPU
 /// times its accounts, scaled, over the `none` arm's value of the quarter). Summed over the
 /// days, it is the quarter's revenue change of the region, up to the rounding of the quanta.
-/// The `none` arm has no rows; region [`ALL_REGIONS`] sums the others.
+/// The `none` arm has no rows; region [`ALL_REGIONS`] sums the others. Also returns, per
+/// (arm, level), the quarter's change by how M's data reached the account
+/// ([`Channel::ROUTES`]; the `none` arm's are 0).
 fn revenue_days(
     names: &Names,
     layout: &Layout,
@@ -629,7 +650,7 @@ fn revenue_days(
     arpu: &[f64],
     none_value: &[f64],
     none_accounts: &[f64],
-) -> PolarsResult<DataFrame> {
+) -> PolarsResult<(DataFrame, DataFrame)> {
     let anchor = ctx.revenue.ad_share() * ctx.scale();
     let per_quantum: Vec<f64> = (0..layout.regions)
         .map(|r| {
@@ -676,7 +697,7 @@ fn revenue_days(
         }
     }
     let n = arm.len();
-    DataFrame::new(
+    let days = DataFrame::new(
         n,
         vec![
             StringChunked::from_iter_values("arm".into(), arm.into_iter()).into_column(),
@@ -686,8 +707,49 @@ fn revenue_days(
             Series::from_vec("day".into(), day).into_column(),
             Series::from_vec("revenue_change_musd".into(), change).into_column(),
         ],
-    )
+    )?;
+    let (mut r_arm, mut r_level) = (Vec::new(), Vec::new());
+    let mut routes: [Vec<f64>; 4] = Default::default();
+    for a in 0..layout.levels.len() {
+        for k in 0..layout.levels[a] {
+            r_arm.push(names.arms[a].as_str());
+            r_level.push(k as u32);
+            for (ch, column) in Channel::ROUTES.into_iter().zip(&mut routes) {
+                let total = if names.is_none[a] {
+                    0.0
+                } else {
+                    let t = counts.timeline_level(layout, a, k);
+                    (0..layout.regions)
+                        .map(|r| {
+                            (0..layout.days)
+                                .map(|d| t[layout.day(r, d, ch)] as f64)
+                                .sum::<f64>()
+                                * per_quantum[r]
+                        })
+                        .sum()
+                };
+                column.push(total);
+            }
+        }
+    }
+    let n = r_arm.len();
+    let mut columns = vec![
+        StringChunked::from_iter_values("arm".into(), r_arm.into_iter()).into_column(),
+        Series::from_vec("level".into(), r_level).into_column(),
+    ];
+    for (name, v) in ROUTE_METRICS.iter().zip(routes) {
+        columns.push(Series::from_vec((*name).into(), v).into_column());
+    }
+    Ok((days, DataFrame::new(n, columns)?))
 }
+
+/// The summary's revenue change by route, in the order of [`Channel::ROUTES`].
+const ROUTE_METRICS: [&str; 4] = [
+    "revenue_change_new_number_musd",
+    "revenue_change_replaced_number_musd",
+    "revenue_change_known_number_musd",
+    "revenue_change_foreign_musd",
+];
 
 /// Revenue per (arm, level) of one replication, anchored per region on the `none` arm.
 fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
@@ -776,12 +838,22 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
 /// One replication's metric tables, rows in the order of its margins.
 fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
     let country = m.country.lazy().with_columns(rate_columns(ctx));
-    let per_level = m.level.lazy().with_columns(rate_columns(ctx)).join(
-        revenue(country.clone(), ctx)?,
-        [col("arm"), col("level")],
-        [col("arm"), col("level")],
-        join_args(JoinType::Left),
-    );
+    let per_level = m
+        .level
+        .lazy()
+        .with_columns(rate_columns(ctx))
+        .join(
+            revenue(country.clone(), ctx)?,
+            [col("arm"), col("level")],
+            [col("arm"), col("level")],
+            join_args(JoinType::Left),
+        )
+        .join(
+            m.revenue_routes.lazy(),
+            [col("arm"), col("level")],
+            [col("arm"), col("level")],
+            join_args(JoinType::Left),
+        );
     let mut summary = per_level.collect()?;
     paired(&mut summary, &ctx.none_arm)?;
     let segments = m.segment.lazy().with_columns(rate_columns(ctx));

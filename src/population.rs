@@ -57,6 +57,68 @@ impl NumberHistory {
     }
 }
 
+/// `[known_numbers]`: numbers S held for an account besides its phone on file, before any
+/// sharing (docs/model.md §3.5). Venkatadri et al. (PETS 2019) found both used for ad targeting.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnownNumbersConfig {
+    /// Probability that an S account without its holder's current number on file holds it as a
+    /// number given for two-factor authentication or to Messenger. Assumption: 0.25.
+    pub security_or_messenger: f64,
+    /// Probability that S matched the holder's current number to the account from other users'
+    /// uploaded address books, where no source above gave it. Assumption: 0.30.
+    pub contact_uploads: f64,
+}
+
+impl Default for KnownNumbersConfig {
+    fn default() -> Self {
+        KnownNumbersConfig {
+            security_or_messenger: 0.25,
+            contact_uploads: 0.30,
+        }
+    }
+}
+
+impl KnownNumbersConfig {
+    /// Checks the section; `file` names the scenario.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        for (k, v) in [
+            ("security_or_messenger", self.security_or_messenger),
+            ("contact_uploads", self.contact_uploads),
+        ] {
+            crate::ensure!(
+                (0.0..=1.0).contains(&v),
+                file,
+                format!("known_numbers.{k}"),
+                v,
+                "a probability in [0, 1]"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How S knew an account holder's current number before any sharing (docs/model.md §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum KnownNumber {
+    /// S did not have it (or the user has no S account).
+    #[default]
+    Unknown,
+    /// The account's phone on file is the user's current number.
+    OnFile,
+    /// Given for two-factor authentication or to Messenger.
+    SecurityOrMessenger,
+    /// Matched from other users' uploaded contacts.
+    ContactUploads,
+}
+
+impl KnownNumber {
+    /// Whether S had the number on the user's own account.
+    pub fn known(self) -> bool {
+        self != KnownNumber::Unknown
+    }
+}
+
 /// The user's S account and the phone number it holds on file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SAccount {
@@ -142,6 +204,8 @@ pub struct User {
     pub number_on_file_of: Option<u64>,
     /// The user's S account.
     pub s_account: SAccount,
+    /// How S knew the user's current number on its own account before any sharing.
+    pub number_known: KnownNumber,
     /// Latent propensity to opt out (docs/model.md §4), logistic scale.
     pub privacy_score: f64,
 }
@@ -213,6 +277,8 @@ pub struct Population {
     segments: SegmentModel,
     band_shifts: Vec<f64>,
     heterogeneity: f64,
+    /// The numbers S knew besides those on file: security or Messenger, contact uploads.
+    known: [Threshold; 2],
     /// The countries of each calling code below 1000, in table order, and those of longer
     /// codes: the candidates [`Population::holder_of_digits`] tries for a number's prefix.
     by_code: Vec<Vec<usize>>,
@@ -246,14 +312,20 @@ impl Population {
     /// The population of replication `replication` of `resolved`, with its own size and seed.
     pub fn new(resolved: &Resolved, replication: u32) -> Result<Self> {
         let s = &resolved.scenario;
-        Self::with(
+        let mut population = Self::with(
             &resolved.data,
             &resolved.spaces,
             s.population.users,
             s.population.seed,
             replication,
             s.opt_out.heterogeneity,
-        )
+        )?;
+        let k = &s.known_numbers;
+        population.known = [
+            Threshold::new(k.security_or_messenger),
+            Threshold::new(k.contact_uploads),
+        ];
+        Ok(population)
     }
 
     /// The population of `users` users from validated data and number spaces.
@@ -368,6 +440,8 @@ impl Population {
             segments,
             band_shifts: bands.iter().map(|b| b.privacy_shift).collect(),
             heterogeneity,
+            // No other source unless the scenario names one ([`Population::new`]).
+            known: [Threshold::new(0.0), Threshold::new(0.0)],
         })
     }
 
@@ -490,6 +564,12 @@ impl Population {
             },
         };
 
+        let number_known = match s_account {
+            SAccount::None => KnownNumber::Unknown,
+            SAccount::Own => KnownNumber::OnFile,
+            _ => self.known_number(streams),
+        };
+
         let national = if parts.phone {
             c.space.national(c.phones.forward(k))
         } else {
@@ -512,6 +592,7 @@ impl Population {
             number_history,
             number_on_file_of,
             s_account,
+            number_known,
             privacy_score: self.heterogeneity * shift + noise,
         }
     }
@@ -570,6 +651,23 @@ impl Population {
         let on_s = rng.bernoulli(c.on_s);
         let phone = rng.bernoulli(c.phone_on_file);
         on_s.then_some(phone)
+    }
+
+    /// How S knew the current number of the user with stream keys `streams`, whose S account
+    /// does not hold it on file: given for security or to Messenger, else matched from contact
+    /// uploads, else not at all (docs/model.md §3.5). Its own stream.
+    #[inline]
+    fn known_number(&self, streams: UserKey) -> KnownNumber {
+        let mut rng = streams.rng(Stream::KnownNumbers);
+        let security = rng.bernoulli(self.known[0]);
+        let contacts = rng.bernoulli(self.known[1]);
+        if security {
+            KnownNumber::SecurityOrMessenger
+        } else if contacts {
+            KnownNumber::ContactUploads
+        } else {
+            KnownNumber::Unknown
+        }
     }
 
     /// Whether the number of the user with stream keys `streams` is recycled, shared or fresh

@@ -74,6 +74,8 @@ pub enum Stream {
     Customers = 10,
     /// M-side business messaging, per segment (given the interests).
     Messaging = 11,
+    /// Whether S knew the user's current number besides its phone on file.
+    KnownNumbers = 12,
 }
 
 /// Keys of the permutations (number maps, previous-holder maps) of one country.

@@ -17,6 +17,7 @@ use crate::ensure;
 use crate::error::{Error, Result};
 use crate::phone::NumberSpace;
 use crate::policy::PolicyConfig;
+use crate::population::KnownNumbersConfig;
 use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
@@ -68,6 +69,8 @@ pub struct Scenario {
     pub audiences: AudienceConfig,
     /// Revenue anchoring.
     pub revenue: RevenueConfig,
+    /// Numbers S knew besides the phones on file.
+    pub known_numbers: KnownNumbersConfig,
     /// Reference data: built in, replaced or overridden.
     pub data: DataConfig,
     /// Engine tuning. It never changes results, so it is left out of the resolved scenario
@@ -87,6 +90,7 @@ impl Default for Scenario {
             targeting: TargetingConfig::default(),
             audiences: AudienceConfig::default(),
             revenue: RevenueConfig::default(),
+            known_numbers: KnownNumbersConfig::default(),
             data: DataConfig::default(),
             engine: EngineConfig::default(),
         }
@@ -359,6 +363,7 @@ impl Scenario {
         self.targeting.validate(source)?;
         self.audiences.validate(source)?;
         self.revenue.validate(source)?;
+        self.known_numbers.validate(source)?;
         Ok(Resolved {
             scenario: self,
             source: source.to_string(),

@@ -222,7 +222,13 @@ impl<'a> Sweep<'a> {
             l.all(All::LinkedAccountDays)..l.all(All::ImpUntargetedUnlinked) + 1,
         ];
         let value_gain: Vec<usize> = (0..l.regions)
-            .flat_map(|r| (0..=l.days).map(move |d| l.day(r, d, Channel::ValueGain)))
+            .flat_map(|r| (0..=l.days).map(move |d| (r, d)))
+            .flat_map(|(r, d)| {
+                Channel::EACH
+                    .into_iter()
+                    .filter(|c| c.is_value())
+                    .map(move |c| l.day(r, d, c))
+            })
             .collect();
         let tper = l.timeline_per_level();
         for a in 0..counts.arms.len() {
@@ -255,7 +261,9 @@ impl<'a> Sweep<'a> {
 
     /// How user `u`'s shared data is linked.
     fn link(&self, u: &User) -> Link {
-        if u.s_account == SAccount::Own {
+        // S's index holds the number on the user's own account: on file, or from another
+        // source (docs/model.md §3.5).
+        if u.number_known.known() {
             Link::True
         } else if u.number_on_file_of.is_some() {
             Link::Mislink
@@ -288,7 +296,7 @@ impl<'a> Sweep<'a> {
             .foreign_sender()
             // The sender holds a number of the same country: it is a user of that country.
             .map(|sid| population.user_for_sweep(sid, country, false))
-            .filter(|v| v.s_account != SAccount::Own);
+            .filter(|v| !v.number_known.known());
         let sender_timing = sender.as_ref().map(|v| self.timing.draw(v.streams));
         let l = &self.layout;
         let flags = u.s_account.exists().then(|| {
@@ -335,7 +343,7 @@ impl<'a> Sweep<'a> {
             match self.uploads.landing(typo, phone) {
                 None => {
                     usable |= 1 << s;
-                    if u.s_account == SAccount::Own {
+                    if u.number_known.known() {
                         common[l.seg(s, Seg::CaRightDays)] += days;
                     } else if foreign_has {
                         common[l.seg(s, Seg::CaWrongDays)] += days;
@@ -350,11 +358,7 @@ impl<'a> Sweep<'a> {
         let account = flags.map(|flags| Account {
             flags,
             interests: u.interests,
-            ca_own: if u.s_account == SAccount::Own {
-                usable
-            } else {
-                0
-            },
+            ca_own: if u.number_known.known() { usable } else { 0 },
             ca_metadata: if link == Link::Metadata { usable } else { 0 },
             // The account holds the sender's number: the sender's businesses' uploads match
             // it, the wrong person.
@@ -362,6 +366,12 @@ impl<'a> Sweep<'a> {
                 let phone = || population.phone_of(v.id, country);
                 v.customer_of & self.uploads.correct(v.streams, v.customer_of, phone)
             }),
+            route: match (link, u.s_account) {
+                (Link::Metadata, SAccount::NoPhone) => Channel::GainNewNumber,
+                (Link::Metadata, _) => Channel::GainReplacedNumber,
+                // A true link (S had the number), or no own data on the account at all.
+                _ => Channel::GainKnownNumber,
+            },
         });
 
         // The measure of the user's link, counted while its number is shared.
@@ -637,15 +647,23 @@ impl<'a> Sweep<'a> {
         };
         let l = &self.layout;
         let tper = l.timeline_per_level();
-        for ((start, end), g) in [(own, g_own), (foreign, g_foreign), (both, g_both)] {
+        // The total, and its part by how M's data reached the account (docs/model.md §8.4):
+        // the holder's own data by its route, someone else's (with the overlap) as foreign.
+        for ((start, end), g, route) in [
+            (own, g_own, account.route),
+            (foreign, g_foreign, Channel::GainForeign),
+            (both, g_both, Channel::GainForeign),
+        ] {
             if g == 0 || start >= end {
                 continue;
             }
             for (day, amount) in [(start, g), (end, -g)] {
-                let at = l.day(region, day as usize, Channel::ValueGain);
-                tl[k0 * tper + at] += amount;
-                if k1 < levels {
-                    tl[k1 * tper + at] -= amount;
+                for ch in [Channel::ValueGain, route] {
+                    let at = l.day(region, day as usize, ch);
+                    tl[k0 * tper + at] += amount;
+                    if k1 < levels {
+                        tl[k1 * tper + at] -= amount;
+                    }
                 }
             }
         }
@@ -746,7 +764,7 @@ fn typo_matches(population: &Population, id: u64, digits: &[u8]) -> bool {
         .filter(|&w| w != id)
         .is_some_and(|w| {
             let holder = population.user(w);
-            holder.s_account == SAccount::Own || holder.number_on_file_of.is_some()
+            holder.number_known.known() || holder.number_on_file_of.is_some()
         })
 }
 
@@ -781,6 +799,9 @@ struct Account {
     ca_metadata: u64,
     /// Uploads of the number it holds that belong to another user (stale or household).
     ca_foreign: u64,
+    /// The timeline channel of the value its holder's own data adds: how M's data reached
+    /// the account ([`Channel::ROUTES`]).
+    route: Channel,
 }
 
 /// One thread's counts: per arm, differences over levels; and the counts every arm and

@@ -453,6 +453,39 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
         checked += 1;
     }
     assert!(checked >= 6);
+    // The quarter's change splits by how M's data reached the account (docs/model.md §8.4):
+    // the four routes add up to it, and in 2016 (no interest evidence) only numbers S did not
+    // have or that replace a stale one carry value.
+    let route = |name: &str| num(s, name);
+    let (new, replaced, known, foreign) = (
+        route("revenue_change_new_number_musd"),
+        route("revenue_change_replaced_number_musd"),
+        route("revenue_change_known_number_musd"),
+        route("revenue_change_foreign_musd"),
+    );
+    for i in 0..s.height() {
+        let parts = new[i] + replaced[i] + known[i] + foreign[i];
+        assert!(
+            (parts - s_change[i]).abs() <= 1e-4 * s_change[i].abs() + 1e-3,
+            "{} at {}: routes {parts}, change {}",
+            s_arm[i],
+            s_rate[i],
+            s_change[i]
+        );
+        assert_eq!(
+            (known[i], foreign[i]),
+            (0.0, 0.0),
+            "no interest evidence in 2016"
+        );
+        if s_arm[i] != "none" && s_rate[i] == 0.0 {
+            assert!(
+                new[i] > 0.0 && replaced[i] > 0.0,
+                "{} {}",
+                new[i],
+                replaced[i]
+            );
+        }
+    }
     // Users accept the terms over the first days (docs/model.md §4.4): the revenue per day
     // rises while they do, though opt-outs follow each acceptance.
     let first_arm = (0..d.height())
@@ -781,6 +814,99 @@ fn bad_policy_keys_are_refused_with_the_key() {
 }
 
 #[test]
+fn accounts_without_their_number_on_file_have_it_from_the_other_sources_at_their_rates() {
+    // docs/model.md §3.5: an account that does not hold its holder's current number on file
+    // has it as a security or Messenger number with probability a, else from contact uploads
+    // with probability b; an account with its number on file is `OnFile`, no account `Unknown`.
+    use adsim::population::{KnownNumber, Population, SAccount};
+    let r = small(200_000, 5, &[0.0], |s| {
+        s.known_numbers.security_or_messenger = 0.2;
+        s.known_numbers.contact_uploads = 0.5;
+    });
+    let pop = Population::new(&r, 0).unwrap();
+    let (mut without, mut security, mut contacts) = (0u64, 0u64, 0u64);
+    for i in 0..200_000 {
+        let u = pop.user(i);
+        match u.s_account {
+            SAccount::None => assert_eq!(u.number_known, KnownNumber::Unknown),
+            SAccount::Own => assert_eq!(u.number_known, KnownNumber::OnFile),
+            _ => {
+                without += 1;
+                match u.number_known {
+                    KnownNumber::SecurityOrMessenger => security += 1,
+                    KnownNumber::ContactUploads => contacts += 1,
+                    KnownNumber::Unknown => {}
+                    KnownNumber::OnFile => panic!("{u:?} has no number of its own on file"),
+                }
+            }
+        }
+    }
+    assert!(without > 40_000, "{without} accounts without their number");
+    let (a, b) = (
+        security as f64 / without as f64,
+        contacts as f64 / without as f64,
+    );
+    // Binomial standard errors below 0.003 here: 0.01 is over three of them.
+    assert!((a - 0.2).abs() < 0.01, "security or Messenger {a}");
+    assert!((b - 0.8 * 0.5).abs() < 0.01, "contact uploads {b}");
+}
+
+#[test]
+fn when_s_already_knows_every_number_sharing_adds_no_link_and_no_match() {
+    // Known answer: every account holds its holder's number through another source, and M's
+    // data carries no interest evidence (2016). Then every shared number of a user with an S
+    // account resolves to its own account: no metadata link, and no Custom Audience match,
+    // audience or impression that the `none` arm lacks, at every level. (A user without an S
+    // account can still mislink to the account holding its old number, to no ad effect.)
+    let r = small(8000, 21, &[0.0, 0.5, 1.0], |s| {
+        s.known_numbers.security_or_messenger = 1.0;
+    });
+    let (l, c) = simulate(&r);
+    let mut differs_at_default = false;
+    for arm in 1..l.levels.len() {
+        for level in 0..l.levels[arm] {
+            assert_eq!(total(&l, &c, arm, level, l.all(All::LinkMetadata)), 0);
+            // Impressions move between the linked and unlinked columns (a true link is M data
+            // in ad use), but every kind's total is the `none` arm's.
+            let untargeted = |arm, level| {
+                total(&l, &c, arm, level, l.all(All::ImpUntargetedLinked))
+                    + total(&l, &c, arm, level, l.all(All::ImpUntargetedUnlinked))
+            };
+            assert_eq!(untargeted(arm, level), untargeted(0, 0));
+            for s in 0..l.segments {
+                for (a, b) in [
+                    (Seg::CaImpCustomerLinked, Seg::CaImpCustomerUnlinked),
+                    (Seg::ImpInterestedLinked, Seg::ImpInterestedUnlinked),
+                    (Seg::CaImpOtherLinked, Seg::CaImpOtherUnlinked),
+                ] {
+                    let both = |arm, level| {
+                        total(&l, &c, arm, level, l.seg(s, a))
+                            + total(&l, &c, arm, level, l.seg(s, b))
+                    };
+                    assert_eq!(both(arm, level), both(0, 0), "segment {s} {a:?}");
+                }
+                for m in [Seg::CaRightDays, Seg::CaWrongDays, Seg::AudienceDays] {
+                    assert_eq!(
+                        total(&l, &c, arm, level, l.seg(s, m)),
+                        total(&l, &c, 0, 0, l.seg(s, m)),
+                        "arm {arm} level {level} segment {s} {m:?}"
+                    );
+                }
+            }
+        }
+    }
+    // At the default rates sharing does add matches (the test would pass vacuously
+    // otherwise).
+    let default = small(8000, 21, &[0.0], |_| {});
+    let (l, c) = simulate(&default);
+    for s in 0..l.segments {
+        differs_at_default |= total(&l, &c, 1, 0, l.seg(s, Seg::CaRightDays))
+            != total(&l, &c, 0, 0, l.seg(s, Seg::CaRightDays));
+    }
+    assert!(differs_at_default);
+}
+
+#[test]
 fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
     // The hashed path, as S would run it: every number on an S account's file into an index of
     // SHA-256 hashes; every upload typed as the business typed it (with its fault), normalized
@@ -810,7 +936,10 @@ fn custom_audience_matches_equal_hashed_matching_on_a_sample() {
                 }
                 _ => None,
             };
-            if let Some(phone) = on_file {
+            // The account's numbers in S's index: the one on file, and the holder's own current
+            // number where S knew it from another source (docs/model.md §3.5).
+            let known = (u.number_known.known() && u.s_account != SAccount::Own).then_some(u.phone);
+            for phone in on_file.into_iter().chain(known) {
                 index
                     .entry(sha(&phone.normalized()))
                     .or_default()

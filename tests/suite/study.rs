@@ -291,16 +291,25 @@ fn a_latin_hypercube_over_the_assumptions_gives_percentiles_and_a_dummy() {
         row[3] <= row[4] && row[4] < row[5] && row[5] < row[6] && row[6] <= row[7],
         "{row:?}"
     );
-    // The match rate rises with the metadata link rate (every country's, as a common
-    // multiplier: a linked account's number is matched): the strongest effect, far above the
-    // dummy's; with 26 factors and 60 points, correlations under about 0.26 are noise.
+    // The match rate rises with S presence (every country's, as a common multiplier: more
+    // accounts to match), the strongest effect, and with the metadata link rate (a linked
+    // account's number is matched), both far above the dummy's; with 28 factors and 60
+    // points, correlations under about 0.26 are noise.
     let effects = std::fs::read_to_string(d.join("u/indices.csv")).unwrap();
+    let rho_of = |factor: &str| -> f64 {
+        effects
+            .lines()
+            .find(|l| l.contains(&format!(",{factor},spearman_rho")))
+            .and_then(|l| l.split(',').nth(3))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {factor}: {effects}"))
+    };
     let first = effects.lines().nth(1).unwrap();
-    let rho: f64 = first.split(',').nth(3).unwrap().parse().unwrap();
     assert!(
-        first.contains("countries.metadata_link_rate,spearman_rho") && rho > 0.5,
+        first.contains("countries.also_on_s,spearman_rho") && rho_of("countries.also_on_s") > 0.5,
         "{effects}"
     );
+    assert!(rho_of("countries.metadata_link_rate") > 0.3, "{effects}");
     let dummy: f64 = effects
         .lines()
         .find(|l| l.contains(",dummy,"))
