@@ -579,6 +579,17 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart) ->
         }
     }
     draw_legend(root, &entries, left, LEGEND_TOP)?;
+    // Bars of zero length are invisible: say what the empty rows mean.
+    if values().all(|v| v == 0.0) {
+        let (w, h) = root.dim_in_pixel();
+        let note = TextStyle::from(("sans-serif", 22).into_font())
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        root.draw(&Text::new(
+            "every value is 0: no bar to draw".to_string(),
+            ((w as i32 + left) / 2, h as i32 / 2),
+            note,
+        ))?;
+    }
     root.present()
 }
 

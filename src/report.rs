@@ -729,7 +729,8 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
     b.push(Block::Para(format!(
         "{} synthetic M users in each of {} replications (seed {}), scaled to {:.0} million real users; arms {}; {}. \
          Who opts out follows a latent privacy score with heterogeneity {} (country, age and interest shifts from data/); \
-         {:.0}% of users read the notice (assumption), the others act in Settings within {} days.",
+         users accept the terms over {} days after the notice; {:.0}% read the notice and act on accepting (assumption), \
+         the others act in Settings within {} days of accepting; {:.0}% join during the horizon, with no opt-out under an opt-out window (assumption).",
         p.users,
         p.replications,
         p.seed,
@@ -737,8 +738,10 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
         arms_text.join(", "),
         mode,
         s.opt_out.heterogeneity,
+        s.policy.acceptance_days,
         s.policy.notice_read_rate * 100.0,
-        s.policy.window_days
+        s.policy.window_days,
+        s.policy.new_user_share * 100.0
     )));
     let t = &s.targeting;
     b.push(Block::Table(
@@ -908,7 +911,7 @@ fn over_the_quarter(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     vec![
         Block::Heading(2, "Over the quarter".into()),
         Block::Para(format!(
-            "S's revenue change against no sharing, per day, all regions together, at the level nearest 50% opt-out. A user's data counts on the days it is in ad use: opting out in Settings ends it on that day, a late agreement starts it, a regional pause stops it. The quarter's change is the sum of its {h} days (it equals the headline's up to rounding); `revenue_days.csv` has every day, level and S region, and the chart `revenue_days.png` draws them."
+            "S's revenue change against no sharing, per day, all regions together, at the level nearest 50% opt-out. A user's data counts on the days it is in ad use: accepting the terms (or joining) starts it, opting out in Settings ends it on that day, a late agreement starts it, a regional pause stops it. The quarter's change is the sum of its {h} days (it equals the headline's up to rounding); `revenue_days.csv` has every day, level and S region, and the chart `revenue_days.png` draws them."
         )),
         Block::Table(header, rows),
     ]

@@ -663,7 +663,12 @@ fn staged_report(
         (0..outputs.len())
             .find(|&i| outputs[i] == o && factors[i] == f && measures[i] == "ST")
             .map_or("-".into(), |i| {
-                format!("{:.2} [{:.2}, {:.2}]", values[i], lo[i], hi[i])
+                if values[i].is_finite() {
+                    format!("{:.2} [{:.2}, {:.2}]", values[i], lo[i], hi[i])
+                } else {
+                    // An output with no variance over the design has no share of it to give.
+                    "undefined (the output does not vary)".into()
+                }
             })
     };
     // One table per opt-out rate, so a table has a handful of columns; headers wrap.
