@@ -114,8 +114,9 @@ pub struct BehaviorConfig {
     /// Share of the others who would opt in later in Settings were the path frictionless.
     /// Assumption: 0.10.
     pub agree_later: f64,
-    /// Share of users who leave M when given no choice (2021). Assumption: 0.03, after 25M
-    /// new Telegram users in 72 hours (docs/model.md §13) against some 2 billion M users.
+    /// Share of users who leave M when given no choice (2021). Assumption: 0.01: 25M new
+    /// Telegram users in 72 hours against some 2 billion M users, most of whom kept M (0.5% of
+    /// users surveyed uninstalled it; docs/model.md §4.7).
     pub leave_rate: f64,
 }
 
@@ -127,7 +128,7 @@ impl Default for BehaviorConfig {
             settings_friction: 0.5,
             agree_if_read: 0.50,
             agree_later: 0.10,
-            leave_rate: 0.03,
+            leave_rate: 0.01,
         }
     }
 }
