@@ -37,6 +37,12 @@ pub struct ArpuRegion {
     pub name: String,
     /// S's average revenue per user in Q2 2016, US dollars per quarter.
     pub arpu_q2_2016_usd: f64,
+    /// In Q3 2016 (read by `revenue.anchor = "calendar_2016"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arpu_q3_2016_usd: Option<f64>,
+    /// In Q4 2016 (read by `revenue.anchor = "calendar_2016"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arpu_q4_2016_usd: Option<f64>,
     /// S's monthly active users at the end of Q2 2016, millions.
     pub s_mau_millions: f64,
 }
@@ -520,6 +526,20 @@ impl ReferenceData {
                 r.arpu_q2_2016_usd,
                 "dollars >= 0"
             );
+            for (k, v) in [
+                ("arpu_q3_2016_usd", r.arpu_q3_2016_usd),
+                ("arpu_q4_2016_usd", r.arpu_q4_2016_usd),
+            ] {
+                if let Some(v) = v {
+                    ensure!(
+                        v >= 0.0 && v.is_finite(),
+                        f,
+                        format!("arpu_region[{i}].{k}"),
+                        v,
+                        "dollars >= 0"
+                    );
+                }
+            }
             ensure!(
                 r.s_mau_millions > 0.0 && r.s_mau_millions.is_finite(),
                 f,

@@ -36,8 +36,9 @@ pub struct Context {
     pub targeting: TargetingConfig,
     /// Revenue anchoring.
     pub revenue: RevenueConfig,
-    /// Per country: code, S region, and that region's ARPU.
-    pub regions: Vec<(String, String, f64)>,
+    /// Per country: code, S region, and that region's anchor of each day of the horizon:
+    /// advertising revenue per S account, dollars ([`RevenueConfig::day_anchors`]).
+    pub regions: Vec<(String, String, Vec<f64>)>,
     /// k of the k-anonymity count (docs/model.md §9): 100.
     pub k_anonymity: f64,
     /// Days of the horizon: the day measures are sums over them.
@@ -527,9 +528,9 @@ fn margins(
         .iter()
         .map(|(_, r, _)| names.regions.iter().position(|n| n == r).unwrap_or(0))
         .collect();
-    let mut arpu = vec![0.0; layout.regions];
-    for (c, (_, _, a)) in ctx.regions.iter().enumerate() {
-        arpu[region_of[c]] = *a;
+    let mut day_anchor = vec![Vec::new(); layout.regions];
+    for (c, (_, _, days)) in ctx.regions.iter().enumerate() {
+        day_anchor[region_of[c]].clone_from(days);
     }
     let (mut none_value, mut none_accounts) =
         (vec![0.0; layout.regions], vec![0.0; layout.regions]);
@@ -617,7 +618,7 @@ fn margins(
         layout,
         counts,
         ctx,
-        &arpu,
+        &day_anchor,
         &none_value,
         &none_accounts,
     )?;
@@ -636,29 +637,38 @@ fn margins(
 pub const ALL_REGIONS: &str = "all";
 
 /// The revenue change per (arm, level, region, day) of one replication, $M (docs/model.md §8):
-/// a region's day of `value_gain`, in dollars, times the anchoring of its `none` arm (its ARPU
-/// times its accounts, scaled, over the `none` arm's value of the quarter). Summed over the
-/// days, it is the quarter's revenue change of the region, up to the rounding of the quanta.
-/// The `none` arm has no rows; region [`ALL_REGIONS`] sums the others. Also returns, per
-/// (arm, level), the quarter's change by how M's data reached the account
-/// ([`Channel::ROUTES`]; the `none` arm's are 0).
+/// a region's day of `value_gain`, in dollars, times the anchoring of that day (the day's
+/// anchor per account, times its accounts, scaled, over the `none` arm's value of a day).
+/// Summed over the days, it is the horizon's revenue change of the region. The `none` arm has
+/// no rows; region [`ALL_REGIONS`] sums the others. Also returns, per (arm, level), the
+/// horizon's change (`revenue_change_musd`) and its parts by how M's data reached the account
+/// ([`Channel::ROUTES`]); the `none` arm's are 0.
 fn revenue_days(
     names: &Names,
     layout: &Layout,
     counts: &Counts,
     ctx: &Context,
-    arpu: &[f64],
+    day_anchor: &[Vec<f64>],
     none_value: &[f64],
     none_accounts: &[f64],
 ) -> PolarsResult<(DataFrame, DataFrame)> {
-    let anchor = ctx.revenue.ad_share() * ctx.scale();
-    let per_quantum: Vec<f64> = (0..layout.regions)
+    // The `none` arm's value of a day is the same every day: its quarter over H.
+    let h = f64::from(ctx.horizon_days.max(1));
+    let per_quantum: Vec<Vec<f64>> = (0..layout.regions)
         .map(|r| {
-            if none_value[r] > 0.0 {
-                arpu[r] * none_accounts[r] * anchor / none_value[r] / ctx.value_quantum / 1e6
-            } else {
-                0.0
-            }
+            (0..layout.days)
+                .map(|d| {
+                    let anchor = day_anchor[r].get(d).copied().unwrap_or(0.0);
+                    if none_value[r] > 0.0 {
+                        anchor * h * none_accounts[r] * ctx.scale()
+                            / none_value[r]
+                            / ctx.value_quantum
+                            / 1e6
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
         })
         .collect();
     let mut region_labels: Vec<&str> = names.regions.iter().map(String::as_str).collect();
@@ -679,8 +689,9 @@ fn revenue_days(
             let t = counts.timeline_level(layout, a, k);
             for (r, label) in region_labels.iter().enumerate() {
                 for d in 0..layout.days {
-                    let value =
-                        |r: usize| t[layout.day(r, d, Channel::ValueGain)] as f64 * per_quantum[r];
+                    let value = |r: usize| {
+                        t[layout.day(r, d, Channel::ValueGain)] as f64 * per_quantum[r][d]
+                    };
                     let v = if r < layout.regions {
                         value(r)
                     } else {
@@ -709,23 +720,23 @@ fn revenue_days(
         ],
     )?;
     let (mut r_arm, mut r_level) = (Vec::new(), Vec::new());
-    let mut routes: [Vec<f64>; 4] = Default::default();
+    let mut routes: [Vec<f64>; 5] = Default::default();
+    let channels = [Channel::ValueGain]
+        .into_iter()
+        .chain(Channel::ROUTES)
+        .collect::<Vec<_>>();
     for a in 0..layout.levels.len() {
         for k in 0..layout.levels[a] {
             r_arm.push(names.arms[a].as_str());
             r_level.push(k as u32);
-            for (ch, column) in Channel::ROUTES.into_iter().zip(&mut routes) {
+            for (&ch, column) in channels.iter().zip(&mut routes) {
                 let total = if names.is_none[a] {
                     0.0
                 } else {
                     let t = counts.timeline_level(layout, a, k);
                     (0..layout.regions)
-                        .map(|r| {
-                            (0..layout.days)
-                                .map(|d| t[layout.day(r, d, ch)] as f64)
-                                .sum::<f64>()
-                                * per_quantum[r]
-                        })
+                        .flat_map(|r| (0..layout.days).map(move |d| (r, d)))
+                        .map(|(r, d)| t[layout.day(r, d, ch)] as f64 * per_quantum[r][d])
                         .sum()
                 };
                 column.push(total);
@@ -737,7 +748,11 @@ fn revenue_days(
         StringChunked::from_iter_values("arm".into(), r_arm.into_iter()).into_column(),
         Series::from_vec("level".into(), r_level).into_column(),
     ];
-    for (name, v) in ROUTE_METRICS.iter().zip(routes) {
+    for (name, v) in ["revenue_change_musd"]
+        .iter()
+        .chain(&ROUTE_METRICS)
+        .zip(routes)
+    {
         columns.push(Series::from_vec((*name).into(), v).into_column());
     }
     Ok((days, DataFrame::new(n, columns)?))
@@ -756,7 +771,9 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
     let regions = df!(
         "country" => ctx.regions.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         "region" => ctx.regions.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
-        "arpu" => ctx.regions.iter().map(|r| r.2).collect::<Vec<_>>(),
+        // The horizon's advertising revenue per S account (ARPU times the advertising share,
+        // summed over the days, docs/model.md §8.2).
+        "arpu" => ctx.regions.iter().map(|r| r.2.iter().sum::<f64>()).collect::<Vec<_>>(),
     )?;
     let by_region = per_country
         .select([
@@ -788,7 +805,7 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
             col("value").alias("value_none"),
             col("accounts").alias("accounts_none"),
         ]);
-    let anchor = lit(ctx.revenue.ad_share() * ctx.scale());
+    let anchor = lit(ctx.scale());
     Ok(by_region
         .join(
             none,
@@ -798,13 +815,7 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         )
         .with_columns([
             // Whole dollars per region (named in $M after the sum): the sum over regions is exact.
-            whole(
-                col("arpu")
-                    * col("accounts_none")
-                    * anchor.clone()
-                    * ratio(col("value"), col("value_none")).fill_null(lit(1.0)),
-            )
-            .alias("revenue_musd"),
+            // The Custom Audience part is the value share of the horizon's anchor.
             whole(
                 col("arpu")
                     * col("accounts_none")
@@ -816,22 +827,14 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
         ])
         .group_by_stable([col("arm"), col("level")])
         .agg([
-            col("revenue_musd").sum() / lit(1e6),
             col("ca_revenue_musd").sum() / lit(1e6),
             col("revenue_none_musd").sum() / lit(1e6),
-        ])
-        .with_columns([
-            (col("revenue_musd") - col("revenue_none_musd")).alias("revenue_change_musd"),
-            ((col("revenue_musd") - col("revenue_none_musd")) / lit(ctx.revenue.s_ad_revenue_musd))
-                .alias("revenue_change_share"),
         ])
         .select([
             col("arm"),
             col("level"),
-            col("revenue_musd"),
             col("ca_revenue_musd"),
-            col("revenue_change_musd"),
-            col("revenue_change_share"),
+            col("revenue_none_musd"),
         ]))
 }
 
@@ -853,7 +856,14 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
             [col("arm"), col("level")],
             [col("arm"), col("level")],
             join_args(JoinType::Left),
-        );
+        )
+        // The revenue change is the sum of its days, each at its own anchor (docs/model.md
+        // §8.2, §8.4).
+        .with_columns([
+            (col("revenue_none_musd") + col("revenue_change_musd")).alias("revenue_musd"),
+            (col("revenue_change_musd") / lit(ctx.revenue.ad_revenue_over(ctx.horizon_days)))
+                .alias("revenue_change_share"),
+        ]);
     let mut summary = per_level.collect()?;
     paired(&mut summary, &ctx.none_arm)?;
     let segments = m.segment.lazy().with_columns(rate_columns(ctx));
@@ -1107,6 +1117,14 @@ pub fn summary_metric_names() -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn q2_days(arpu: f64) -> Vec<f64> {
+        let r = RevenueConfig {
+            anchor: crate::revenue::Anchor::Q22016,
+            ..RevenueConfig::default()
+        };
+        r.day_anchors([arpu, 0.0, 0.0], 10)
+    }
+
     fn context(users: u64) -> Context {
         Context {
             users,
@@ -1114,9 +1132,10 @@ mod tests {
             none_arm: "none".into(),
             targeting: TargetingConfig::default(),
             revenue: RevenueConfig::default(),
+            // Per-day anchors of 10 days, ARPU x the Q2 2016 advertising share over the days.
             regions: vec![
-                ("AA".into(), "North".into(), 10.0),
-                ("BB".into(), "South".into(), 2.0),
+                ("AA".into(), "North".into(), q2_days(10.0)),
+                ("BB".into(), "South".into(), q2_days(2.0)),
             ],
             k_anonymity: 100.0,
             horizon_days: 10,
@@ -1196,7 +1215,7 @@ mod tests {
     }
 
     #[test]
-    fn revenue_is_anchored_per_region_on_none_and_moves_with_value() {
+    fn the_none_revenue_and_its_custom_audience_part_are_anchored_per_region() {
         // 1000 simulated users stand for 10^9: a scale of 10^6 people each.
         let ctx = context(1000);
         let per_country = df!(
@@ -1213,16 +1232,13 @@ mod tests {
             .collect()
             .unwrap();
         let get = |c: &str, i: usize| r.column(c).unwrap().f64().unwrap().get(i).unwrap();
-        // none: ARPU x accounts x scale x ad share, summed over regions:
-        // (10 x 300 + 2 x 200) x 10^6 x 6239/6436 = 3,295.96 $M.
+        // none: ARPU x accounts x scale x ad share, summed over regions, in every arm:
+        // (10 x 300 + 2 x 200) x 10^6 x 6239/6436 = 3,295.96 $M. (The change comes from the
+        // days' value, `revenue_days`.)
         let share = 6239.0 / 6436.0;
         let none = (10.0 * 300.0 + 2.0 * 200.0) * share;
-        assert!((get("revenue_musd", 0) - none).abs() < 1e-3, "{r}");
-        // a: the North's value rises by half, the South's stays: North x 1.5 + South.
-        let a = (10.0 * 300.0 * 1.5 + 2.0 * 200.0) * share;
-        assert!((get("revenue_musd", 1) - a).abs() < 1e-3, "{r}");
-        assert!((get("revenue_change_musd", 1) - (a - none)).abs() < 1e-3);
-        assert!((get("revenue_change_share", 1) - (a - none) / 6239.0).abs() < 1e-9);
+        assert!((get("revenue_none_musd", 0) - none).abs() < 1e-3, "{r}");
+        assert!((get("revenue_none_musd", 1) - none).abs() < 1e-3, "{r}");
         // Custom Audience revenue: each region's revenue x its CA share of none's value.
         let ca = (10.0 * 300.0 * 30.0 / 100.0 + 2.0 * 200.0 * 10.0 / 50.0) * share;
         assert!((get("ca_revenue_musd", 1) - ca).abs() < 1e-3, "{r}");

@@ -783,11 +783,16 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
             ]),
             row([
                 "revenue anchor",
-                &format!(
-                    "Q2 2016 ARPU by region, ad share {:.3}",
-                    s.revenue.ad_share()
-                ),
-                "Facebook Q2 2016 earnings (docs/model.md §14)",
+                &match s.revenue.anchor {
+                    crate::revenue::Anchor::Calendar2016 => {
+                        "each day at the ARPU and ad share of its quarter (Q3, Q4 2016)".to_string()
+                    }
+                    crate::revenue::Anchor::Q22016 => format!(
+                        "Q2 2016 ARPU by region, ad share {:.3}",
+                        s.revenue.ad_share()
+                    ),
+                },
+                "Facebook Q2-Q4 2016 earnings (docs/model.md §8.2)",
             ]),
             row([
                 "countries, segments, age bands",

@@ -1,8 +1,9 @@
 //! Revenue (docs/model.md §8): expected clicks times each segment's value per click, anchored
 //! per S region.
 //!
-//! One factor per region and replication makes the `none` arm, scaled from N simulated users
-//! to M's real user count, equal the published Q2 2016 ARPU times those S accounts, times the
+//! One factor per region, replication and day makes the `none` arm, scaled from N simulated
+//! users to M's real user count, equal the published ARPU of the quarter each day falls in
+//! (Q3 and Q4 2016; Q2 2016 under `anchor = "q2_2016"`) times those S accounts, times the
 //! advertising share of revenue (ARPU includes payments). Other arms and rates move it in
 //! proportion to the sum of clicks times value per click (the segment's `cpc_usd`, or
 //! `cost_per_click_usd` for untargeted clicks). S's revenue from people who are not
@@ -14,10 +15,35 @@ use crate::ensure;
 use crate::error::Result;
 use crate::targeting::TargetingConfig;
 
+/// Which quarters' figures price the horizon's days (docs/model.md §8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// Every day at the ARPU and advertising share of the quarter each falls in, day 0 being
+    /// 25 August 2016: Q3 2016 to day 36 (30 September), Q4 2016 from day 37 to day 128
+    /// (31 December). A horizon of at most 129 days.
+    #[default]
+    #[serde(rename = "calendar_2016")]
+    Calendar2016,
+    /// The whole horizon at Q2 2016's ARPU and advertising share (`s_ad_revenue_musd`,
+    /// `s_total_revenue_musd`): the anchoring of earlier versions.
+    #[serde(rename = "q2_2016")]
+    Q22016,
+}
+
+/// The first day of the horizon (day 0 = 25 August 2016) in Q4 2016 (1 October).
+pub const Q4_2016_FIRST_DAY: u32 = 37;
+/// Days of Q3 and of Q4 2016 (92 each): a day's share of its quarter's ARPU.
+pub const QUARTER_DAYS: f64 = 92.0;
+/// The last day of the horizon with a published quarter (31 December 2016) is day 128.
+pub const CALENDAR_2016_DAYS: u32 = 129;
+
 /// `[revenue]`: anchoring figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevenueConfig {
+    /// `calendar_2016` (each day at its quarter's ARPU, the default) or `q2_2016`.
+    pub anchor: Anchor,
     /// M's real user count, millions, that results are scaled to. Feb 2016: 1000 (docs/model.md §14).
     pub m_users_millions: f64,
     /// S's advertising revenue in the quarter, millions of dollars. Q2 2016: 6239 (docs/model.md §14).
@@ -25,6 +51,15 @@ pub struct RevenueConfig {
     /// S's total revenue in the quarter, millions of dollars. Q2 2016: 6436; the advertising
     /// share is 6239 / 6436 (docs/model.md §8).
     pub s_total_revenue_musd: f64,
+    /// S's advertising and total revenue in Q3 2016, millions of dollars: 6816 and 7011
+    /// (Facebook's Q3 2016 results, docs/model.md §8.2).
+    pub q3_ad_revenue_musd: f64,
+    /// Total revenue in Q3 2016, millions of dollars: 7011.
+    pub q3_total_revenue_musd: f64,
+    /// Advertising revenue in Q4 2016, millions of dollars: 8629 (Q4 2016 results).
+    pub q4_ad_revenue_musd: f64,
+    /// Total revenue in Q4 2016, millions of dollars: 8809.
+    pub q4_total_revenue_musd: f64,
     /// Value of an untargeted click, and of a click on a segment without `cpc_usd` in the
     /// segment table, dollars. 1.72: WordStream 2017's average Facebook cost per click over
     /// all industries (docs/model.md §8). Only its ratio to the segments' values matters:
@@ -35,9 +70,14 @@ pub struct RevenueConfig {
 impl Default for RevenueConfig {
     fn default() -> Self {
         RevenueConfig {
+            anchor: Anchor::Calendar2016,
             m_users_millions: 1000.0,
             s_ad_revenue_musd: 6239.0,
             s_total_revenue_musd: 6436.0,
+            q3_ad_revenue_musd: 6816.0,
+            q3_total_revenue_musd: 7011.0,
+            q4_ad_revenue_musd: 8629.0,
+            q4_total_revenue_musd: 8809.0,
             cost_per_click_usd: 1.72,
         }
     }
@@ -50,6 +90,10 @@ impl RevenueConfig {
             ("m_users_millions", self.m_users_millions),
             ("s_ad_revenue_musd", self.s_ad_revenue_musd),
             ("s_total_revenue_musd", self.s_total_revenue_musd),
+            ("q3_ad_revenue_musd", self.q3_ad_revenue_musd),
+            ("q3_total_revenue_musd", self.q3_total_revenue_musd),
+            ("q4_ad_revenue_musd", self.q4_ad_revenue_musd),
+            ("q4_total_revenue_musd", self.q4_total_revenue_musd),
             ("cost_per_click_usd", self.cost_per_click_usd),
         ] {
             ensure!(
@@ -60,22 +104,78 @@ impl RevenueConfig {
                 "a positive number"
             );
         }
-        ensure!(
-            self.s_ad_revenue_musd <= self.s_total_revenue_musd,
-            file,
-            "revenue.s_ad_revenue_musd",
-            self.s_ad_revenue_musd,
-            format!(
-                "at most revenue.s_total_revenue_musd = {}",
-                self.s_total_revenue_musd
-            )
-        );
+        for (ad, total, a, t) in [
+            (
+                "s_ad_revenue_musd",
+                "s_total_revenue_musd",
+                self.s_ad_revenue_musd,
+                self.s_total_revenue_musd,
+            ),
+            (
+                "q3_ad_revenue_musd",
+                "q3_total_revenue_musd",
+                self.q3_ad_revenue_musd,
+                self.q3_total_revenue_musd,
+            ),
+            (
+                "q4_ad_revenue_musd",
+                "q4_total_revenue_musd",
+                self.q4_ad_revenue_musd,
+                self.q4_total_revenue_musd,
+            ),
+        ] {
+            ensure!(
+                a <= t,
+                file,
+                format!("revenue.{ad}"),
+                a,
+                format!("at most revenue.{total} = {t}")
+            );
+        }
         Ok(())
     }
 
-    /// The advertising share of revenue.
+    /// The advertising share of Q2 2016 revenue.
     pub fn ad_share(&self) -> f64 {
         self.s_ad_revenue_musd / self.s_total_revenue_musd
+    }
+
+    /// The anchor of each day of a `horizon`-day horizon for one S account of a region whose
+    /// ARPU was `arpu` = [Q2, Q3, Q4 2016], dollars of advertising revenue (docs/model.md
+    /// §8.2): a day's share of its quarter's ARPU times that quarter's advertising share. Under
+    /// `q2_2016` every day is a `horizon`-th of the Q2 figure, as the quarter's anchor was.
+    pub fn day_anchors(&self, arpu: [f64; 3], horizon: u32) -> Vec<f64> {
+        (0..horizon)
+            .map(|d| match self.anchor {
+                Anchor::Q22016 => arpu[0] * self.ad_share() / f64::from(horizon.max(1)),
+                Anchor::Calendar2016 if d < Q4_2016_FIRST_DAY => {
+                    arpu[1] * self.q3_ad_revenue_musd / self.q3_total_revenue_musd / QUARTER_DAYS
+                }
+                Anchor::Calendar2016 => {
+                    arpu[2] * self.q4_ad_revenue_musd / self.q4_total_revenue_musd / QUARTER_DAYS
+                }
+            })
+            .collect()
+    }
+
+    /// S's advertising revenue over the horizon's days, millions of dollars: what a revenue
+    /// change is a share of. Q2 2016's under `q2_2016` (the horizon is one quarter).
+    pub fn ad_revenue_over(&self, horizon: u32) -> f64 {
+        match self.anchor {
+            Anchor::Q22016 => self.s_ad_revenue_musd,
+            Anchor::Calendar2016 => {
+                (0..horizon)
+                    .map(|d| {
+                        if d < Q4_2016_FIRST_DAY {
+                            self.q3_ad_revenue_musd
+                        } else {
+                            self.q4_ad_revenue_musd
+                        }
+                    })
+                    .sum::<f64>()
+                    / QUARTER_DAYS
+            }
+        }
     }
 }
 
@@ -154,6 +254,29 @@ pub fn value_quantum(users: u64, most: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn each_day_is_priced_at_its_quarter() {
+        // 25 August 2016 is day 0: days 0-36 fall in Q3 (to 30 September), 37-128 in Q4.
+        let r = RevenueConfig::default();
+        let arpu = [14.34, 15.65, 19.81];
+        let days = r.day_anchors(arpu, 91);
+        let q3 = 15.65 * 6816.0 / 7011.0 / 92.0;
+        let q4 = 19.81 * 8629.0 / 8809.0 / 92.0;
+        assert!((days[36] - q3).abs() < 1e-12 && (days[37] - q4).abs() < 1e-12);
+        let total: f64 = days.iter().sum();
+        assert!((total - (37.0 * q3 + 54.0 * q4)).abs() < 1e-9, "{total}");
+        let ad = r.ad_revenue_over(91);
+        assert!((ad - (37.0 * 6816.0 + 54.0 * 8629.0) / 92.0).abs() < 1e-9);
+        // Q2 2016: the quarter's anchor spread evenly over the horizon, as before.
+        let q2 = RevenueConfig {
+            anchor: Anchor::Q22016,
+            ..RevenueConfig::default()
+        };
+        let total: f64 = q2.day_anchors(arpu, 91).iter().sum();
+        assert!((total - 14.34 * 6239.0 / 6436.0).abs() < 1e-9);
+        assert_eq!(q2.ad_revenue_over(91), 6239.0);
+    }
     use super::*;
 
     #[test]

@@ -100,8 +100,15 @@ pub fn context(resolved: &Resolved) -> Context {
                 let arpu = regions
                     .iter()
                     .find(|r| r.name == c.arpu_region)
-                    .map_or(0.0, |r| r.arpu_q2_2016_usd);
-                (c.code.clone(), c.arpu_region.clone(), arpu)
+                    .map_or([0.0; 3], |r| {
+                        [
+                            r.arpu_q2_2016_usd,
+                            r.arpu_q3_2016_usd.unwrap_or(0.0),
+                            r.arpu_q4_2016_usd.unwrap_or(0.0),
+                        ]
+                    });
+                let days = s.revenue.day_anchors(arpu, s.policy.horizon_days);
+                (c.code.clone(), c.arpu_region.clone(), days)
             })
             .collect(),
         k_anonymity: 100.0,

@@ -363,6 +363,34 @@ impl Scenario {
         self.targeting.validate(source)?;
         self.audiences.validate(source)?;
         self.revenue.validate(source)?;
+        if self.revenue.anchor == crate::revenue::Anchor::Calendar2016 {
+            // Each day is priced at its quarter's figures: the data must hold them, and the
+            // horizon must end by 31 December 2016 (docs/model.md §8.2).
+            let last = crate::revenue::CALENDAR_2016_DAYS;
+            ensure!(
+                self.policy.horizon_days <= last,
+                source,
+                "policy.horizon_days",
+                self.policy.horizon_days,
+                format!(
+                    "at most {last} days with revenue.anchor = \"calendar_2016\" (25 August to 31 December 2016; \"q2_2016\" prices any horizon at Q2 2016)"
+                )
+            );
+            for (i, r) in data.countries.arpu_region.iter().enumerate() {
+                for (k, v) in [
+                    ("arpu_q3_2016_usd", r.arpu_q3_2016_usd),
+                    ("arpu_q4_2016_usd", r.arpu_q4_2016_usd),
+                ] {
+                    ensure!(
+                        v.is_some(),
+                        &data.countries_file,
+                        format!("arpu_region[{i}].{k}"),
+                        "missing",
+                        "dollars >= 0: revenue.anchor = \"calendar_2016\" prices each day at its quarter's ARPU"
+                    );
+                }
+            }
+        }
         self.known_numbers.validate(source)?;
         Ok(Resolved {
             scenario: self,

@@ -92,8 +92,8 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "arpu",
-            published: "S's Q2 2016 ARPU by region and $6,239M ad revenue",
-            source: "Facebook Q2 2016 earnings",
+            published: "S's Q3 and Q4 2016 ARPU by region and ad revenue ($6,816M, $8,629M), each day at its quarter's",
+            source: "Facebook Q3 and Q4 2016 earnings",
             scenario: "whatsapp-2016",
             model_quantity: "the none arm's revenue, anchored per region to ARPU x accounts x ad share",
             quantity: Quantity::Nothing,

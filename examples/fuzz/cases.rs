@@ -321,11 +321,20 @@ fn extremes() -> Vec<(&'static str, Vec<(String, Value)>)> {
             "window 365",
             vec![
                 kv("policy.window_days", i(365)),
-                // The last Settings day: 29 days of acceptance, then the window.
+                // The last Settings day: 29 days of acceptance, then the window; a horizon past
+                // 2016 is priced at Q2 2016 (the calendar ends on 31 December 2016).
                 kv("policy.horizon_days", i(394)),
+                kv("revenue.anchor", Value::String("q2_2016".into())),
             ],
         ),
-        ("horizon 3650", vec![kv("policy.horizon_days", i(3650))]),
+        (
+            "horizon 3650",
+            vec![
+                kv("policy.horizon_days", i(3650)),
+                kv("revenue.anchor", Value::String("q2_2016".into())),
+            ],
+        ),
+        ("horizon 129", vec![kv("policy.horizon_days", i(129))]),
         (
             "heterogeneity 10",
             vec![kv("opt_out.heterogeneity", f(10.0))],

@@ -506,6 +506,58 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
 }
 
 #[test]
+fn each_day_of_revenue_is_priced_at_the_quarter_it_falls_in() {
+    // With every acceptance on day 0, no new users and no opt-out, M's data adds the same value
+    // on every day: a region's revenue change steps on day 37 (1 October 2016) exactly by the
+    // ratio of its Q4 to its Q3 anchor (ARPU times the advertising share), and is level within
+    // each quarter (docs/model.md §8.2).
+    let mut r = small(20_000, 5, &[0.0], |s| {
+        s.policy.acceptance_days = 1;
+        s.policy.new_user_share = 0.0;
+    });
+    r.scenario.population.replications = 1;
+    let sweep = Sweep::new(&r);
+    let mut est = adsim::run::estimator(&r);
+    est.add(&sweep.run(0, 0..20_000).expect("runs"))
+        .expect("estimates");
+    let e = est.finish().expect("finishes");
+    let d = &e.revenue_days;
+    let (arm, region, day, value) = (
+        adsim::table::texts(d, "arm"),
+        adsim::table::texts(d, "region"),
+        adsim::table::floats(d, "day"),
+        adsim::table::floats(d, "revenue_change_musd"),
+    );
+    let rev = &r.scenario.revenue;
+    let (s3, s4) = (
+        rev.q3_ad_revenue_musd / rev.q3_total_revenue_musd,
+        rev.q4_ad_revenue_musd / rev.q4_total_revenue_musd,
+    );
+    let mut checked = 0;
+    for g in &r.data.countries.arpu_region {
+        let on = |n: f64| {
+            (0..d.height())
+                .find(|&j| arm[j] == "opt_out_window" && region[j] == g.name && day[j] == n)
+                .map(|j| value[j])
+                .expect("the day")
+        };
+        if on(36.0) == 0.0 {
+            continue;
+        }
+        let expected = g.arpu_q4_2016_usd.unwrap() * s4 / (g.arpu_q3_2016_usd.unwrap() * s3);
+        let step = on(37.0) / on(36.0);
+        assert!(
+            (step - expected).abs() < 1e-9,
+            "{}: {step} vs {expected}",
+            g.name
+        );
+        assert!((on(0.0) - on(36.0)).abs() < 1e-12 && (on(37.0) - on(90.0)).abs() < 1e-12);
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} regions");
+}
+
+#[test]
 fn a_window_opt_out_keeps_its_days_before_the_opt_out() {
     // Nobody reads the notice: every opt-out comes on its Settings day d, and keeps days
     // a to d-1 of ad use from its acceptance a; at rate 1 the person-days of ad use are exactly
@@ -539,6 +591,7 @@ fn settings_days_fill_a_window_of_365_days() {
         s.policy.acceptance_days = 1;
         s.policy.window_days = 365;
         s.policy.horizon_days = 400;
+        s.revenue.anchor = adsim::revenue::Anchor::Q22016;
         s.policy.settings_half_life_days = 3650.0;
     });
     let (l, c) = simulate(&r);
