@@ -506,6 +506,43 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
 }
 
 #[test]
+fn the_record_switched_off_gives_the_headline_of_earlier_versions() {
+    // Golden figure: with one notice day, no new users, no other sources of S's numbers,
+    // business-messaging evidence and the Q2 2016 anchoring, the default run (100,000 users x 5
+    // replications, seed 2016) gives the revenue change the README quoted before the 2016
+    // record: $163.3M [157.0, 169.6] at no opt-out. Each switch is exactly the old model.
+    let (mut s, source) = adsim::scenario::Scenario::builtin("whatsapp-2016").expect("built in");
+    s.policy.acceptance_days = 1;
+    s.policy.new_user_share = 0.0;
+    s.known_numbers.security_or_messenger = 0.0;
+    s.known_numbers.contact_uploads = 0.0;
+    s.targeting.m_evidence = adsim::targeting::MEvidence::BusinessMessaging;
+    s.revenue.anchor = adsim::revenue::Anchor::Q22016;
+    let r = s.resolve(&source, Path::new(".")).expect("resolves");
+    let e = adsim::run::evaluate(&r, &adsim::run::quiet).expect("evaluates");
+    let sum = &e.summary;
+    let (arm, rate) = (
+        adsim::table::texts(sum, "arm"),
+        adsim::table::floats(sum, "rate"),
+    );
+    let row = (0..sum.height())
+        .find(|&i| arm[i] == "opt_out_window" && rate[i] == 0.0)
+        .expect("the row");
+    let get = |c: &str| adsim::table::floats(sum, c)[row];
+    for (column, figure) in [
+        ("revenue_change_musd", 163.3),
+        ("revenue_change_musd_lo", 157.0),
+        ("revenue_change_musd_hi", 169.6),
+    ] {
+        assert!(
+            (get(column) - figure).abs() < 0.05,
+            "{column}: {}",
+            get(column)
+        );
+    }
+}
+
+#[test]
 fn each_day_of_revenue_is_priced_at_the_quarter_it_falls_in() {
     // With every acceptance on day 0, no new users and no opt-out, M's data adds the same value
     // on every day: a region's revenue change steps on day 37 (1 October 2016) exactly by the
