@@ -268,36 +268,30 @@ impl PolicyConfig {
                 "{last} (policy.acceptance_days - 1 + policy.window_days: the last day a user acts) to 3650 days"
             )
         );
-        let hl = self.acceptance_half_life_days;
-        ensure!(
-            hl > 0.0 && hl <= 3650.0,
-            file,
-            "policy.acceptance_half_life_days",
-            hl,
-            "days above 0 and at most 3650"
-        );
-        ensure!(
-            unit(self.new_user_share),
-            file,
-            "policy.new_user_share",
-            self.new_user_share,
-            "a share in [0, 1]"
-        );
-        ensure!(
-            unit(self.notice_read_rate),
-            file,
-            "policy.notice_read_rate",
-            self.notice_read_rate,
-            "a share in [0, 1]"
-        );
-        let hl = self.settings_half_life_days;
-        ensure!(
-            hl > 0.0 && hl <= 3650.0,
-            file,
-            "policy.settings_half_life_days",
-            hl,
-            "days above 0 and at most 3650"
-        );
+        for (k, share) in [
+            ("new_user_share", self.new_user_share),
+            ("notice_read_rate", self.notice_read_rate),
+        ] {
+            ensure!(
+                unit(share),
+                file,
+                format!("policy.{k}"),
+                share,
+                "a share in [0, 1]"
+            );
+        }
+        for (k, hl) in [
+            ("acceptance_half_life_days", self.acceptance_half_life_days),
+            ("settings_half_life_days", self.settings_half_life_days),
+        ] {
+            ensure!(
+                hl > 0.0 && hl <= 3650.0,
+                file,
+                format!("policy.{k}"),
+                hl,
+                "days above 0 and at most 3650"
+            );
+        }
         ensure!(
             (1024..=1 << 26).contains(&self.calibration_users),
             file,
@@ -646,18 +640,17 @@ pub struct TimingModel {
 impl TimingModel {
     /// The model of a policy section.
     pub fn new(config: &PolicyConfig) -> Self {
-        let hl = config.settings_half_life_days;
-        let weights: Vec<f64> = (0..config.window_days)
-            .map(|d| 0.5f64.powf(f64::from(d) / hl))
-            .collect();
-        let hl = config.acceptance_half_life_days;
-        let accept: Vec<f64> = (0..config.acceptance_days)
-            .map(|d| 0.5f64.powf(f64::from(d) / hl))
-            .collect();
+        // A decaying hazard over `days` days: weights 0.5^(d / half-life), d = 0 to days - 1.
+        let decaying = |days: u32, half_life: f64| {
+            let weights: Vec<f64> = (0..days)
+                .map(|d| 0.5f64.powf(f64::from(d) / half_life))
+                .collect();
+            crate::rng::Categorical::new(&weights)
+        };
         TimingModel {
             read: Threshold::new(config.notice_read_rate),
-            days: crate::rng::Categorical::new(&weights),
-            accept: crate::rng::Categorical::new(&accept),
+            days: decaying(config.window_days, config.settings_half_life_days),
+            accept: decaying(config.acceptance_days, config.acceptance_half_life_days),
             new_user: Threshold::new(config.new_user_share),
             horizon: u64::from(config.horizon_days),
         }
