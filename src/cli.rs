@@ -1003,20 +1003,28 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         floats(summary, "achieved_rate"),
         floats(summary, "people_shared"),
     );
+    // A baseline other than `none` (policy.baseline) shows the change against it too.
+    let against: Vec<(f64, f64)> = floats(summary, "revenue_change_vs_baseline_musd")
+        .into_iter()
+        .zip(floats(summary, "revenue_change_musd"))
+        .collect();
+    let baseline = against.iter().any(|(v, c)| (v - c).abs() > 1e-9);
+    let extra = |s: String| if baseline { s } else { String::new() };
     say!(
-        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24} {:>10}",
+        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24}{} {:>10}",
         "arm",
         "rate",
         "achieved",
         "precision %",
         "CTR %",
         "CA match %",
-        "revenue change $M/qtr",
+        "revenue change $M",
+        extra(format!(" {:>24}", "against baseline $M")),
         "to S (M)"
     );
     for row in adsim::table::headline_rows(summary) {
         say!(
-            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>10.0}",
+            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24}{} {:>10.0}",
             arms[row],
             rates[row],
             achieved[row],
@@ -1024,6 +1032,10 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
             with_ci(summary, "ctr", row, 100.0, 3),
             with_ci(summary, "ca_match_rate", row, 100.0, 2),
             with_ci(summary, "revenue_change_musd", row, 1.0, 1),
+            extra(format!(
+                " {:>24}",
+                with_ci(summary, "revenue_change_vs_baseline_musd", row, 1.0, 1)
+            )),
             shared[row] / 1e6,
         );
     }
@@ -1091,7 +1103,7 @@ fn compare(dirs: &[PathBuf], out: Option<PathBuf>, force: bool, json: bool) -> R
         "precision %",
         "CTR %",
         "CA match %",
-        "revenue $M/qtr"
+        "revenue change $M"
     );
     // The headline rates of rate-mode runs, and every arm of a behavioral run.
     let mut shown = adsim::table::headline_rows(table);

@@ -21,7 +21,7 @@ use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/5";
+pub const SCHEMA_VERSION: &str = "results/6";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub struct Context {
     pub replications: u32,
     /// Name of the `none` arm.
     pub none_arm: String,
+    /// Name of the arm `revenue_change_vs_baseline_musd` is measured against (one level):
+    /// `policy.baseline`, else the `none` arm.
+    pub baseline_arm: String,
     /// Click-through rates.
     pub targeting: TargetingConfig,
     /// Revenue anchoring.
@@ -126,6 +129,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "shared users with an S account linked to it / shared users with an S account",
     ),
     (
+        "people",
+        "M users, at full scale (revenue.m_users_millions spread by country share)",
+    ),
+    (
         "people_shared",
         "people whose number went to S, at full scale",
     ),
@@ -176,6 +183,10 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "revenue_change_foreign_musd",
         "the part from M data that landed on someone else's account (mislinks)",
+    ),
+    (
+        "revenue_change_vs_baseline_musd",
+        "revenue change less the baseline arm's, $M (policy.baseline, one level; without one, the none arm, and it equals revenue_change_musd)",
     ),
     ("people_opted_out", "people who opted out, at full scale"),
     (
@@ -228,6 +239,7 @@ pub const COUNTRY_METRICS: &[&str] = &[
     "ca_match_rate",
     "link_precision",
     "link_recall",
+    "people",
     "people_mislinked",
     "people_opted_out",
 ];
@@ -336,6 +348,7 @@ fn rate_columns(ctx: &Context) -> Vec<Expr> {
         ratio(c(Seg::CaWrongDays), c(Seg::CaUploadedDays)).alias("ca_wrong_rate"),
         ratio(links.clone(), links.clone() + mislinks.clone()).alias("link_precision"),
         ratio(links, a(All::SharedWithAccount)).alias("link_recall"),
+        (a(All::Users) * lit(scale)).alias("people"),
         (a(All::Shared) * lit(scale)).alias("people_shared"),
         (a(All::AdUse) * lit(scale)).alias("people_in_ad_use"),
         (mislinks * lit(scale)).alias("people_mislinked"),
@@ -866,6 +879,7 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
         ]);
     let mut summary = per_level.collect()?;
     paired(&mut summary, &ctx.none_arm)?;
+    against_baseline(&mut summary, &ctx.baseline_arm)?;
     let segments = m.segment.lazy().with_columns(rate_columns(ctx));
     let timeline = m
         .timeline
@@ -902,6 +916,28 @@ fn paired(summary: &mut DataFrame, none_arm: &str) -> PolarsResult<()> {
         summary.with_column(Column::new(format!("{p}_vs_none").into(), diff))?;
         summary.with_column(Column::new(format!("{p}_lift").into(), lift))?;
     }
+    Ok(())
+}
+
+/// Adds `revenue_change_vs_baseline_musd` to one replication's summary: each row's revenue
+/// change less that of the baseline arm's one level, within the replication, so that its
+/// interval is that of a paired difference (docs/model.md §10.2).
+fn against_baseline(summary: &mut DataFrame, baseline: &str) -> PolarsResult<()> {
+    let arms = summary.column("arm")?.str()?.clone();
+    let values: Vec<Option<f64>> = summary
+        .column("revenue_change_musd")?
+        .f64()?
+        .iter()
+        .collect();
+    let base = arms
+        .iter()
+        .position(|a| a == Some(baseline))
+        .and_then(|i| values[i]);
+    let diff: Vec<Option<f64>> = values
+        .iter()
+        .map(|v| v.zip(base).map(|(x, b)| x - b))
+        .collect();
+    summary.with_column(Column::new("revenue_change_vs_baseline_musd".into(), diff))?;
     Ok(())
 }
 
@@ -1130,8 +1166,13 @@ mod tests {
             users,
             replications: 2,
             none_arm: "none".into(),
+            baseline_arm: "none".into(),
             targeting: TargetingConfig::default(),
-            revenue: RevenueConfig::default(),
+            // 1,000M real users: the tests' hand-computed scales.
+            revenue: RevenueConfig {
+                m_users_millions: 1000.0,
+                ..RevenueConfig::default()
+            },
             // Per-day anchors of 10 days, ARPU x the Q2 2016 advertising share over the days.
             regions: vec![
                 ("AA".into(), "North".into(), q2_days(10.0)),

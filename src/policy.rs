@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::ensure;
 use crate::error::Result;
 use crate::rng::{Stream, Threshold, UserKey, UserRng};
+use crate::targeting::MEvidence;
 
 /// What an arm does with M's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub enum ArmKind {
     OptIn,
     /// 2021: no opt-out; users who object leave M.
     NoChoice,
+    /// Sharing for ads that was already on before the horizon (the 2016 status quo as 2021
+    /// found it): data in ad use from day 0, or from a new user's sign-up; the users out at a
+    /// level opted out before the horizon and are never in ad use; no one acts during it.
+    Standing,
 }
 
 /// What an opt-out stops.
@@ -84,6 +89,13 @@ pub struct ArmConfig {
     /// Regional rules on top.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regional: Vec<RegionalRule>,
+    /// The arm's one opt-out rate, in place of the sweep (rate mode) or of its design's rate
+    /// (behavioral mode). Required on a `standing` arm in behavioral mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// What interest evidence M's data carries in this arm; default `targeting.m_evidence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m_evidence: Option<MEvidence>,
 }
 
 /// Whether rates are swept or derived from the policy design.
@@ -163,6 +175,10 @@ pub struct PolicyConfig {
     pub calibration_users: u32,
     /// The arms, compared on one population.
     pub arms: Vec<ArmConfig>,
+    /// The arm that `revenue_change_vs_baseline_musd` is measured against, an arm with one
+    /// level (the 2016 status quo for 2021, say); default the `none` arm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
     /// Design parameters of behavioral mode.
     pub behavior: BehaviorConfig,
 }
@@ -191,20 +207,27 @@ impl Default for PolicyConfig {
                     kind: ArmKind::None,
                     scope: Scope::Ads,
                     regional: vec![],
+                    rate: None,
+                    m_evidence: None,
                 },
                 ArmConfig {
                     name: "opt_out_window".into(),
                     kind: ArmKind::OptOutWindow,
                     scope: Scope::Ads,
                     regional: vec![],
+                    rate: None,
+                    m_evidence: None,
                 },
                 ArmConfig {
                     name: "opt_out_window_all".into(),
                     kind: ArmKind::OptOutWindow,
                     scope: Scope::All,
                     regional: vec![],
+                    rate: None,
+                    m_evidence: None,
                 },
             ],
+            baseline: None,
             behavior: BehaviorConfig::default(),
         }
     }
@@ -342,6 +365,31 @@ impl PolicyConfig {
                 "\"all\"",
                 "scope only on arms of kind \"opt_out_window\" (what an opt-out in the window stops)"
             );
+            if let Some(r) = arm.rate {
+                ensure!(
+                    arm.kind != ArmKind::None,
+                    file,
+                    format!("{key}.rate"),
+                    r,
+                    "no rate on a `none` arm (no one opts out of nothing)"
+                );
+                ensure!(unit(r), file, format!("{key}.rate"), r, "a rate in [0, 1]");
+            }
+            ensure!(
+                arm.kind != ArmKind::None || arm.m_evidence.is_none(),
+                file,
+                format!("{key}.m_evidence"),
+                "a value",
+                "no m_evidence on a `none` arm (it uses no M data)"
+            );
+            ensure!(
+                arm.kind != ArmKind::Standing || arm.rate.is_some() || self.mode == Mode::Rate,
+                file,
+                format!("{key}.rate"),
+                "none",
+                "a rate on a `standing` arm in behavioral mode (its opt-outs came before the \
+                 horizon: no design in `policy.behavior` gives them)"
+            );
             for (j, rule) in arm.regional.iter().enumerate() {
                 let rk = format!("{key}.regional[{j}]");
                 ensure!(
@@ -386,6 +434,28 @@ impl PolicyConfig {
                 );
             }
         }
+        if let Some(name) = &self.baseline {
+            let arm = self.arms.iter().find(|a| &a.name == name);
+            let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+            ensure!(
+                arm.is_some(),
+                file,
+                "policy.baseline",
+                format!("{name:?}"),
+                format!("the name of an arm: {}", names.join(", "))
+            );
+            let one_level = arm.is_some_and(|a| {
+                a.kind == ArmKind::None || a.rate.is_some() || self.mode == Mode::Behavioral
+            });
+            ensure!(
+                one_level,
+                file,
+                "policy.baseline",
+                format!("{name:?}"),
+                "an arm with one level: the `none` arm, an arm with a `rate`, or any arm in \
+                 behavioral mode"
+            );
+        }
         let b = &self.behavior;
         for (k, v) in [
             ("untick_if_read", b.untick_if_read),
@@ -428,6 +498,8 @@ impl PolicyConfig {
                 1.0 - (at_notice + (1.0 - at_notice) * b.agree_later * later)
             }
             ArmKind::NoChoice => b.leave_rate,
+            // Required to carry its own rate (validated); 0 if called without.
+            ArmKind::Standing => 0.0,
         }
     }
 }
@@ -443,6 +515,8 @@ pub struct Arm {
     pub scope: Scope,
     /// Target opt-out rates of its levels (one level at rate 0 for `none`).
     pub rates: Vec<f64>,
+    /// What interest evidence M's data carries in the arm.
+    pub m_evidence: MEvidence,
     /// Per country: `None` = ad use allowed; `Some(d)` = no ad use from day `d` (0 = never).
     pub ad_use_ends: Vec<Option<u32>>,
 }
@@ -501,15 +575,22 @@ pub struct State {
 
 impl Arm {
     /// The state of a user of `country` that is `out` (or not) at a level, acting on `timing`.
-    /// A new user has no choice under `opt_out_window` (2016: accounts created after the notice
-    /// joined under the new terms) and does not leave under `no_choice`; under `opt_in` it
-    /// chooses at sign-up. Data is in ad use from the acceptance (or sign-up) day.
+    /// A new user has no choice under `opt_out_window` and `standing` (2016: accounts created
+    /// after the notice joined under the new terms) and does not leave under `no_choice`;
+    /// under `opt_in` it chooses at sign-up. Data is in ad use from the acceptance (or
+    /// sign-up) day, and under `standing` from day 0 for existing users.
     pub fn state(&self, country: usize, out: bool, timing: Timing, horizon: u32) -> State {
         let end_rule = self.ad_use_ends[country]
             .unwrap_or(horizon + 1)
             .min(horizon + 1);
+        // New users join under the terms: no opt-out in 2016 (also as the standing status quo
+        // of 2021), no leaving in 2021.
         let out = out
-            && !(timing.new_user && matches!(self.kind, ArmKind::OptOutWindow | ArmKind::NoChoice));
+            && !(timing.new_user
+                && matches!(
+                    self.kind,
+                    ArmKind::OptOutWindow | ArmKind::NoChoice | ArmKind::Standing
+                ));
         let (accept, day) = (timing.accept_day, timing.day());
         let exposure = if out { timing.waited() } else { 0 };
         let (shared, days, exposure) = match self.kind {
@@ -525,6 +606,12 @@ impl Arm {
                 let end = if out { day } else { horizon + 1 };
                 (!out || !timing.at_notice(), (accept, end), exposure)
             }
+            // Already on: from day 0 for existing users, from sign-up for new ones; the users
+            // out opted out before the horizon (their number went to S, not into ad use).
+            ArmKind::Standing => {
+                let start = if timing.new_user { accept } else { 0 };
+                (true, if out { (0, 0) } else { (start, horizon + 1) }, 0)
+            }
         };
         let (start, end) = (days.0, days.1.min(end_rule));
         let ad_use_days = if start < end { (start, end) } else { (0, 0) };
@@ -538,16 +625,18 @@ impl Arm {
     }
 }
 
-/// The arms of a scenario, resolved against its country table.
-pub fn resolve_arms(config: &PolicyConfig, countries: &[&str]) -> Vec<Arm> {
+/// The arms of a scenario, resolved against its country table; `m_evidence` is the
+/// evidence of arms that do not set their own.
+pub fn resolve_arms(config: &PolicyConfig, countries: &[&str], m_evidence: MEvidence) -> Vec<Arm> {
     config
         .arms
         .iter()
         .map(|a| {
-            let rates = match (a.kind, config.mode) {
-                (ArmKind::None, _) => vec![0.0],
-                (_, Mode::Rate) => config.rates.clone(),
-                (kind, Mode::Behavioral) => vec![config.behavioral_rate(kind)],
+            let rates = match (a.kind, a.rate, config.mode) {
+                (ArmKind::None, _, _) => vec![0.0],
+                (_, Some(r), _) => vec![r],
+                (_, None, Mode::Rate) => config.rates.clone(),
+                (kind, None, Mode::Behavioral) => vec![config.behavioral_rate(kind)],
             };
             let mut ad_use_ends = vec![None; countries.len()];
             for rule in &a.regional {
@@ -566,6 +655,7 @@ pub fn resolve_arms(config: &PolicyConfig, countries: &[&str]) -> Vec<Arm> {
                 kind: a.kind,
                 scope: a.scope,
                 rates,
+                m_evidence: a.m_evidence.unwrap_or(m_evidence),
                 ad_use_ends,
             }
         })
@@ -702,6 +792,43 @@ mod tests {
     }
 
     #[test]
+    fn standing_sharing_runs_from_day_zero_and_skips_earlier_opt_outs() {
+        // The 2016 status quo as 2021 found it: existing users in ad use for the whole horizon
+        // whatever their acceptance day, earlier opt-outs never (their number was shared),
+        // new users from sign-up with no opt-out, and regional rules on top.
+        let arm = Arm {
+            name: "status_quo".into(),
+            kind: ArmKind::Standing,
+            scope: Scope::Ads,
+            rates: vec![0.05],
+            m_evidence: MEvidence::None,
+            ad_use_ends: vec![None, Some(20)],
+        };
+        let h = 91;
+        let existing = Timing {
+            read_notice: false,
+            settings_day: 5,
+            accept_day: 12,
+            new_user: false,
+        };
+        let s = arm.state(0, false, existing, h);
+        assert_eq!((s.out, s.shared, s.ad_use), (false, true, true));
+        assert_eq!((s.ad_use_days, s.exposure_days), ((0, h + 1), 0));
+        let s = arm.state(0, true, existing, h);
+        assert_eq!((s.out, s.shared, s.ad_use), (true, true, false));
+        assert_eq!((s.ad_use_days, s.exposure_days), ((0, 0), 0));
+        let joiner = Timing {
+            new_user: true,
+            accept_day: 40,
+            ..existing
+        };
+        let s = arm.state(0, true, joiner, h);
+        assert!(!s.out, "a new user has no opt-out");
+        assert_eq!(s.ad_use_days, (40, h + 1));
+        assert_eq!(arm.state(1, false, existing, h).ad_use_days, (0, 20));
+    }
+
+    #[test]
     fn behavioral_defaults_reproduce_published_default_effects() {
         let p = PolicyConfig::default();
         let opt_out = p.behavioral_rate(ArmKind::OptOutWindow);
@@ -726,6 +853,7 @@ mod tests {
             kind,
             scope,
             rates: vec![0.5],
+            m_evidence: MEvidence::None,
             ad_use_ends: vec![None, Some(74)],
         };
         let late = Timing {
@@ -779,6 +907,7 @@ mod tests {
             kind,
             scope: Scope::Ads,
             rates: vec![0.5],
+            m_evidence: MEvidence::None,
             ad_use_ends: vec![None],
         };
         let window = arm(ArmKind::OptOutWindow);

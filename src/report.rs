@@ -43,6 +43,8 @@ pub enum Block {
 struct ArmInfo {
     name: String,
     kind: ArmKind,
+    /// The arm's own one rate in rate mode (drawn flat across the sweep, as `none`).
+    fixed_rate: Option<f64>,
     style: Style,
 }
 
@@ -71,6 +73,9 @@ fn arms(resolved: &Resolved) -> Vec<ArmInfo> {
             ArmInfo {
                 name: a.name.clone(),
                 kind: a.kind,
+                fixed_rate: a
+                    .rate
+                    .filter(|_| resolved.scenario.policy.mode == Mode::Rate),
                 style,
             }
         })
@@ -113,20 +118,25 @@ fn line_of(df: &DataFrame, arm: &ArmInfo, metric: &str, scale: f64) -> Line {
     }
 }
 
-/// The none arm's value drawn flat across the sharing arms' rates.
+/// The value of an arm with one level (the none arm, or one with its own rate) drawn flat
+/// across the sweep's rates, labelled with what it is.
 fn flat_line(
     df: &DataFrame,
-    none: &ArmInfo,
+    arm: &ArmInfo,
     metric: &str,
     scale: f64,
     x: (f64, f64),
 ) -> Option<Line> {
-    let l = line_of(df, none, metric, scale);
+    let l = line_of(df, arm, metric, scale);
     let (_, y, ci) = *l.points.first()?;
+    let what = match arm.fixed_rate {
+        Some(r) => format!("its one rate, {}%", r * 100.0),
+        None => "no sharing".into(),
+    };
     Some(Line {
-        label: format!("{} (no sharing)", none.name),
+        label: format!("{} ({what})", arm.name),
         points: vec![(x.0, y, ci), (x.1, y, ci)],
-        style: none.style,
+        style: arm.style,
     })
 }
 
@@ -203,7 +213,10 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     let lines_for = |metric: &str, scale: f64, with_none: bool| -> Vec<Line> {
         let mut lines: Vec<Line> = sharing
             .iter()
-            .map(|a| line_of(s, a, metric, scale))
+            .filter_map(|a| match a.fixed_rate {
+                Some(_) => flat_line(s, a, metric, scale, x).filter(|_| x.0 <= x.1),
+                None => Some(line_of(s, a, metric, scale)),
+            })
             .collect();
         if with_none && x.0 <= x.1 {
             lines.extend(none.and_then(|n| flat_line(s, n, metric, scale, x)));
@@ -816,26 +829,31 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     let sum = &e.summary;
     let (names, rates) = (texts(sum, "arm"), floats(sum, "rate"));
     let shown = headline_rows(sum);
+    let h = resolved.scenario.policy.horizon_days;
+    let baseline = resolved.scenario.policy.baseline.as_deref();
+    let mut header: Vec<String> = [
+        "arm",
+        "target rate",
+        "achieved",
+        "in ad use",
+        "precision (%)",
+        "CTR (%)",
+        "CA match (%)",
+        "CA clicks (%)",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.push(format!("revenue change ($M, {h} days)"));
+    if let Some(base) = baseline {
+        header.push(format!("against {base} ($M)"));
+    }
+    header.extend(["share of S ad revenue (%)", "people mislinked (M)"].map(String::from));
     b.push(Block::Table(
-        [
-            "arm",
-            "target rate",
-            "achieved",
-            "in ad use",
-            "precision (%)",
-            "CTR (%)",
-            "CA match (%)",
-            "CA clicks (%)",
-            "revenue change ($M/qtr)",
-            "share of S ad revenue (%)",
-            "people mislinked (M)",
-        ]
-        .map(String::from)
-        .to_vec(),
+        header,
         shown
             .iter()
             .map(|&i| {
-                vec![
+                let mut row = vec![
                     names[i].clone(),
                     format!("{:.2}", rates[i]),
                     with_ci(sum, "achieved_rate", i, 1.0, 3),
@@ -845,12 +863,21 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
                     with_ci(sum, "ca_match_rate", i, 100.0, 1),
                     with_ci(sum, "ca_click_share", i, 100.0, 1),
                     with_ci(sum, "revenue_change_musd", i, 1.0, 1),
-                    with_ci(sum, "revenue_change_share", i, 100.0, 2),
-                    with_ci(sum, "people_mislinked", i, 1e-6, 1),
-                ]
+                ];
+                if baseline.is_some() {
+                    row.push(with_ci(sum, "revenue_change_vs_baseline_musd", i, 1.0, 1));
+                }
+                row.push(with_ci(sum, "revenue_change_share", i, 100.0, 2));
+                row.push(with_ci(sum, "people_mislinked", i, 1e-6, 1));
+                row
             })
             .collect(),
     ));
+    if let Some(base) = baseline {
+        b.push(Block::Para(format!(
+            "Revenue change is measured against no sharing; \"against {base}\" is the same less {base}'s, replication by replication (`policy.baseline`): what the arm adds to that arm's sharing (docs/model.md §4.1)."
+        )));
+    }
     b.push(Block::Para(if p.replications > 1 {
         format!("Brackets: 95% intervals over {} replications. They cover Monte Carlo noise only, not uncertainty in the assumed parameters.", p.replications)
     } else {

@@ -44,7 +44,10 @@ pub const CALENDAR_2016_DAYS: u32 = 129;
 pub struct RevenueConfig {
     /// `calendar_2016` (each day at its quarter's ARPU, the default) or `q2_2016`.
     pub anchor: Anchor,
-    /// M's real user count, millions, that results are scaled to. Feb 2016: 1000 (docs/model.md §14).
+    /// M's real users, millions, that the population stands for: 673, the sum of the 22
+    /// countries' 2016 counts in `data/countries.toml`, so each country's people figure is its
+    /// count; 1000 (M's world total, Feb 2016) spreads the rest of the world pro rata over
+    /// them (docs/model.md §3.1).
     pub m_users_millions: f64,
     /// S's advertising revenue in the quarter, millions of dollars. Q2 2016: 6239 (docs/model.md §14).
     pub s_ad_revenue_musd: f64,
@@ -71,7 +74,7 @@ impl Default for RevenueConfig {
     fn default() -> Self {
         RevenueConfig {
             anchor: Anchor::Calendar2016,
-            m_users_millions: 1000.0,
+            m_users_millions: 673.0,
             s_ad_revenue_musd: 6239.0,
             s_total_revenue_musd: 6436.0,
             q3_ad_revenue_musd: 6816.0,

@@ -79,16 +79,22 @@ pub fn context(resolved: &Resolved) -> Context {
     let s = &resolved.scenario;
     let regions = &resolved.data.countries.arpu_region;
     let cpc = resolved.click_values();
+    let none_arm = s
+        .policy
+        .arms
+        .iter()
+        .find(|a| a.kind == ArmKind::None)
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
     Context {
         users: s.population.users,
         replications: s.population.replications,
-        none_arm: s
+        baseline_arm: s
             .policy
-            .arms
-            .iter()
-            .find(|a| a.kind == ArmKind::None)
-            .map(|a| a.name.clone())
-            .unwrap_or_default(),
+            .baseline
+            .clone()
+            .unwrap_or_else(|| none_arm.clone()),
+        none_arm,
         targeting: s.targeting.clone(),
         revenue: s.revenue.clone(),
         regions: resolved

@@ -46,7 +46,7 @@ use crate::population::{NumberHistory, Population, SAccount, User};
 use crate::revenue::DayValue;
 use crate::rng::{Stream, Threshold};
 use crate::scenario::Resolved;
-use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS, split};
+use crate::targeting::{Detectors, Flags, IMPRESSION_UNITS, MEvidence, split};
 
 /// How a user's shared data is linked to an S account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +74,8 @@ pub struct Sweep<'a> {
     uploads: Uploads,
     metadata: Vec<Threshold>,
     horizon: u32,
-    /// Per arm, the first arm with the same ad use at every level (same kind, rates and
-    /// regional rules; the scope may differ): their targeting counts are equal, so only
+    /// Per arm, the first arm with the same ad use at every level (same kind, rates, regional
+    /// rules and M evidence; the scope may differ): their targeting counts are equal, so only
     /// that arm counts them.
     targeting_source: Vec<usize>,
     /// Per arm, the first arm with the same rates (so the same opt-out thresholds).
@@ -91,7 +91,7 @@ impl<'a> Sweep<'a> {
     pub fn new(resolved: &'a Resolved) -> Self {
         let s = &resolved.scenario;
         let codes = resolved.data.country_codes();
-        let arms = resolve_arms(&s.policy, &codes);
+        let arms = resolve_arms(&s.policy, &codes, s.targeting.m_evidence);
         let layout = Layout {
             countries: codes.len(),
             ages: resolved.data.age_bands.band.len(),
@@ -119,11 +119,18 @@ impl<'a> Sweep<'a> {
             .map(|a| {
                 arms.iter()
                     .position(|b| {
-                        b.kind == a.kind && b.rates == a.rates && b.ad_use_ends == a.ad_use_ends
+                        b.kind == a.kind
+                            && b.rates == a.rates
+                            && b.ad_use_ends == a.ad_use_ends
+                            && b.m_evidence == a.m_evidence
                     })
                     .unwrap_or(0)
             })
             .collect();
+        // M's detectors draw if any arm reads M's interest evidence.
+        let m_read = arms
+            .iter()
+            .any(|a| a.m_evidence == MEvidence::BusinessMessaging);
         let flip_source = arms
             .iter()
             .map(|a| arms.iter().position(|b| b.rates == a.rates).unwrap_or(0))
@@ -135,7 +142,7 @@ impl<'a> Sweep<'a> {
             arms,
             layout,
             timing: TimingModel::new(&s.policy),
-            detectors: Detectors::new(&s.targeting),
+            detectors: Detectors::new(&s.targeting, m_read),
             uploads: Uploads::new(&s.audiences),
             metadata: resolved
                 .data
@@ -312,7 +319,8 @@ impl<'a> Sweep<'a> {
 
         let cell = l.cell(country, u.age_band as usize);
         let region = self.region_of[country];
-        let mut day_values = [None; 4];
+        // The value of an account-day per variant, by whether the arm reads M's evidence.
+        let mut day_values = [[None; 4]; 2];
         let measures = l.measures();
         let per_level = l.per_level();
         let tper = l.timeline_per_level();
@@ -373,6 +381,15 @@ impl<'a> Sweep<'a> {
                 _ => Channel::GainKnownNumber,
             },
         });
+        // The account as arms without M's interest evidence see it: M's flags cleared.
+        let plain = account.map(|a| Account {
+            flags: Flags {
+                own: 0,
+                foreign: 0,
+                ..a.flags
+            },
+            ..a
+        });
 
         // The measure of the user's link, counted while its number is shared.
         let has_account = account.is_some();
@@ -411,6 +428,9 @@ impl<'a> Sweep<'a> {
                     (f_user, f_sender)
                 }
             };
+            let reads_m = usize::from(arm.m_evidence == MEvidence::BusinessMessaging);
+            let account = if reads_m == 1 { &account } else { &plain };
+            let day_values = &mut day_values[reads_m];
             let mut cuts = [0, f_user.min(levels), f_sender.min(levels), levels];
             cuts.sort_unstable();
             let diff = &mut acc.counts.arms[ai];
@@ -498,7 +518,8 @@ impl<'a> Sweep<'a> {
                 }
                 // Timeline: the day the user acted, and its days of ad use.
                 let acted = match arm.kind {
-                    ArmKind::None => false,
+                    // Standing opt-outs came before the horizon.
+                    ArmKind::None | ArmKind::Standing => false,
                     ArmKind::OptIn => !st.out,
                     ArmKind::OptOutWindow | ArmKind::NoChoice => st.out,
                 };
@@ -536,7 +557,7 @@ impl<'a> Sweep<'a> {
                         account,
                         own,
                         foreign,
-                        &mut day_values,
+                        day_values,
                     );
                 }
             }

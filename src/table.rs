@@ -58,13 +58,17 @@ pub const HEADLINE_RATES: [f64; 5] = [0.0, 0.1, 0.25, 0.5, 1.0];
 pub const HEADLINE_ALL_UP_TO: usize = 12;
 
 /// The rows of a table (by their `rate` column) that headline tables show: every row of a
-/// small table, else the rows at [`HEADLINE_RATES`].
+/// small table, else the rows at [`HEADLINE_RATES`] and the one row of an arm with a single
+/// level (the `none` arm, an arm with its own rate), whatever its rate.
 pub fn headline_rows(df: &DataFrame) -> Vec<usize> {
     let rates = floats(df, "rate");
+    let arms = texts(df, "arm");
+    let single = |i: usize| arms.iter().filter(|a| **a == arms[i]).count() == 1;
     (0..df.height())
         .filter(|&i| {
             df.height() <= HEADLINE_ALL_UP_TO
                 || HEADLINE_RATES.iter().any(|r| (r - rates[i]).abs() < 1e-9)
+                || single(i)
         })
         .collect()
 }

@@ -141,15 +141,15 @@ pub struct Flags {
 }
 
 impl Detectors {
-    /// Detectors of a targeting section.
-    pub fn new(c: &TargetingConfig) -> Self {
+    /// Detectors of a targeting section; `m_read` says whether any arm reads M's interest
+    /// evidence (else M's detectors are not drawn).
+    pub fn new(c: &TargetingConfig, m_read: bool) -> Self {
         Detectors {
             platform: [
                 Lanes::uniform(c.on_platform_fpr),
                 Lanes::uniform(c.on_platform_recall),
             ],
-            m: (c.m_evidence == MEvidence::BusinessMessaging)
-                .then(|| [Lanes::uniform(c.m_fpr), Lanes::uniform(c.m_recall)]),
+            m: m_read.then(|| [Lanes::uniform(c.m_fpr), Lanes::uniform(c.m_recall)]),
         }
     }
 

@@ -171,8 +171,9 @@ fn compare_sets_runs_side_by_side_across_modes_and_grids() {
         "{text}"
     );
     let csv = std::fs::read_to_string(dir.path().join("ab/compare.csv")).unwrap();
-    // whatsapp-2016: 1 + 21 + 21 rows; whatsapp-2021: 1 + 21; plus the header.
-    assert_eq!(csv.lines().count(), 1 + 43 + 22);
+    // whatsapp-2016: 1 + 21 + 21 rows; whatsapp-2021: 1 + 21 + 1 (the status quo's one
+    // level); plus the header.
+    assert_eq!(csv.lines().count(), 1 + 43 + 23);
     assert!(dir.path().join("ab/compare_relevance.png").exists());
 
     // A rate-mode run against a behavioral one: compared on the achieved rate, the

@@ -140,6 +140,8 @@ fn each_arm_counts_as_when_simulated_alone() {
         kind,
         scope,
         regional,
+        rate: None,
+        m_evidence: None,
     };
     let pause = || {
         vec![RegionalRule {
@@ -156,6 +158,21 @@ fn each_arm_counts_as_when_simulated_alone() {
         arm("all_pause", ArmKind::OptOutWindow, Scope::All, pause()),
         arm("opt_in", ArmKind::OptIn, Scope::Ads, vec![]),
         arm("no_choice", ArmKind::NoChoice, Scope::Ads, vec![]),
+        arm("standing", ArmKind::Standing, Scope::Ads, pause()),
+        // The same ad use as `ads`, with M's business-messaging evidence: its own targeting.
+        ArmConfig {
+            m_evidence: Some(adsim::targeting::MEvidence::BusinessMessaging),
+            ..arm("ads_m", ArmKind::OptOutWindow, Scope::Ads, vec![])
+        },
+        // One level at a rate of the grid, and at one off it.
+        ArmConfig {
+            rate: Some(0.7),
+            ..arm("ads_fixed", ArmKind::OptOutWindow, Scope::Ads, vec![])
+        },
+        ArmConfig {
+            rate: Some(0.45),
+            ..arm("no_choice_fixed", ArmKind::NoChoice, Scope::Ads, vec![])
+        },
     ];
     let rates = [0.0, 0.2, 0.7, 1.0];
     let together = small(5000, 11, &rates, |s| s.policy.arms = arms.clone());
@@ -286,18 +303,15 @@ fn a_regional_pause_keeps_its_days_before_the_pause_and_differs_from_off() {
             })
             .into_iter()
             .collect(),
+        rate: None,
+        m_evidence: None,
     };
     // Everyone accepts on day 0, so a pause from day D keeps exactly D days of each user.
     let r = small(20_000, 9, &[0.0, 0.5], |s| {
         s.policy.acceptance_days = 1;
         s.policy.new_user_share = 0.0;
         s.policy.arms = vec![
-            ArmConfig {
-                name: "none".into(),
-                kind: ArmKind::None,
-                scope: Scope::Ads,
-                regional: vec![],
-            },
+            arm_with("none", ArmKind::None, None, None),
             arm("window", None),
             arm("pause", Some((RuleKind::Pause, 74))),
             arm("off", Some((RuleKind::Off, 0))),
@@ -505,13 +519,163 @@ fn revenue_per_day_adds_up_to_the_quarter_by_region() {
     assert!(day(0.0) < day(10.0), "{} then {}", day(0.0), day(10.0));
 }
 
+/// An arm of `kind` named `name`, scope `ads`, no rules, with `rate` and `m_evidence`.
+fn arm_with(
+    name: &str,
+    kind: adsim::policy::ArmKind,
+    rate: Option<f64>,
+    m_evidence: Option<adsim::targeting::MEvidence>,
+) -> adsim::policy::ArmConfig {
+    adsim::policy::ArmConfig {
+        name: name.into(),
+        kind,
+        scope: adsim::policy::Scope::Ads,
+        regional: vec![],
+        rate,
+        m_evidence,
+    }
+}
+
+#[test]
+fn an_arm_without_m_evidence_counts_as_in_a_scenario_without_it() {
+    // Per-arm evidence (the 2016 status quo inside the 2021 scenario): an arm that sets
+    // m_evidence = none where M's data carries business-messaging evidence counts exactly as
+    // the same arm where no arm reads it; the arm that reads it targets differently.
+    use adsim::policy::ArmKind;
+    use adsim::targeting::MEvidence;
+    let rates = [0.0, 0.3, 1.0];
+    let mixed = small(4000, 3, &rates, |s| {
+        s.targeting.m_evidence = MEvidence::BusinessMessaging;
+        s.policy.arms = vec![
+            arm_with("none", ArmKind::None, None, None),
+            arm_with("plain", ArmKind::OptOutWindow, None, Some(MEvidence::None)),
+            arm_with("m", ArmKind::OptOutWindow, None, None),
+        ];
+    });
+    let plain = small(4000, 3, &rates, |s| {
+        s.policy.arms = vec![
+            arm_with("none", ArmKind::None, None, None),
+            arm_with("plain", ArmKind::OptOutWindow, None, None),
+        ];
+    });
+    let ((_, cm), (_, cp)) = (simulate(&mixed), simulate(&plain));
+    assert!(cm.arms[1] == cp.arms[1], "the arm's counts differ");
+    assert!(
+        cm.timeline[1] == cp.timeline[1],
+        "the arm's timeline differs"
+    );
+    assert!(cm.arms[2] != cm.arms[1], "M's evidence changed nothing");
+}
+
+#[test]
+fn a_fixed_rate_arm_is_the_sweep_at_that_rate() {
+    // `rate` gives an arm one level: the level of the sweep at that rate, count for count.
+    use adsim::policy::ArmKind;
+    let rates = [0.0, 0.2, 0.7, 1.0];
+    let r = small(4000, 9, &rates, |s| {
+        s.policy.arms = vec![
+            arm_with("none", ArmKind::None, None, None),
+            arm_with("sweep", ArmKind::NoChoice, None, None),
+            arm_with("fixed", ArmKind::NoChoice, Some(0.7), None),
+        ];
+    });
+    let (l, c) = simulate(&r);
+    assert_eq!(l.levels, vec![1, 4, 1]);
+    assert!(c.level(&l, 2, 0) == c.level(&l, 1, 2), "counts differ");
+    assert!(
+        c.timeline_level(&l, 2, 0) == c.timeline_level(&l, 1, 2),
+        "timelines differ"
+    );
+}
+
+#[test]
+fn the_2021_change_is_measured_against_the_2016_status_quo() {
+    // whatsapp-2021: revenue_change_vs_baseline_musd is, replication by replication, the
+    // arm's revenue change less the status quo's; the status quo's own is 0. The paired
+    // difference has the mean of the difference of means, and its interval is narrower than
+    // the sum of the two half-widths (common random numbers).
+    let (mut s, source) = adsim::scenario::Scenario::builtin("whatsapp-2021").expect("built in");
+    s.population.users = 20_000;
+    s.population.replications = 4;
+    let r = s.resolve(&source, Path::new(".")).expect("resolves");
+    let e = adsim::run::evaluate(&r, &adsim::run::quiet).expect("evaluates");
+    let sum = &e.summary;
+    let arm = adsim::table::texts(sum, "arm");
+    let col = |c: &str| adsim::table::floats(sum, c);
+    let (change, vs) = (
+        col("revenue_change_musd"),
+        col("revenue_change_vs_baseline_musd"),
+    );
+    let (lo, hi) = (
+        col("revenue_change_vs_baseline_musd_lo"),
+        col("revenue_change_vs_baseline_musd_hi"),
+    );
+    let (c_lo, c_hi) = (col("revenue_change_musd_lo"), col("revenue_change_musd_hi"));
+    let base = (0..sum.height())
+        .find(|&i| arm[i] == "status_quo_2016")
+        .expect("the status quo row");
+    assert_eq!(vs[base], 0.0);
+    assert!(change[base] > 0.0, "sharing in 2016 added revenue");
+    let mut rows = 0;
+    for i in (0..sum.height()).filter(|&i| arm[i] == "no_choice") {
+        rows += 1;
+        assert!(
+            (vs[i] - (change[i] - change[base])).abs() < 1e-9 * change[i].abs().max(1.0),
+            "row {i}: {} against {} - {}",
+            vs[i],
+            change[i],
+            change[base]
+        );
+        let half = (c_hi[i] - c_lo[i]) / 2.0 + (c_hi[base] - c_lo[base]) / 2.0;
+        assert!(
+            (hi[i] - lo[i]) / 2.0 < half,
+            "row {i}: the interval is not paired"
+        );
+    }
+    assert_eq!(rows, r.scenario.policy.rates.len());
+}
+
 #[test]
 fn the_record_switched_off_gives_the_headline_of_earlier_versions() {
     // Golden figure: with one notice day, no new users, no other sources of S's numbers,
-    // business-messaging evidence and the Q2 2016 anchoring, the default run (100,000 users x 5
-    // replications, seed 2016) gives the revenue change the README quoted before the 2016
-    // record: $163.3M [157.0, 169.6] at no opt-out. Each switch is exactly the old model.
+    // business-messaging evidence, the Q2 2016 anchoring and the country shares of 2014-2016
+    // counts with the rest of the world spread pro rata over M's 1,000M users, the default
+    // run (100,000 users x 5 replications, seed 2016) gives the revenue change the README
+    // quoted before the 2016 record: $163.3M [157.0, 169.6] at no opt-out. Each switch is
+    // exactly the old model.
     let (mut s, source) = adsim::scenario::Scenario::builtin("whatsapp-2016").expect("built in");
+    const OLD_SHARES: [(&str, f64); 22] = [
+        ("IN", 0.252966),
+        ("BR", 0.158103),
+        ("ID", 0.079051),
+        ("MX", 0.050593),
+        ("US", 0.011858),
+        ("DE", 0.055336),
+        ("RU", 0.017391),
+        ("IT", 0.039526),
+        ("ES", 0.039526),
+        ("GB", 0.026877),
+        ("TR", 0.047431),
+        ("NG", 0.031621),
+        ("ZA", 0.018972),
+        ("AR", 0.020553),
+        ("CO", 0.023715),
+        ("PK", 0.031621),
+        ("EG", 0.023715),
+        ("SA", 0.018972),
+        ("MY", 0.023715),
+        ("FR", 0.012648),
+        ("PH", 0.007905),
+        ("CA", 0.007905),
+    ];
+    for (code, share) in OLD_SHARES {
+        s.data
+            .country_overrides
+            .entry(code.into())
+            .or_default()
+            .m_share = Some(share);
+    }
+    s.revenue.m_users_millions = 1000.0;
     s.policy.acceptance_days = 1;
     s.policy.new_user_share = 0.0;
     s.known_numbers.security_or_messenger = 0.0;
@@ -845,6 +1009,40 @@ fn bad_policy_keys_are_refused_with_the_key() {
             ],
         ),
         (
+            "rate on the none arm",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\nrate = 0.1\n",
+            &["policy.arms[0].rate", "0.1", "no rate on a `none` arm"],
+        ),
+        (
+            "arm rate out of range",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"s\"\nkind = \"standing\"\nrate = -0.2\n",
+            &["policy.arms[1].rate", "-0.2", "a rate in [0, 1]"],
+        ),
+        (
+            "standing arm without a rate in behavioral mode",
+            "[policy]\nmode = \"behavioral\"\n[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"s\"\nkind = \"standing\"\n",
+            &["policy.arms[1].rate", "a rate on a `standing` arm"],
+        ),
+        (
+            "m_evidence on the none arm",
+            "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\nm_evidence = \"business_messaging\"\n",
+            &["policy.arms[0].m_evidence", "no m_evidence on a `none` arm"],
+        ),
+        (
+            "baseline not an arm",
+            "[policy]\nbaseline = \"past\"\n",
+            &[
+                "policy.baseline",
+                "\"past\"",
+                "the name of an arm: none, opt_out_window",
+            ],
+        ),
+        (
+            "baseline with many levels",
+            "[policy]\nbaseline = \"opt_out_window\"\n",
+            &["policy.baseline", "an arm with one level"],
+        ),
+        (
             "scope all on an opt-in arm",
             "[[policy.arms]]\nname = \"none\"\nkind = \"none\"\n[[policy.arms]]\nname = \"i\"\nkind = \"opt_in\"\nscope = \"all\"\n",
             &["policy.arms[1].scope", "opt_out_window"],
@@ -1173,4 +1371,46 @@ fn typos_that_land_on_another_users_number_match_the_wrong_person() {
         }
     }
     assert!(found[0] > 1000 && found[1] > 100, "{found:?}");
+}
+
+#[test]
+fn country_counts_equal_the_published_ones_where_listed() {
+    // The population stands for the 22 countries at their 2016 counts (revenue.m_users_millions
+    // = 673): India, Brazil, Germany and Italy hold their published counts (docs/model.md §3.1),
+    // up to one simulated user each; the validation case says so too.
+    let (mut s, source) = adsim::scenario::Scenario::builtin("whatsapp-2016").expect("built in");
+    s.population.users = 50_000;
+    s.population.replications = 1;
+    let r = s.resolve(&source, Path::new(".")).expect("resolves");
+    let e = adsim::run::evaluate(&r, &adsim::run::quiet).expect("evaluates");
+    let c = &e.countries;
+    let (arm, code, people) = (
+        adsim::table::texts(c, "arm"),
+        adsim::table::texts(c, "country"),
+        adsim::table::floats(c, "people"),
+    );
+    let one_user = 673e6 / 50_000.0;
+    let mut total = 0.0;
+    for i in (0..c.height()).filter(|&i| arm[i] == "none") {
+        total += people[i];
+        if let Some(published) = [("IN", 160e6), ("BR", 100e6), ("DE", 35e6), ("IT", 25e6)]
+            .iter()
+            .find(|(k, _)| *k == code[i])
+            .map(|p| p.1)
+        {
+            assert!(
+                (people[i] - published).abs() <= one_user,
+                "{}: {} against {published}",
+                code[i],
+                people[i]
+            );
+        }
+    }
+    assert!((total - 673e6).abs() < 1.0, "all 22: {total}");
+    let case = adsim::validate::cases()
+        .into_iter()
+        .find(|c| c.name == "country-counts")
+        .expect("the case");
+    let outcome = adsim::validate::judge(&case, Some(&e));
+    assert_eq!(outcome.status, adsim::validate::Status::Pass, "{outcome:?}");
 }
