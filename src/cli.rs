@@ -337,11 +337,12 @@ pub fn run() -> Result<()> {
         Command::Run(args) => run_scenario(args),
         Command::Scenarios { action: None, json } => {
             let mut list = Vec::new();
+            let width = BUILTINS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
             for (name, _) in BUILTINS {
                 let (s, _) = Scenario::builtin(name)?;
                 list.push(serde_json::json!({"name": name, "description": s.description}));
                 if !json {
-                    say!("{name:<16} {}", s.description);
+                    say!("{name:<width$}  {}", s.description);
                 }
             }
             if json {

@@ -718,6 +718,15 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
             if a.kind == ArmKind::OptOutWindow {
                 t.push_str(&format!(", scope {}", snake(&a.scope)));
             }
+            if let Some(r) = a.rate {
+                t.push_str(&format!(", its one rate {}%", r * 100.0));
+            }
+            if let Some(m) = a.m_evidence {
+                t.push_str(&format!(", M evidence {}", snake(&m)));
+            }
+            if s.policy.baseline.as_ref() == Some(&a.name) {
+                t.push_str(", the baseline");
+            }
             for r in &a.regional {
                 t.push_str(&format!(
                     ", {} in {} from day {}",
