@@ -57,6 +57,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod folder;
+pub mod market;
 pub mod metrics;
 pub mod permutation;
 pub mod phone;
