@@ -48,8 +48,9 @@ pub struct Market {
     pub bidders: Vec<Bidder>,
     /// The impressions on sale.
     pub classes: Vec<Class>,
-    /// The least an impression sells for, dollars per impression in rank units (bid per click
-    /// times predicted CTR). The winner's rank must reach it, and it pays at least it.
+    /// The least a click sells for, dollars. A bidder whose bid per click falls below it
+    /// takes no part in the auction, and the winner pays at least it per click. Per click,
+    /// so that scaling every predicted CTR of a class changes no outcome (docs/model.md §17.2).
     pub reserve: f64,
     /// Scale of the log-Gumbel factor on a bidder's value in each auction (0: none; below 0.9,
     /// where the expected payment stays finite and the grid accurate).
@@ -67,7 +68,7 @@ pub struct Outcome {
     pub impressions: Vec<f64>,
     /// Value of the clicks to the bidder, dollars (its surplus is value - spend).
     pub value: Vec<f64>,
-    /// Impressions no bidder's rank reached the reserve on.
+    /// Impressions on which no bidder's bid reached the reserve.
     pub unsold: f64,
 }
 
@@ -108,17 +109,24 @@ impl Market {
         pacing[e.bidder] * self.bidders[e.bidder].value_per_click * e.predicted_ctr
     }
 
-    /// Without spread: the highest rank wins (ties split the impressions evenly) and pays the
-    /// larger of the runner-up's rank and the reserve, per impression in rank units, charged
-    /// per click at that over its predicted CTR.
+    /// Without spread: among the bidders whose bid per click reaches the reserve, the highest
+    /// rank wins (ties split the impressions evenly) and pays per click the larger of the
+    /// reserve and the runner-up's rank over its own predicted CTR.
     fn clear_exact(&self, class: &Class, pacing: &[f64], out: &mut Outcome) {
         let ranks: Vec<f64> = class
             .eligible
             .iter()
-            .map(|e| self.rank(e, pacing))
+            .map(|e| {
+                let bid = pacing[e.bidder] * self.bidders[e.bidder].value_per_click;
+                if bid > 0.0 && bid >= self.reserve {
+                    bid * e.predicted_ctr
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let top = ranks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if class.eligible.is_empty() || top <= 0.0 || top < self.reserve {
+        let top = ranks.iter().copied().fold(0.0, f64::max);
+        if top <= 0.0 {
             out.unsold += class.impressions;
             return;
         }
@@ -134,25 +142,28 @@ impl Market {
                 .map(|(_, &r)| r)
                 .fold(0.0, f64::max)
         };
-        let price = runner_up.max(self.reserve);
         let share = class.impressions / winners.len() as f64;
         for &k in &winners {
             let e = &class.eligible[k];
             let clicks = share * e.ctr;
+            let price = (runner_up / e.predicted_ctr).max(self.reserve);
             out.impressions[e.bidder] += share;
             out.clicks[e.bidder] += clicks;
-            out.spend[e.bidder] += clicks * price / e.predicted_ctr;
+            out.spend[e.bidder] += clicks * price;
             out.value[e.bidder] += clicks * self.bidders[e.bidder].value_per_click;
         }
     }
 
     /// With spread: each eligible bidder's log-rank is `ln(rank) + spread x G` with `G`
-    /// standard Gumbel, independent across bidders and auctions. Bidder `i` wins where its
-    /// log-rank `y` reaches the reserve and every other lies below it; it then pays the larger
-    /// of the reserve and the highest other rank, `R M(rho) + integral from rho to y of
-    /// exp(z) dM(z)` in expectation (`M` the CDF of the others' highest log-rank), and its
-    /// value per click is scaled by `exp(y - ln(rank))`. Each expectation is an integral over
-    /// `y` against `i`'s density, on a grid of step `spread / 32` (trapezoids; relative error about 3e-5).
+    /// standard Gumbel, independent across bidders and auctions; bidder `j` takes part when
+    /// its bid per click reaches the reserve `r`, that is when its log-rank reaches
+    /// `rho_j = ln(r x predicted CTR_j)`. So the others' highest participating log-rank has
+    /// CDF `M(z) = prod_j F_j(max(z, rho_j))`. Bidder `i` wins where its log-rank `y` reaches
+    /// `rho_i` and the others' lies below `y`; it then pays, in rank units, the larger of
+    /// `R_i = r x predicted CTR_i` and the others' rank: `R_i M(rho_i) + integral from rho_i
+    /// to y of exp(z) dM(z)` in expectation. Its value per click is scaled by
+    /// `exp(y - ln(rank_i))`. Each expectation is an integral over `y` against `i`'s density, on
+    /// a grid of step `spread / 32` from `rho_i` (trapezoids; relative error about 3e-5).
     fn clear_spread(&self, class: &Class, pacing: &[f64], out: &mut Outcome) {
         let s = self.spread;
         let mus: Vec<f64> = class
@@ -162,60 +173,60 @@ impl Market {
             .map(|r| if r > 0.0 { r.ln() } else { f64::NEG_INFINITY })
             .collect();
         let live: Vec<usize> = (0..mus.len()).filter(|&k| mus[k].is_finite()).collect();
-        let (lo_mu, hi_mu) = live
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &k| {
-                (a.min(mus[k]), b.max(mus[k]))
-            });
         let reserve = self.reserve.max(0.0);
-        // Below lo_mu - 4s a Gumbel's CDF is exp(-e^4), nil; right of the highest mu the
-        // payment integrand decays as exp(-(1 - s) z), below 1e-13 at z = 30 / (1 - s).
-        let mut lo = lo_mu - 4.0 * s;
-        if reserve > 0.0 {
-            lo = lo.max(reserve.ln());
-        }
-        let hi = hi_mu + 30.0 * s / (1.0 - s);
-        if live.is_empty() || lo >= hi {
-            out.unsold += class.impressions;
-            return;
-        }
-        let h = s / GRID_PER_SPREAD;
-        let points = ((hi - lo) / h).ceil() as usize + 1;
-        let ys: Vec<f64> = (0..points).map(|k| lo + k as f64 * h).collect();
-        let cdfs: Vec<Vec<f64>> = live
+        let rhos: Vec<f64> = class
+            .eligible
             .iter()
-            .map(|&j| {
-                ys.iter()
-                    .map(|&y| (-(-(y - mus[j]) / s).exp()).exp())
-                    .collect()
+            .map(|e| {
+                if reserve > 0.0 {
+                    (reserve * e.predicted_ctr).ln()
+                } else {
+                    f64::NEG_INFINITY
+                }
             })
             .collect();
+        let hi_mu = live
+            .iter()
+            .map(|&k| mus[k])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let lo_mu = live.iter().map(|&k| mus[k]).fold(f64::INFINITY, f64::min);
+        // Below lo_mu - 4s a Gumbel's CDF is exp(-e^4), nil; right of the highest mu the
+        // payment integrand decays as exp(-(1 - s) z), below 1e-13 at z = 30 / (1 - s).
+        let hi = hi_mu + 30.0 * s / (1.0 - s);
+        let h = s / GRID_PER_SPREAD;
+        let cdf = |j: usize, z: f64| (-(-(z.max(rhos[j]) - mus[j]) / s).exp()).exp();
         let mut sold = 0.0;
-        for (a, &i) in live.iter().enumerate() {
-            let others = |k: usize| -> f64 {
-                cdfs.iter()
-                    .enumerate()
-                    .filter(|&(b, _)| b != a)
-                    .map(|(_, c)| c[k])
+        for &i in &live {
+            let lo = (lo_mu - 4.0 * s).max(rhos[i]);
+            if lo >= hi {
+                continue;
+            }
+            let points = ((hi - lo) / h).ceil() as usize + 1;
+            let others = |z: f64| -> f64 {
+                live.iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| cdf(j, z))
                     .product()
             };
-            // The others all below the grid's start (the reserve, if it binds): pay R.
-            let base = reserve * others(0);
+            // The others all below the grid's start (the reserve, if it binds): pay R_i.
+            let m0 = others(lo);
+            let base = if rhos[i].is_finite() {
+                reserve * class.eligible[i].predicted_ctr * m0
+            } else {
+                0.0
+            };
             let (mut win, mut pay, mut value) = (0.0, 0.0, 0.0);
-            let (mut above, mut m_prev) = (0.0, others(0));
-            for (k, &y) in ys.iter().enumerate() {
-                let m = others(k);
+            let (mut above, mut m_prev, mut y_prev) = (0.0, m0, lo);
+            for k in 0..points {
+                let y = lo + k as f64 * h;
+                let m = others(y);
                 if k > 0 {
-                    above += 0.5 * (ys[k - 1].exp() + y.exp()) * (m - m_prev);
+                    above += 0.5 * (y_prev.exp() + y.exp()) * (m - m_prev);
                 }
-                m_prev = m;
+                (m_prev, y_prev) = (m, y);
                 let z = (y - mus[i]) / s;
                 // Trapezoids: the grid's ends carry half a step.
-                let end = if k == 0 || k + 1 == ys.len() {
-                    0.5
-                } else {
-                    1.0
-                };
+                let end = if k == 0 || k + 1 == points { 0.5 } else { 1.0 };
                 let w = (-z - (-z).exp()).exp() / s * h * end;
                 win += w * m;
                 pay += w * (base + above);
@@ -344,13 +355,13 @@ mod tests {
 
     #[test]
     fn one_eligible_bidder_pays_the_reserve_and_below_it_nothing_sells() {
-        // Rank 2 x 0.01 = 0.02 per impression against a reserve of 0.005: 1000 impressions,
-        // 10 clicks at 0.005 / 0.01 = $0.50 a click.
+        // A bid of $2 a click against a reserve of $0.50: 1000 impressions at CTR 0.01 make
+        // 10 clicks at $0.50.
         let class = || Class {
             impressions: 1000.0,
             eligible: vec![at(0, 0.01, 0.01)],
         };
-        let m = market(vec![bidder(2.0)], vec![class()], 0.005, 0.0);
+        let m = market(vec![bidder(2.0)], vec![class()], 0.5, 0.0);
         let o = m.clear(&[1.0]);
         assert_eq!(
             (o.impressions[0], o.clicks[0], o.unsold),
@@ -358,7 +369,7 @@ mod tests {
         );
         assert!(close(o.spend[0], 5.0, 1e-12), "{}", o.spend[0]);
         assert!(close(o.value[0], 20.0, 1e-12));
-        let o = market(vec![bidder(2.0)], vec![class()], 0.05, 0.0).clear(&[1.0]);
+        let o = market(vec![bidder(2.0)], vec![class()], 2.5, 0.0).clear(&[1.0]);
         assert_eq!(
             (o.impressions[0], o.revenue(), o.unsold),
             (0.0, 0.0, 1000.0)
@@ -375,7 +386,7 @@ mod tests {
                 impressions: 1000.0,
                 eligible: vec![at(0, 0.01, 0.012), at(1, 0.015, 0.015)],
             }],
-            0.001,
+            0.1,
             0.0,
         );
         let o = m.clear(&[1.0, 1.0]);
@@ -394,8 +405,8 @@ mod tests {
 
     #[test]
     fn with_spread_one_bidder_wins_as_often_as_it_clears_the_reserve() {
-        // log-rank mu + s G reaches ln R with probability 1 - exp(-exp(-(ln R - mu) / s)), and
-        // then pays R.
+        // log-rank mu + s G reaches ln R, R = reserve x predicted CTR = 1.5 x 0.01, with
+        // probability 1 - exp(-exp(-(ln R - mu) / s)), and then pays R per impression.
         let (s, r) = (0.3, 0.015);
         let m = market(
             vec![bidder(2.0)],
@@ -403,7 +414,7 @@ mod tests {
                 impressions: 1.0,
                 eligible: vec![at(0, 0.01, 0.01)],
             }],
-            r,
+            r / 0.01,
             s,
         );
         let o = m.clear(&[1.0]);
@@ -461,10 +472,21 @@ mod tests {
             eligible: vec![at(0, 0.01, 0.01), at(1, 0.01, 0.01), at(2, 0.008, 0.008)],
         }];
         let bidders = vec![bidder(3.0), bidder(2.0), bidder(1.0)];
-        let exact = market(bidders.clone(), classes.clone(), 0.001, 0.0).clear(&[1.0; 3]);
-        let smooth = market(bidders, classes, 0.001, 0.01).clear(&[1.0; 3]);
-        assert!(close(smooth.revenue(), exact.revenue(), 0.02));
-        assert!(close(smooth.impressions[0], exact.impressions[0], 0.01));
+        // Reserves below every bid, above the last one's, and above all but the first: the
+        // first then pays the reserve.
+        for reserve in [0.1, 1.5, 2.5] {
+            let exact = market(bidders.clone(), classes.clone(), reserve, 0.0).clear(&[1.0; 3]);
+            let smooth = market(bidders.clone(), classes.clone(), reserve, 0.01).clear(&[1.0; 3]);
+            assert!(
+                close(smooth.revenue(), exact.revenue(), 0.02),
+                "{reserve}: {} vs {}",
+                smooth.revenue(),
+                exact.revenue()
+            );
+            assert!(close(smooth.impressions[0], exact.impressions[0], 0.01));
+        }
+        let at_reserve = market(bidders, classes, 2.5, 0.0).clear(&[1.0; 3]);
+        assert!(close(at_reserve.spend[0], 500.0 * 0.01 * 2.5, 1e-12));
     }
 
     #[test]
@@ -483,10 +505,10 @@ mod tests {
             },
         ];
         let mut bidders = vec![bidder(3.0), bidder(2.0), bidder(2.5)];
-        let free = market(bidders.clone(), classes.clone(), 0.002, 0.3).clear(&[1.0; 3]);
+        let free = market(bidders.clone(), classes.clone(), 0.1, 0.3).clear(&[1.0; 3]);
         bidders[0].budget = free.spend[0] * 0.4;
         bidders[2].budget = free.spend[2] * 10.0;
-        let m = market(bidders.clone(), classes, 0.002, 0.3);
+        let m = market(bidders.clone(), classes, 0.1, 0.3);
         let p = m.pace(1e-4, 500);
         assert!(p.converged, "{p:?}");
         for (i, b) in bidders.iter().enumerate() {
@@ -504,6 +526,30 @@ mod tests {
             .for_each(|b| b.budget = f64::INFINITY);
         let q = unlimited.pace(1e-4, 500);
         assert_eq!((q.multipliers, q.rounds), (vec![1.0; 3], 0));
+    }
+
+    #[test]
+    fn scaling_the_predicted_ctrs_of_a_class_changes_no_outcome() {
+        // Ranks and the reserve (per click, so in rank units R = r x predicted CTR) scale
+        // together: who wins, what each pays and gets are the same. So a market's classes that
+        // share their bidders can be cleared once, whatever their predicted CTRs.
+        let class = |k: f64| Class {
+            impressions: 800.0,
+            eligible: vec![
+                at(0, 0.010 * k, 0.012),
+                at(1, 0.015 * k, 0.014),
+                at(2, 0.008 * k, 0.009),
+            ],
+        };
+        let bidders = vec![bidder(1.5), bidder(1.2), bidder(2.0)];
+        for spread in [0.0, 0.3] {
+            let a = market(bidders.clone(), vec![class(1.0)], 0.4, spread).clear(&[1.0, 0.8, 0.9]);
+            let b = market(bidders.clone(), vec![class(3.7)], 0.4, spread).clear(&[1.0, 0.8, 0.9]);
+            for i in 0..3 {
+                assert!(close(a.spend[i], b.spend[i], 1e-9), "{spread}: {a:?} {b:?}");
+                assert!(close(a.impressions[i], b.impressions[i], 1e-9));
+            }
+        }
     }
 
     #[test]
@@ -557,7 +603,7 @@ mod tests {
                 }]
             };
             let n = bidders.len();
-            market(bidders, classes, 1e-4, 0.0)
+            market(bidders, classes, 0.005, 0.0)
                 .clear(&vec![1.0; n])
                 .revenue()
         };
