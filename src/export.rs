@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::population::{NumberHistory, Population, SAccount};
+use crate::population::{KnownNumber, NumberHistory, Population, SAccount};
 use crate::run::Progress;
 use crate::scenario::Resolved;
 
@@ -61,7 +61,7 @@ const PLAIN: [&str; 9] = [
 /// flight, so memory stays under 3 GB on a machine of many cores (2 cores: about 0.8 GB).
 pub const MAX_IN_FLIGHT: usize = 8;
 /// Version of the population table's schema; bumped on any change of columns or meaning.
-pub const SCHEMA_VERSION: &str = "population/2";
+pub const SCHEMA_VERSION: &str = "population/3";
 
 /// Output file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +125,11 @@ pub const DICTIONARY: &[ColumnDoc] = &[
         name: "s_account",
         dtype: "str",
         description: "none (no S account), no_phone, own (holds the user's number), stale (holds the user's old number, now recycled to s_account_sender) or household (holds the shared phone of s_account_sender).",
+    },
+    ColumnDoc {
+        name: "number_known",
+        dtype: "str",
+        description: "How S knew the user's current number on the user's own account before any sharing (docs/model.md §3.5): unknown (it did not, or no S account), on_file (the phone on file), security_or_messenger (given for two-factor authentication or to Messenger) or contact_uploads (matched from other users' uploaded contacts).",
     },
     ColumnDoc {
         name: "s_account_sender",
@@ -408,7 +413,8 @@ enum PhoneForm {
 }
 
 /// The columns of one batch of users, as generated: labels as indices into their tables
-/// ([`CountryNames`], [`NumberHistory::LABELS`], [`SAccount::LABELS`]).
+/// ([`CountryNames`], [`NumberHistory::LABELS`], [`SAccount::LABELS`],
+/// [`KnownNumber::LABELS`]).
 struct Batch {
     form: PhoneForm,
     ids: Vec<u64>,
@@ -418,6 +424,7 @@ struct Batch {
     histories: Vec<u32>,
     on_file: Vec<Option<u64>>,
     accounts: Vec<u32>,
+    known: Vec<u32>,
     senders: Vec<Option<u64>>,
     interests: Vec<u64>,
     customers: Vec<u64>,
@@ -439,6 +446,7 @@ impl Batch {
             histories: Vec::with_capacity(n),
             on_file: Vec::with_capacity(n),
             accounts: Vec::with_capacity(n),
+            known: Vec::with_capacity(n),
             senders: Vec::with_capacity(n),
             interests: Vec::with_capacity(n),
             customers: Vec::with_capacity(n),
@@ -485,6 +493,7 @@ impl Batch {
             b.histories.push(u.number_history.code() as u32);
             b.on_file.push(u.number_on_file_of);
             b.accounts.push(u.s_account.code() as u32);
+            b.known.push(u.number_known.code() as u32);
             b.senders.push(u.s_account.foreign_sender());
             b.interests.push(u.interests);
             b.customers.push(u.customer_of);
@@ -514,10 +523,10 @@ impl Batch {
     /// encoder makes of them are those it makes of the string column once it has
     /// dictionary-encoded it, without hashing a string a row.
     fn into_arrays(mut self, names: &CountryNames) -> PolarsResult<Vec<ArrayRef>> {
-        let [a, b, c, d] = self
+        let [a, b, c, d, e] = self
             .labels(names)
             .map(|(_, codes, table)| dictionary(codes, table));
-        let labels = [a?, b?, c?, d?];
+        let labels = [a?, b?, c?, d?, e?];
         let numbers = self
             .numbers()?
             .iter()
@@ -533,12 +542,13 @@ impl Batch {
     fn labels<'s>(
         &'s self,
         names: &'s CountryNames,
-    ) -> [(&'static str, &'s [u32], &'s [&'s str]); 4] {
+    ) -> [(&'static str, &'s [u32], &'s [&'s str]); 5] {
         [
             ("country", &self.countries, &names.countries),
             ("age_band", &self.bands, &names.bands),
             ("number_history", &self.histories, &NumberHistory::LABELS),
             ("s_account", &self.accounts, &SAccount::LABELS),
+            ("number_known", &self.known, &KnownNumber::LABELS),
         ]
     }
 
@@ -571,11 +581,12 @@ impl Batch {
 
 /// The columns that are not labels with the four label columns ([`Batch::labels`]' order)
 /// put in their places: [`DICTIONARY`]'s order.
-fn with_labels<T>(mut numbers: Vec<T>, [country, band, history, account]: [T; 4]) -> Vec<T> {
+fn with_labels<T>(mut numbers: Vec<T>, [country, band, history, account, known]: [T; 5]) -> Vec<T> {
     numbers.insert(1, country);
     numbers.insert(2, band);
     numbers.insert(4, history);
     numbers.insert(6, account);
+    numbers.insert(7, known);
     numbers
 }
 

@@ -117,6 +117,24 @@ impl KnownNumber {
     pub fn known(self) -> bool {
         self != KnownNumber::Unknown
     }
+
+    /// The labels used in exported tables, by [`KnownNumber::code`].
+    pub const LABELS: [&'static str; 4] = [
+        "unknown",
+        "on_file",
+        "security_or_messenger",
+        "contact_uploads",
+    ];
+
+    /// The index of its label in [`KnownNumber::LABELS`].
+    pub fn code(self) -> usize {
+        match self {
+            KnownNumber::Unknown => 0,
+            KnownNumber::OnFile => 1,
+            KnownNumber::SecurityOrMessenger => 2,
+            KnownNumber::ContactUploads => 3,
+        }
+    }
 }
 
 /// The user's S account and the phone number it holds on file.

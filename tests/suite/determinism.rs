@@ -133,6 +133,7 @@ fn a_user_regenerated_by_id_equals_its_row() {
         col("privacy_score"),
         col("s_account"),
     );
+    let known = col("number_known");
     for row in [0usize, 1, 12_345, 99_999, 150_000, 199_999] {
         let id = ids.u64().unwrap().get(row).unwrap();
         let user = pop.user(id);
@@ -159,6 +160,10 @@ fn a_user_regenerated_by_id_equals_its_row() {
         assert_eq!(
             account.str().unwrap().get(row).unwrap(),
             user.s_account.label()
+        );
+        assert_eq!(
+            known.str().unwrap().get(row).unwrap(),
+            adsim::population::KnownNumber::LABELS[user.number_known.code()]
         );
     }
 }

@@ -261,7 +261,7 @@ import glob, hashlib, pyarrow.parquet as pq, duckdb, polars as pl
 # in each tool, and is what the CSV holds.
 raw = pq.read_table("raw.parquet").column("phone_e164").to_pylist()
 digests = pq.read_table("p.parquet").column("phone_sha256").to_pylist()
-assert pq.ParquetFile("p.parquet").metadata.metadata[b"adsim.schema_version"] == b"population/2"
+assert pq.ParquetFile("p.parquet").metadata.metadata[b"adsim.schema_version"] == b"population/3"
 assert all(len(h) == 32 and h == hashlib.sha256(e[1:].encode()).digest() for e, h in zip(raw, digests))
 hexes = [h.hex() for h in digests]
 assert pl.read_parquet("p.parquet")["phone_sha256"].bin.encode("hex").to_list() == hexes
