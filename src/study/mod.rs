@@ -1330,9 +1330,13 @@ pub struct SobolIndex {
 }
 
 /// The Sobol indices of `k` factors from the outputs `y` of a [`saltelli_design`] of `n` base
-/// points: `S1_i = mean(f(B) (f(AB_i) - f(A))) / V` and `ST_i = mean((f(A) - f(AB_i))^2) / 2V`,
-/// V the variance of f(A) and f(B) together; base points with an undefined output are left
-/// out. Intervals: estimate +/- 1.96 sd over `resamples` bootstrap resamples of base points.
+/// points: `S1_i = mean((f(B) - c) (f(AB_i) - f(A))) / V` and `ST_i = mean((f(A) -
+/// f(AB_i))^2) / 2V`, V the variance of f(A) and f(B) together and c their mean; base points
+/// with an undefined output are left out. Centring f(B) leaves S1's expectation unchanged
+/// (`f(AB_i) - f(A)` has mean 0) and removes the term `c x mean(f(AB_i) - f(A))` from its
+/// noise, as SALib does by centring the outputs (docs/model.md §16.2). Intervals: estimate
+/// +/- 1.96 sd over `resamples` bootstrap resamples of base points, the centre held at its
+/// value on all of them.
 pub fn sobol_indices(
     y: &[f64],
     k: usize,
@@ -1356,9 +1360,10 @@ pub fn sobol_indices(
             k
         ];
     }
+    let (fa, fb) = (|j: usize| y[j * block], |j: usize| y[j * block + k + 1]);
+    let centre = rows.iter().map(|&j| fa(j) + fb(j)).sum::<f64>() / (2 * rows.len()) as f64;
     let estimate = |rows: &[usize], i: usize| -> (f64, f64) {
         let m = rows.len() as f64;
-        let (fa, fb) = (|j: usize| y[j * block], |j: usize| y[j * block + k + 1]);
         let fab = |j: usize| y[j * block + 1 + i];
         let all: Vec<f64> = rows.iter().flat_map(|&j| [fa(j), fb(j)]).collect();
         let mean = all.iter().sum::<f64>() / all.len() as f64;
@@ -1366,7 +1371,12 @@ pub fn sobol_indices(
         if var <= 0.0 {
             return (f64::NAN, f64::NAN);
         }
-        let s1 = rows.iter().map(|&j| fb(j) * (fab(j) - fa(j))).sum::<f64>() / m / var;
+        let s1 = rows
+            .iter()
+            .map(|&j| (fb(j) - centre) * (fab(j) - fa(j)))
+            .sum::<f64>()
+            / m
+            / var;
         let st = rows.iter().map(|&j| (fa(j) - fab(j)).powi(2)).sum::<f64>() / (2.0 * m) / var;
         (s1, st)
     };
@@ -2339,6 +2349,52 @@ mod tests {
         let s = sobol_indices(&z, k, n, 50, 1);
         assert_eq!((s[1].s1, s[1].st), (0.0, 0.0));
         assert!((s[0].st - 1.0).abs() < 0.02, "{:?}", s[0]);
+    }
+
+    #[test]
+    fn centred_first_order_intervals_have_the_analytic_width_whatever_the_outputs_mean() {
+        // Ishigami plus 100: the indices do not change with a constant. The S1 estimator is a
+        // mean of m terms (f(B) - c)(f(AB_i) - f(A)) / V, so its standard error is their
+        // sd / sqrt(m) / V; the bootstrap's (half-width / 1.96) must lie within 1.5x of it.
+        // Uncentred, the terms would carry 100 (f(AB_i) - f(A)) / V and the intervals would be
+        // tens of times wider than the estimator's error (SALib centres for this reason).
+        let (k, n) = (3, 2048);
+        let pi = std::f64::consts::PI;
+        let units = saltelli_design(k, n, 7);
+        let ishigami = |shift: f64| -> Vec<f64> {
+            units
+                .iter()
+                .map(|u| {
+                    let x: Vec<f64> = u.iter().map(|v| -pi + 2.0 * pi * v).collect();
+                    shift + x[0].sin() + 7.0 * x[1].sin().powi(2) + 0.1 * x[2].powi(4) * x[0].sin()
+                })
+                .collect()
+        };
+        let (y, plain) = (ishigami(100.0), ishigami(0.0));
+        let (s, s0) = (
+            sobol_indices(&y, k, n, 400, 7),
+            sobol_indices(&plain, k, n, 400, 7),
+        );
+        let block = k + 2;
+        let (fa, fb) = (|j: usize| y[j * block], |j: usize| y[j * block + k + 1]);
+        let both: Vec<f64> = (0..n).flat_map(|j| [fa(j), fb(j)]).collect();
+        let c = both.iter().sum::<f64>() / both.len() as f64;
+        let v = both.iter().map(|x| (x - c) * (x - c)).sum::<f64>() / both.len() as f64;
+        for (i, index) in s.iter().enumerate() {
+            assert!(
+                (index.s1 - s0[i].s1).abs() < 1e-6,
+                "S1 {i} moved with the shift"
+            );
+            let terms: Vec<f64> = (0..n)
+                .map(|j| (fb(j) - c) * (y[j * block + 1 + i] - fa(j)) / v)
+                .collect();
+            let analytic = sd(&terms) / (n as f64).sqrt();
+            let boot = (index.s1_ci.1 - index.s1_ci.0) / 2.0 / 1.96;
+            assert!(
+                boot < 1.5 * analytic && analytic < 1.5 * boot,
+                "S1 {i}: bootstrap se {boot}, analytic {analytic}"
+            );
+        }
     }
 
     #[test]
