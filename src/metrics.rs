@@ -950,15 +950,34 @@ pub fn t975(df: u32) -> f64 {
 }
 
 /// Running moments of one metric column across replications (Welford): per row, how many
-/// replications defined it, their mean and their sum of squared deviations.
+/// replications defined it, their mean, their sum of squared deviations, and their smallest
+/// and largest value.
 #[derive(Clone, Debug)]
 struct Moments {
     n: Vec<u32>,
     mean: Vec<f64>,
     m2: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
 }
 
+/// The metrics that are extremes or counts of a replication's cells rather than ratios of
+/// summed counts: a t-interval over a handful of minima can fall below zero and says nothing
+/// about a mean, so their bounds are the smallest and largest value over the replications
+/// (docs/model.md §10.3).
+pub const RANGE_METRICS: [&str; 2] = ["min_audience_cell", "cells_under_k"];
+
 impl Moments {
+    fn new(rows: usize) -> Self {
+        Moments {
+            n: vec![0; rows],
+            mean: vec![0.0; rows],
+            m2: vec![0.0; rows],
+            min: vec![f64::INFINITY; rows],
+            max: vec![f64::NEG_INFINITY; rows],
+        }
+    }
+
     fn add(&mut self, values: impl Iterator<Item = Option<f64>>) {
         for (i, v) in values.enumerate() {
             if let Some(x) = v.filter(|x| x.is_finite()) {
@@ -966,23 +985,31 @@ impl Moments {
                 let delta = x - self.mean[i];
                 self.mean[i] += delta / f64::from(self.n[i]);
                 self.m2[i] += delta * (x - self.mean[i]);
+                self.min[i] = self.min[i].min(x);
+                self.max[i] = self.max[i].max(x);
             }
         }
     }
 
-    /// Mean, low and high bound of each row.
-    fn bounds(&self) -> [Vec<Option<f64>>; 3] {
+    /// Mean, low and high bound of each row: the t-interval of the mean, or with `range` the
+    /// smallest and largest value (with at least two replications, as the t-interval).
+    fn bounds(&self, range: bool) -> [Vec<Option<f64>>; 3] {
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
         for i in 0..self.n.len() {
             let n = self.n[i];
             let mean = (n > 0).then_some(self.mean[i]);
-            let half = (n > 1).then(|| {
+            let (lo, hi) = if n < 2 {
+                (None, None)
+            } else if range {
+                (Some(self.min[i]), Some(self.max[i]))
+            } else {
                 let sd = (self.m2[i].max(0.0) / f64::from(n - 1)).sqrt();
-                t975(n - 1) * sd / f64::from(n).sqrt()
-            });
+                let half = t975(n - 1) * sd / f64::from(n).sqrt();
+                (mean.map(|m| m - half), mean.map(|m| m + half))
+            };
             out[0].push(mean);
-            out[1].push(half.and_then(|h| mean.map(|m| m - h)));
-            out[2].push(half.and_then(|h| mean.map(|m| m + h)));
+            out[1].push(lo);
+            out[2].push(hi);
         }
         out
     }
@@ -1018,14 +1045,7 @@ impl Fold {
                     .collect::<PolarsResult<_>>()?,
             );
             let rows = df.height();
-            self.moments = vec![
-                Moments {
-                    n: vec![0; rows],
-                    mean: vec![0.0; rows],
-                    m2: vec![0.0; rows],
-                };
-                self.metrics.len()
-            ];
+            self.moments = vec![Moments::new(rows); self.metrics.len()];
         }
         polars_ensure!(
             self.moments.first().is_none_or(|m| m.n.len() == df.height()),
@@ -1047,7 +1067,7 @@ impl Fold {
         let mut columns = self.key_columns.unwrap_or_default();
         let n = columns.first().map_or(0, |c| c.len());
         for (name, moments) in self.metrics.iter().zip(&self.moments) {
-            let [mean, lo, hi] = moments.bounds();
+            let [mean, lo, hi] = moments.bounds(RANGE_METRICS.contains(&name.as_str()));
             for (suffix, v) in [("", mean), ("_lo", lo), ("_hi", hi)] {
                 columns.push(Column::new(format!("{name}{suffix}").into(), v));
             }
@@ -1202,16 +1222,16 @@ mod tests {
 
     #[test]
     fn intervals_are_mean_plus_minus_t_sd_over_root_n() {
-        let mut m = Moments {
-            n: vec![0; 2],
-            mean: vec![0.0; 2],
-            m2: vec![0.0; 2],
-        };
+        let mut m = Moments::new(2);
         for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
             // Row 1 is defined in one replication only.
             m.add([Some(x), (x == 3.0).then_some(7.0)].into_iter());
         }
-        let [mean, lo, hi] = m.bounds();
+        // A range metric's bounds are the smallest and largest value.
+        let [mean, lo, hi] = m.bounds(true);
+        assert_eq!((mean[0], lo[0], hi[0]), (Some(3.0), Some(1.0), Some(5.0)));
+        assert_eq!((lo[1], hi[1]), (None, None));
+        let [mean, lo, hi] = m.bounds(false);
         // Mean 3, sd sqrt(2.5) = 1.58114, half-width 2.77645 x 1.58114 / sqrt(5) = 1.96324.
         assert_eq!(mean[0], Some(3.0));
         assert!((lo[0].unwrap() - 1.03676).abs() < 1e-4, "{lo:?}");
