@@ -321,6 +321,206 @@ impl Market {
     }
 }
 
+/// A group of identical advertisers in a [`Pooled`] market.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tier {
+    /// How many advertisers (at least 1).
+    pub count: u32,
+    /// What a click is worth to each, dollars.
+    pub value_per_click: f64,
+    /// Each one's budget over the horizon, dollars (`f64::INFINITY`: no limit).
+    pub budget: f64,
+}
+
+/// A market whose every impression is open to every bidder, with one predicted CTR per
+/// impression class shared by all of them: by the scaling property of docs/model.md §17.2 its
+/// classes clear as one, so it is described by its expected clicks alone, and with spread its
+/// outcome has a closed form (§17.3). Its bidders come in tiers of identical advertisers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pooled {
+    /// The advertisers, by tier.
+    pub tiers: Vec<Tier>,
+    /// Expected clicks of every impression on sale, were each shown an ad.
+    pub clicks: f64,
+    /// The least a click sells for, dollars.
+    pub reserve: f64,
+    /// Scale of the log-Gumbel factor on values, in (0, 1).
+    pub spread: f64,
+}
+
+/// What a [`Pooled`] market clears to, per advertiser of each tier (not per tier).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PooledOutcome {
+    /// Each advertiser's payments, dollars.
+    pub spend: Vec<f64>,
+    /// Each advertiser's clicks.
+    pub clicks: Vec<f64>,
+    /// What each advertiser's clicks are worth to it, dollars.
+    pub value: Vec<f64>,
+    /// Clicks of impressions no bid reached the reserve on.
+    pub unsold: f64,
+}
+
+impl PooledOutcome {
+    /// The platform's revenue.
+    pub fn revenue(&self, tiers: &[Tier]) -> f64 {
+        self.spend
+            .iter()
+            .zip(tiers)
+            .map(|(s, t)| s * f64::from(t.count))
+            .sum()
+    }
+}
+
+/// The regularized lower incomplete gamma function P(a, x), with P(a, 0) = 0 and
+/// P(a, inf) = 1.
+fn lower_gamma_p(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        0.0
+    } else if !x.is_finite() {
+        1.0
+    } else {
+        statrs::function::gamma::checked_gamma_lr(a, x).unwrap_or(1.0)
+    }
+}
+
+impl Pooled {
+    /// Clears the market with one pacing multiplier per tier, in closed form (docs/model.md
+    /// §17.3). A bidder's rank per click is `a = pacing x value x exp(s G)`: Fréchet with scale
+    /// `a` and shape `1/s`. With `A` the sum of every bidder's `a^(1/s)`, `C` the same without
+    /// the bidder and `x = reserve^(-1/s)`, a bidder wins a share `(a^(1/s) / A)(1 - e^(-A x))`,
+    /// pays per click-unit `r e^(-C x)(1 - e^(-a^(1/s) x)) + Gamma(1-s) [C^s P(1-s, C x) -
+    /// C A^(s-1) P(1-s, A x)]` (the reserve when it alone binds, else the others' highest rank
+    /// above it) and gains `(a^(1/s) / A) A^s Gamma(1-s) P(1-s, A x) / pacing` in value.
+    pub fn clear(&self, pacing: &[f64]) -> PooledOutcome {
+        let n = self.tiers.len();
+        let mut out = PooledOutcome {
+            spend: vec![0.0; n],
+            clicks: vec![0.0; n],
+            value: vec![0.0; n],
+            unsold: self.clicks,
+        };
+        let s = self.spread;
+        let alpha = 1.0 / s;
+        // Ranks in units of the largest, so that powers 1/s neither overflow nor underflow.
+        let ranks: Vec<f64> = self
+            .tiers
+            .iter()
+            .zip(pacing)
+            .map(|(t, p)| p * t.value_per_click)
+            .collect();
+        let top = ranks.iter().copied().fold(0.0, f64::max);
+        if !(top > 0.0 && self.clicks > 0.0) {
+            return out;
+        }
+        let powers: Vec<f64> = ranks.iter().map(|a| (a / top).powf(alpha)).collect();
+        let total: f64 = powers
+            .iter()
+            .zip(&self.tiers)
+            .map(|(w, t)| w * f64::from(t.count))
+            .sum();
+        let r = self.reserve.max(0.0) / top;
+        let x = if r > 0.0 {
+            r.powf(-alpha)
+        } else {
+            f64::INFINITY
+        };
+        let g = statrs::function::gamma::gamma(1.0 - s);
+        let e = |y: f64| if y.is_finite() { (-y).exp() } else { 0.0 };
+        let p_all = lower_gamma_p(1.0 - s, total * x);
+        let sold = 1.0 - e(total * x);
+        for k in 0..n {
+            let w = powers[k];
+            if w <= 0.0 {
+                continue;
+            }
+            let others: f64 = w * f64::from(self.tiers[k].count - 1)
+                + powers
+                    .iter()
+                    .zip(&self.tiers)
+                    .enumerate()
+                    .filter(|&(j, _)| j != k)
+                    .map(|(_, (v, t))| v * f64::from(t.count))
+                    .sum::<f64>();
+            let reserve_part = if r > 0.0 {
+                r * e(others * x) * (1.0 - e(w * x))
+            } else {
+                0.0
+            };
+            let runner_up = if others > 0.0 {
+                g * (others.powf(s) * lower_gamma_p(1.0 - s, others * x)
+                    - others * total.powf(s - 1.0) * p_all)
+            } else {
+                0.0
+            };
+            let win = w / total * sold;
+            let value = w / total * total.powf(s) * g * p_all / (ranks[k] / top);
+            out.clicks[k] = self.clicks * win;
+            out.spend[k] = self.clicks * (reserve_part + runner_up).max(0.0) * top;
+            out.value[k] = self.clicks * value * self.tiers[k].value_per_click;
+        }
+        out.unsold = self.clicks * (1.0 - sold);
+        out
+    }
+
+    /// Multiplicative pacing of each tier to its advertisers' budgets, as
+    /// [`Market::pace`], starting from `start` (one multiplier per tier; a previous solution
+    /// makes a warm start). Returns the multipliers, the outcome, and whether every budget
+    /// holds.
+    pub fn pace(
+        &self,
+        start: &[f64],
+        tolerance: f64,
+        max_rounds: usize,
+    ) -> (Vec<f64>, PooledOutcome, bool) {
+        let n = self.tiers.len();
+        let mut alpha: Vec<f64> = start.iter().map(|a| a.clamp(MIN_PACING, 1.0)).collect();
+        let mut out = self.clear(&alpha);
+        let step = (self.spread / 2.0).clamp(0.05, 0.5);
+        let holds = |k: usize, a: &[f64], o: &PooledOutcome| {
+            let b = self.tiers[k].budget;
+            o.spend[k] <= b && (a[k] >= 1.0 || o.spend[k] >= b * (1.0 - tolerance))
+        };
+        let mut rounds = 0;
+        while rounds < max_rounds && !(0..n).all(|k| holds(k, &alpha, &out)) {
+            rounds += 1;
+            for ((a, tier), &spent) in alpha.iter_mut().zip(&self.tiers).zip(&out.spend) {
+                if !tier.budget.is_finite() {
+                    continue;
+                }
+                let ratio = if spent > 0.0 {
+                    tier.budget / spent
+                } else {
+                    f64::INFINITY
+                };
+                // Far from the budget, a full step in the log; near it, the damped one.
+                let power = if (0.5..2.0).contains(&ratio) {
+                    step
+                } else {
+                    self.spread.min(1.0)
+                };
+                *a = (*a * ratio.powf(power)).clamp(MIN_PACING, 1.0);
+            }
+            out = self.clear(&alpha);
+        }
+        for _ in 0..50 {
+            let over: Vec<usize> = (0..n)
+                .filter(|&k| out.spend[k] > self.tiers[k].budget)
+                .collect();
+            if over.is_empty() {
+                break;
+            }
+            for k in over {
+                let ratio = self.tiers[k].budget / out.spend[k];
+                alpha[k] = (alpha[k] * ratio * (1.0 - 1e-9)).max(MIN_PACING);
+            }
+            out = self.clear(&alpha);
+        }
+        let converged = (0..n).all(|k| holds(k, &alpha, &out));
+        (alpha, out, converged)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +809,132 @@ mod tests {
         };
         assert!(revenue(1, true) < revenue(1, false));
         assert!(revenue(3, true) > revenue(3, false));
+    }
+    /// The grid market of a pooled one: every advertiser a bidder on one class whose
+    /// impressions make the pooled clicks at CTR 0.02.
+    fn expanded(p: &Pooled) -> Market {
+        let mut bidders = Vec::new();
+        for t in &p.tiers {
+            for _ in 0..t.count {
+                bidders.push(Bidder {
+                    value_per_click: t.value_per_click,
+                    budget: t.budget,
+                });
+            }
+        }
+        let eligible = (0..bidders.len()).map(|b| at(b, 0.02, 0.02)).collect();
+        Market {
+            bidders,
+            classes: vec![Class {
+                impressions: p.clicks / 0.02,
+                eligible,
+            }],
+            reserve: p.reserve,
+            spread: p.spread,
+        }
+    }
+
+    #[test]
+    fn the_pooled_closed_form_equals_the_grid_auction() {
+        // Tiers of unequal values and pacing, with and without a binding reserve, thin and
+        // thick: the closed form and the integral on the grid agree bidder by bidder.
+        let tier = |count, value_per_click| Tier {
+            count,
+            value_per_click,
+            budget: f64::INFINITY,
+        };
+        for (tiers, reserve, spread, pacing) in [
+            (vec![tier(1, 2.0)], 0.5, 0.3, vec![1.0]),
+            (vec![tier(2, 1.0)], 0.0, 0.4, vec![1.0]),
+            (vec![tier(1, 2.0), tier(3, 1.2)], 0.0, 0.3, vec![0.7, 1.0]),
+            (vec![tier(1, 2.0), tier(3, 1.2)], 0.9, 0.3, vec![0.7, 1.0]),
+            (vec![tier(2, 3.0), tier(5, 1.0)], 1.5, 0.15, vec![0.4, 0.9]),
+            (
+                vec![tier(1, 1.0), tier(1, 1.0), tier(6, 0.8)],
+                0.2,
+                0.5,
+                vec![1.0, 0.5, 1.0],
+            ),
+        ] {
+            let p = Pooled {
+                tiers,
+                clicks: 40.0,
+                reserve,
+                spread,
+            };
+            let m = expanded(&p);
+            let each: Vec<f64> = p
+                .tiers
+                .iter()
+                .zip(&pacing)
+                .flat_map(|(t, &a)| std::iter::repeat_n(a, t.count as usize))
+                .collect();
+            let grid = m.clear(&each);
+            let closed = p.clear(&pacing);
+            let mut b = 0;
+            for (k, t) in p.tiers.iter().enumerate() {
+                for (what, c, g) in [
+                    ("spend", closed.spend[k], grid.spend[b]),
+                    ("clicks", closed.clicks[k], grid.clicks[b]),
+                    ("value", closed.value[k], grid.value[b]),
+                ] {
+                    assert!(
+                        (c - g).abs() <= 2e-4 * g.abs().max(1e-3),
+                        "{what} of tier {k} at reserve {reserve}: closed {c}, grid {g}"
+                    );
+                }
+                b += t.count as usize;
+            }
+            let grid_unsold_clicks = grid.unsold * 0.02;
+            assert!(
+                (closed.unsold - grid_unsold_clicks).abs() <= 1e-3,
+                "{} {grid_unsold_clicks}",
+                closed.unsold
+            );
+        }
+    }
+
+    #[test]
+    fn pooled_pacing_keeps_budgets_and_is_the_grid_markets_equilibrium() {
+        // Two large advertisers with room and six small ones held to a tenth of what they
+        // would spend unpaced.
+        let free = Pooled {
+            tiers: vec![
+                Tier {
+                    count: 2,
+                    value_per_click: 1.5,
+                    budget: f64::INFINITY,
+                },
+                Tier {
+                    count: 6,
+                    value_per_click: 1.5,
+                    budget: f64::INFINITY,
+                },
+            ],
+            clicks: 1000.0,
+            reserve: 0.1,
+            spread: 0.3,
+        };
+        let unpaced = free.clear(&[1.0, 1.0]);
+        let mut p = free.clone();
+        p.tiers[1].budget = unpaced.spend[1] / 10.0;
+        let (alpha, out, converged) = p.pace(&[1.0, 1.0], 1e-6, 500);
+        assert!(converged, "{alpha:?}");
+        assert_eq!(alpha[0], 1.0, "the unconstrained tier is not paced");
+        assert!(alpha[1] < 1.0);
+        assert!(out.spend[1] <= p.tiers[1].budget);
+        assert!(out.spend[1] >= p.tiers[1].budget * (1.0 - 1e-6));
+        assert!(
+            out.clicks[0] > unpaced.clicks[0],
+            "the large ones win what the small give up"
+        );
+        // The grid market at the same multipliers spends the same.
+        let m = expanded(&p);
+        let each: Vec<f64> = [alpha[0]; 2].into_iter().chain([alpha[1]; 6]).collect();
+        let grid = m.clear(&each);
+        assert!((grid.revenue() - out.revenue(&p.tiers)).abs() < 2e-4 * grid.revenue());
+        // A warm start from the solution is already there.
+        let (again, _, ok) = p.pace(&alpha, 1e-6, 500);
+        assert!(ok && again == alpha);
     }
 }
