@@ -53,6 +53,7 @@ pub mod cells;
 pub mod charts;
 pub mod compare;
 pub mod data;
+pub mod demand;
 pub mod engine;
 pub mod error;
 pub mod export;

@@ -377,7 +377,8 @@ impl PooledOutcome {
 fn lower_gamma_p(a: f64, x: f64) -> f64 {
     if x <= 0.0 {
         0.0
-    } else if !x.is_finite() {
+    } else if !x.is_finite() || x > a + 50.0 {
+        // The upper tail is below x^(a-1) e^(-x) < e^(-50) for a <= 1.
         1.0
     } else {
         statrs::function::gamma::checked_gamma_lr(a, x).unwrap_or(1.0)
@@ -484,20 +485,32 @@ impl Pooled {
         let mut rounds = 0;
         while rounds < max_rounds && !(0..n).all(|k| holds(k, &alpha, &out)) {
             rounds += 1;
-            for ((a, tier), &spent) in alpha.iter_mut().zip(&self.tiers).zip(&out.spend) {
+            let sold = self.clicks - out.unsold;
+            for (k, a) in alpha.iter_mut().enumerate() {
+                let tier = &self.tiers[k];
                 if !tier.budget.is_finite() {
                     continue;
                 }
+                let spent = out.spend[k];
                 let ratio = if spent > 0.0 {
                     tier.budget / spent
                 } else {
                     f64::INFINITY
                 };
-                // Far from the budget, a full step in the log; near it, the damped one.
-                let power = if (0.5..2.0).contains(&ratio) {
-                    step
+                // A Newton step in the logs: a tier winning a share W of the clicks spends
+                // about as its multiplier to the power (1 - W) / s + W (its wins move as the
+                // power 1/s of its rank against the others; what it pays the runner-ups of
+                // its own tier moves with it). Far from the budget, at least the damped step.
+                let w = if sold > 0.0 {
+                    (out.clicks[k] * f64::from(tier.count) / sold).clamp(0.0, 1.0)
                 } else {
-                    self.spread.min(1.0)
+                    0.0
+                };
+                let elasticity = (1.0 - w) / self.spread + w;
+                let power = if (0.25..4.0).contains(&ratio) {
+                    1.0 / elasticity
+                } else {
+                    step.max(1.0 / elasticity)
                 };
                 *a = (*a * ratio.powf(power)).clamp(MIN_PACING, 1.0);
             }

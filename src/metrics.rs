@@ -21,7 +21,7 @@ use crate::revenue::RevenueConfig;
 use crate::targeting::TargetingConfig;
 
 /// Version of the summary, segment, country and timeline tables' schemas.
-pub const SCHEMA_VERSION: &str = "results/6";
+pub const SCHEMA_VERSION: &str = "results/7";
 
 /// Everything the estimation needs besides the count tables.
 #[derive(Clone, Debug)]
@@ -51,6 +51,8 @@ pub struct Context {
     pub cpc: Vec<f64>,
     /// Quanta per dollar of the timeline's `value_gain` ([`crate::revenue::DayValue`]).
     pub value_quantum: f64,
+    /// The advertisers of the markets (docs/model.md §17.5).
+    pub market: crate::demand::MarketConfig,
 }
 
 impl Context {
@@ -375,6 +377,8 @@ struct Margins {
     revenue_days: DataFrame,
     /// Per (arm, level): the revenue change by how M's data reached the account, $M.
     revenue_routes: DataFrame,
+    /// The markets cleared (docs/model.md §17.5).
+    market: crate::demand::MarketTables,
 }
 
 /// Rows of a margin table under construction: keys and one sum per measure.
@@ -626,6 +630,10 @@ fn margins(
             Series::from_vec("people".into(), t_count).into_column(),
         ],
     )?;
+    let anchor: Vec<f64> = (0..layout.regions)
+        .map(|r| none_accounts[r] * scale * day_anchor[r].iter().sum::<f64>())
+        .collect();
+    let market = crate::demand::clear(names, layout, counts, ctx, &anchor)?;
     let (revenue_days, revenue_routes) = revenue_days(
         names,
         layout,
@@ -643,6 +651,7 @@ fn margins(
         timeline,
         revenue_days,
         revenue_routes,
+        market,
     })
 }
 
@@ -852,7 +861,7 @@ fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
 }
 
 /// One replication's metric tables, rows in the order of its margins.
-fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
+fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 7]> {
     let country = m.country.lazy().with_columns(rate_columns(ctx));
     let per_level = m
         .level
@@ -866,6 +875,12 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
         )
         .join(
             m.revenue_routes.lazy(),
+            [col("arm"), col("level")],
+            [col("arm"), col("level")],
+            join_args(JoinType::Left),
+        )
+        .join(
+            m.market.summary.lazy(),
             [col("arm"), col("level")],
             [col("arm"), col("level")],
             join_args(JoinType::Left),
@@ -893,6 +908,7 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 6]> {
         timeline.collect()?,
         ages.collect()?,
         m.revenue_days,
+        m.market.rows,
     ])
 }
 
@@ -1091,6 +1107,8 @@ pub struct Estimates {
     pub ages: DataFrame,
     /// Per arm, level, S region and day: the revenue change.
     pub revenue_days: DataFrame,
+    /// Per arm, level, S region and advertiser size: the markets (docs/model.md §17.5).
+    pub market: DataFrame,
 }
 
 /// Folds replications' counts into estimates, one replication at a time.
@@ -1099,7 +1117,7 @@ pub struct Estimator {
     ctx: Context,
     names: Names,
     layout: Layout,
-    tables: [Fold; 6],
+    tables: [Fold; 7],
 }
 
 impl Estimator {
@@ -1123,6 +1141,13 @@ impl Estimator {
                     &["arm", "level", "rate", "region", "day"],
                     list(&["revenue_change_musd"]),
                 ),
+                Fold::new(
+                    &["arm", "level", "rate", "region", "size"],
+                    crate::demand::TABLE_METRICS
+                        .iter()
+                        .map(|(n, _)| n.to_string())
+                        .collect(),
+                ),
             ],
         }
     }
@@ -1138,8 +1163,15 @@ impl Estimator {
 
     /// The estimated tables.
     pub fn finish(self) -> PolarsResult<Estimates> {
-        let [summary, segments, countries, timeline, ages, revenue_days] =
-            self.tables.map(Fold::finish);
+        let [
+            summary,
+            segments,
+            countries,
+            timeline,
+            ages,
+            revenue_days,
+            market,
+        ] = self.tables.map(Fold::finish);
         Ok(Estimates {
             summary: summary?,
             segments: segments?,
@@ -1147,6 +1179,7 @@ impl Estimator {
             timeline: timeline?,
             ages: ages?,
             revenue_days: revenue_days?,
+            market: market?,
         })
     }
 }
@@ -1161,7 +1194,11 @@ fn join_args(how: JoinType) -> JoinArgs {
 
 /// Every metric column of the summary table, in order (each with `_lo` and `_hi`).
 pub fn summary_metric_names() -> Vec<String> {
-    let mut names: Vec<String> = METRICS.iter().map(|(n, _)| n.to_string()).collect();
+    let mut names: Vec<String> = METRICS
+        .iter()
+        .chain(crate::demand::SUMMARY_METRICS)
+        .map(|(n, _)| n.to_string())
+        .collect();
     for p in PAIRED {
         names.push(format!("{p}_vs_none"));
         names.push(format!("{p}_lift"));
@@ -1202,6 +1239,7 @@ mod tests {
             horizon_days: 10,
             cpc: vec![1.0, 3.0],
             value_quantum: 1.0,
+            market: crate::demand::MarketConfig::default(),
         }
     }
 

@@ -121,6 +121,7 @@ pub fn context(resolved: &Resolved) -> Context {
         horizon_days: s.policy.horizon_days,
         cpc: cpc.clone(),
         value_quantum: DayValue::new(&s.targeting, &s.revenue, &cpc, s.population.users).quantum,
+        market: s.market.clone(),
     }
 }
 
@@ -289,6 +290,7 @@ fn write_results(
     write_csv(&dir.join("timeline.csv"), &mut tl)?;
     write_csv(&dir.join("ages.csv"), &mut e.ages.clone())?;
     write_csv(&dir.join("revenue_days.csv"), &mut e.revenue_days.clone())?;
+    write_csv(&dir.join("market.csv"), &mut e.market.clone())?;
     write_text(
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audiences::AudienceConfig;
 use crate::data::{AgeBandTable, CountryTable, ReferenceData, SegmentTable, parse_toml};
+use crate::demand::MarketConfig;
 use crate::ensure;
 use crate::error::{Error, Result};
 use crate::phone::NumberSpace;
@@ -71,6 +72,8 @@ pub struct Scenario {
     pub revenue: RevenueConfig,
     /// Numbers S knew besides the phones on file.
     pub known_numbers: KnownNumbersConfig,
+    /// The advertisers of the markets (docs/model.md §17.5).
+    pub market: MarketConfig,
     /// Reference data: built in, replaced or overridden.
     pub data: DataConfig,
     /// Engine tuning. It never changes results, so it is left out of the resolved scenario
@@ -91,6 +94,7 @@ impl Default for Scenario {
             audiences: AudienceConfig::default(),
             revenue: RevenueConfig::default(),
             known_numbers: KnownNumbersConfig::default(),
+            market: MarketConfig::default(),
             data: DataConfig::default(),
             engine: EngineConfig::default(),
         }
@@ -392,6 +396,7 @@ impl Scenario {
             }
         }
         self.known_numbers.validate(source)?;
+        self.market.validate(source)?;
         Ok(Resolved {
             scenario: self,
             source: source.to_string(),

@@ -593,6 +593,7 @@ mod tests {
             timeline: DataFrame::empty(),
             ages: DataFrame::empty(),
             revenue_days: DataFrame::empty(),
+            market: DataFrame::empty(),
         }
     }
 

@@ -25,6 +25,8 @@
 //! - `plan_fuzz`: the study-plan fuzzer through the binary (the in-process one is in `study`):
 //!   mutated plans accepted or refused cleanly through the dry run, the small accepted ones
 //!   run; its checks can fail.
+//! - `market`: the markets fed from a run's counts against known answers (the anchor, the
+//!   fixed-price model without budgets or competition differences, binding budgets).
 //! - `docs`: documentation that must match the code (the data dictionary).
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
@@ -45,6 +47,8 @@ mod faults;
 mod fuzz;
 #[path = "suite/hostile.rs"]
 mod hostile;
+#[path = "suite/market.rs"]
+mod market;
 #[path = "suite/phones.rs"]
 mod phones;
 #[path = "suite/pipeline.rs"]

@@ -42,6 +42,8 @@ fn results_dictionary_matches_the_code() {
         .chain(Channel::ALL)
         .map(|m| (m.name, m.doc))
         .chain(METRICS.iter().copied())
+        .chain(adsim::demand::SUMMARY_METRICS.iter().copied())
+        .chain(adsim::demand::TABLE_METRICS.iter().copied())
     {
         let row = format!("| `{name}` | {text} |");
         assert!(
