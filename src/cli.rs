@@ -1012,7 +1012,7 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
     let baseline = against.iter().any(|(v, c)| (v - c).abs() > 1e-9);
     let extra = |s: String| if baseline { s } else { String::new() };
     say!(
-        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24}{} {:>10}",
+        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24} {:>22}{} {:>10}",
         "arm",
         "rate",
         "achieved",
@@ -1020,12 +1020,13 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         "CTR %",
         "CA match %",
         "revenue change $M",
+        "with auctions $M",
         extra(format!(" {:>24}", "against baseline $M")),
         "to S (M)"
     );
     for row in adsim::table::headline_rows(summary) {
         say!(
-            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24}{} {:>10.0}",
+            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>22}{} {:>10.0}",
             arms[row],
             rates[row],
             achieved[row],
@@ -1033,6 +1034,7 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
             with_ci(summary, "ctr", row, 100.0, 3),
             with_ci(summary, "ca_match_rate", row, 100.0, 2),
             with_ci(summary, "revenue_change_musd", row, 1.0, 1),
+            with_ci(summary, "market_revenue_change_musd", row, 1.0, 1),
             extra(format!(
                 " {:>24}",
                 with_ci(summary, "revenue_change_vs_baseline_musd", row, 1.0, 1)
@@ -1043,6 +1045,9 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
     if replications > 1 {
         say!(
             "[brackets]: 95% intervals over {replications} replications (Monte Carlo noise only, not parameter uncertainty)"
+        );
+        say!(
+            "revenue change: at fixed prices per click; with auctions: prices from the advertisers' auctions, budgets fixed over the horizon (docs/model.md §17)"
         );
     } else {
         say!("one replication: no intervals");

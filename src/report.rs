@@ -306,6 +306,9 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
             }),
         },
     ];
+    if let Some(first) = sharing.iter().find(|a| a.fixed_rate.is_none()) {
+        out.push(market_chart(s, first, rate_axis, intervals));
+    }
     if let (Some(first), Some(none)) = (sharing.first(), none) {
         out.push(segment_lift(resolved, e, &none.name, &first.name));
         if let Some(f) = selection_chart(resolved, e, &first.name) {
@@ -684,6 +687,103 @@ fn links_by_country(e: &Estimates, arm: &str) -> Figure {
     }
 }
 
+/// Revenue change at fixed prices and with auctions, and advertisers' surplus change, of one
+/// sweeping arm against the opt-out rate (docs/model.md §17.5).
+fn market_chart(s: &DataFrame, arm: &ArmInfo, rate_axis: &str, intervals: &str) -> Figure {
+    let line = |metric: &str, label: &str, colour: usize, dashed: bool| {
+        let mut l = line_of(s, arm, metric, 1.0);
+        l.label = label.to_string();
+        l.style = Style { colour, dashed };
+        l
+    };
+    let lines = vec![
+        line(
+            "revenue_change_musd",
+            "S's revenue, fixed prices per click",
+            0,
+            true,
+        ),
+        line(
+            "market_revenue_change_musd",
+            "S's revenue, prices from the auctions",
+            0,
+            false,
+        ),
+        line(
+            "market_surplus_change_musd",
+            "advertisers' surplus, with the auctions",
+            1,
+            false,
+        ),
+    ];
+    Figure {
+        stem: "market_vs_rate",
+        caption: format!(
+            "What sharing changes for S and for advertisers under {}, against no sharing, $M over the horizon{intervals}. Dashed: today's fixed price per click; solid: prices from the advertisers' auctions with budgets fixed over the horizon (docs/model.md §17.5; per region and advertiser size in `market.csv`).",
+            arm.name
+        ),
+        chart: rate_chart(
+            "Revenue and surplus with auctions vs opt-out rate",
+            rate_axis,
+            "change against no sharing",
+            Unit::MillionsUsd,
+            true,
+            lines,
+        ),
+    }
+}
+
+/// The advertiser-side figures of the sharing arms at a few levels (docs/model.md §17.5).
+fn market(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let sum = &e.summary;
+    let (names, rates) = (texts(sum, "arm"), floats(sum, "rate"));
+    let h = resolved.scenario.policy.horizon_days;
+    let header = [
+        "arm".to_string(),
+        "target rate".into(),
+        format!("S's revenue change ($M, {h} days)"),
+        "advertisers' surplus change ($M)".into(),
+        "price per click ($)".into(),
+        "targeted / untargeted price".into(),
+        "without / with M data, price".into(),
+        "cost per customer ($)".into(),
+        "advertisers paced (%)".into(),
+    ]
+    .to_vec();
+    let rows = headline_rows(sum)
+        .into_iter()
+        .map(|i| {
+            vec![
+                names[i].clone(),
+                format!("{:.2}", rates[i]),
+                with_ci(sum, "market_revenue_change_musd", i, 1.0, 1),
+                with_ci(sum, "market_surplus_change_musd", i, 1.0, 1),
+                with_ci(sum, "market_price_per_click_usd", i, 1.0, 3),
+                with_ci(sum, "market_targeted_price_ratio", i, 1.0, 2),
+                with_ci(sum, "market_unlinked_price_ratio", i, 1.0, 2),
+                with_ci(sum, "market_cost_per_customer_usd", i, 1.0, 3),
+                with_ci(sum, "market_paced_share", i, 100.0, 1),
+            ]
+        })
+        .collect();
+    let m = &resolved.scenario.market;
+    vec![
+        Block::Heading(2, "With prices from the advertisers' auctions".into()),
+        Block::Para(format!(
+            "The revenue change above prices every click at a fixed value. Here each S region's impressions are sold in auctions: per segment an interest market ({} advertisers) and a Custom Audience market ({}), and a run-of-network market ({}); second price on bid x predicted CTR above a reserve of {}% of the value per click; values {}% above the published cost per click; budgets set on no sharing at {} times its unpaced spend, the largest fifth of each market's advertisers holding {:.0}% of them, and held over the horizon (elasticity {}). S's revenue is the advertisers' spend, anchored as above (docs/model.md §17.5). Prices per click and per impression are in dollars at the published costs per click; `market.csv` has spend, value, surplus, price per click and cost per customer by S region and advertiser size.",
+            m.bidders_interest,
+            m.bidders_custom_audience,
+            m.bidders_run_of_network,
+            m.reserve_share * 100.0,
+            m.margin * 100.0,
+            m.budget_ratio,
+            m.large_budget_share * 100.0,
+            m.budget_elasticity
+        )),
+        Block::Table(header, rows),
+    ]
+}
+
 /// The blocks of the report, a function per section.
 pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Block> {
     let s = &resolved.scenario;
@@ -693,6 +793,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
     ];
     b.extend(simulated(resolved));
     b.extend(headline(resolved, e));
+    b.extend(market(resolved, e));
     b.extend(selection(resolved, e));
     b.extend(over_the_quarter(resolved, e));
     b.push(Block::Heading(2, "Charts".into()));
@@ -817,6 +918,19 @@ fn simulated(resolved: &Resolved) -> Vec<Block> {
                 "Facebook Q2-Q4 2016 earnings (docs/model.md §8.2)",
             ]),
             row([
+                "advertisers per market (interest / Custom Audience / untargeted); margin; budgets",
+                &format!(
+                    "{} / {} / {}; {}% above the published CPC; {} x the unpaced spend without sharing, elasticity {}",
+                    s.market.bidders_interest,
+                    s.market.bidders_custom_audience,
+                    s.market.bidders_run_of_network,
+                    s.market.margin * 100.0,
+                    s.market.budget_ratio,
+                    s.market.budget_elasticity
+                ),
+                "assumptions (docs/model.md §17.5)",
+            ]),
+            row([
                 "countries, segments, age bands",
                 &format!(
                     "{} / {} / {}",
@@ -853,6 +967,7 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     .map(String::from)
     .to_vec();
     header.push(format!("revenue change ($M, {h} days)"));
+    header.push("with auctions ($M)".into());
     if let Some(base) = baseline {
         header.push(format!("against {base} ($M)"));
     }
@@ -872,6 +987,7 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
                     with_ci(sum, "ca_match_rate", i, 100.0, 1),
                     with_ci(sum, "ca_click_share", i, 100.0, 1),
                     with_ci(sum, "revenue_change_musd", i, 1.0, 1),
+                    with_ci(sum, "market_revenue_change_musd", i, 1.0, 1),
                 ];
                 if baseline.is_some() {
                     row.push(with_ci(sum, "revenue_change_vs_baseline_musd", i, 1.0, 1));

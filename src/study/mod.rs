@@ -203,8 +203,9 @@ fn one() -> u64 {
 }
 
 /// The metrics studied when a plan names none.
-pub const DEFAULT_METRICS: [&str; 4] = [
+pub const DEFAULT_METRICS: [&str; 5] = [
     "revenue_change_musd",
+    "market_revenue_change_musd",
     "precision_lift",
     "ca_match_rate",
     "people_mislinked",

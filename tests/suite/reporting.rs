@@ -9,6 +9,7 @@ const CHARTS: &[&str] = &[
     "match_rate_vs_rate",
     "revenue_vs_rate",
     "frontier",
+    "market_vs_rate",
     "segment_lift",
     "selection",
     "timeline",
@@ -74,6 +75,7 @@ fn a_run_ends_in_charts_and_a_report_that_plot_redraws_identically() {
     for section in [
         "## What was simulated",
         "## Headline results",
+        "## With prices from the advertisers' auctions",
         "## Who opts out",
         "## Over the quarter",
         "## Calibration",
