@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trims a study folder for the record in reports/studies/: keeps the plan, the text tables,
-report.md and the charts of outputs 1 and 3 (by default the revenue change and the precision
-lift at no opt-out), drops report.html, the SVGs, evaluations.parquet and the other charts
+report.md and the charts of outputs 1 and 3 (by default the revenue change at fixed prices and
+with auctions, at no opt-out), drops report.html, the SVGs, evaluations.parquet and the other charts
 (about 6 MB a study), and says so at the top of each report.md. `adsim study plan.toml --out
 DIR` in the folder redraws everything.
 
