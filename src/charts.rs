@@ -66,6 +66,8 @@ pub enum Unit {
     MillionsUsd,
     /// Millions (of people or accounts): `35M`.
     Millions,
+    /// US dollars: `$6.30`.
+    Usd,
     /// Whole days: `30`.
     Days,
 }
@@ -94,6 +96,7 @@ impl Unit {
             Unit::MillionsUsd if v < 0.0 => format!("-${:.d$}M", -v),
             Unit::MillionsUsd => format!("${v:.d$}M"),
             Unit::Millions => format!("{v:.d$}M"),
+            Unit::Usd => format!("${v:.d$}"),
             Unit::Days => format!("{v:.0}"),
         }
     }
@@ -743,6 +746,7 @@ mod tests {
     fn tick_labels_carry_units() {
         assert_eq!(Unit::Percent.label(12.5, 1), "12.5%");
         assert_eq!(Unit::MillionsUsd.label(-20.0, 0), "-$20M");
+        assert_eq!(Unit::Usd.label(6.3, 2), "$6.30");
         assert_eq!(Unit::Millions.label(350.0, 0), "350M");
         assert_eq!(Unit::Days.label(29.6, 3), "30");
         assert_eq!(Unit::Points.label(1.5, 1), "+1.5 pp");

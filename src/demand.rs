@@ -257,6 +257,14 @@ pub const TABLE_METRICS: &[(&str, &str)] = &[
         "targeted spend per click by an interested person or the business's customer, dollars",
     ),
     ("paced_share", "share of the advertisers whose budget binds"),
+    (
+        "spend_change_musd",
+        "spend_musd minus the none arm's (same region and size), paired by replication",
+    ),
+    (
+        "surplus_change_musd",
+        "surplus_musd minus the none arm's (same region and size), paired by replication",
+    ),
 ];
 
 /// Tolerance of pacing: a paced advertiser spends its budget to this share.
@@ -548,7 +556,7 @@ impl Sums {
         self.advertisers += o.advertisers;
     }
 
-    /// The values of [`TABLE_METRICS`].
+    /// The values of [`TABLE_METRICS`] but the changes against `none`.
     fn metrics(&self) -> [Option<f64>; 6] {
         let per = |a: f64, b: f64| (b > 0.0).then(|| a / b);
         [
@@ -645,6 +653,8 @@ fn tables(
                 for (col, v) in t_cols.iter_mut().zip(sums[r][z].metrics()) {
                     col.push(v);
                 }
+                t_cols[6].push(None);
+                t_cols[7].push(None);
             }
         }
         let all = &sums[regions][2];
@@ -678,6 +688,18 @@ fn tables(
         }
         s_arm.push(names.arms[a].as_str());
         s_level.push(k as u32);
+    }
+    // The changes against the none arm, within the replication: in the table, against the
+    // none arm's row of the same region and size (rows run cell by cell, each of
+    // (regions + 1) x 3).
+    let per_cell = (regions + 1) * 3;
+    for (change, level) in [(6, 0), (7, 2)] {
+        let base: Vec<Option<f64>> = t_cols[level][none * per_cell..(none + 1) * per_cell].to_vec();
+        t_cols[change] = t_cols[level]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.zip(base[i % per_cell]).map(|(x, b)| x - b))
+            .collect();
     }
     // The changes against the none arm, within the replication.
     for (change, level) in [(1, 0), (3, 2)] {

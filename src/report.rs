@@ -308,6 +308,8 @@ pub fn figures(resolved: &Resolved, e: &Estimates) -> Vec<Figure> {
     ];
     if let Some(first) = sharing.iter().find(|a| a.fixed_rate.is_none()) {
         out.push(market_chart(s, first, rate_axis, intervals));
+        out.push(prices_chart(s, first, rate_axis, intervals));
+        out.push(who_gains_chart(e, first, rate_axis, intervals));
     }
     if let (Some(first), Some(none)) = (sharing.first(), none) {
         out.push(segment_lift(resolved, e, &none.name, &first.name));
@@ -724,6 +726,106 @@ fn market_chart(s: &DataFrame, arm: &ArmInfo, rate_axis: &str, intervals: &str) 
         ),
         chart: rate_chart(
             "Revenue and surplus with auctions vs opt-out rate",
+            rate_axis,
+            "change against no sharing",
+            Unit::MillionsUsd,
+            true,
+            lines,
+        ),
+    }
+}
+
+/// Prices per 1000 impressions of one sweeping arm against the opt-out rate: targeted and
+/// untargeted, with and without M's data in use (docs/model.md §17.5).
+fn prices_chart(s: &DataFrame, arm: &ArmInfo, rate_axis: &str, intervals: &str) -> Figure {
+    let line = |metric: &str, label: &str, colour: usize, dashed: bool| {
+        let mut l = line_of(s, arm, metric, 1.0);
+        l.label = label.to_string();
+        l.style = Style { colour, dashed };
+        l
+    };
+    let lines = vec![
+        line("market_cpm_targeted_usd", "targeted impressions", 0, false),
+        line(
+            "market_cpm_untargeted_usd",
+            "untargeted impressions",
+            0,
+            true,
+        ),
+        line("market_cpm_linked_usd", "with M's data in use", 1, false),
+        line(
+            "market_cpm_unlinked_usd",
+            "without M's data in use",
+            1,
+            true,
+        ),
+    ];
+    Figure {
+        stem: "prices_vs_rate",
+        caption: format!(
+            "Prices per 1000 impressions under {} from the advertisers' auctions, in dollars at the published costs per click{intervals}: targeted (interest and Custom Audience campaigns) and untargeted impressions, and impressions on accounts with and without M's data in use (docs/model.md §17.5). At 100% target opt-out few accounts have M's data in use, so their price rests on few impressions.",
+            arm.name
+        ),
+        chart: rate_chart(
+            "Prices vs opt-out rate",
+            rate_axis,
+            "price per 1000 impressions",
+            Unit::Usd,
+            false,
+            lines,
+        ),
+    }
+}
+
+/// Who gains and who pays under one sweeping arm against the opt-out rate: S's revenue and the
+/// surplus of large and small advertisers, each against no sharing, paired by replication.
+fn who_gains_chart(e: &Estimates, arm: &ArmInfo, rate_axis: &str, intervals: &str) -> Figure {
+    let m = &e.market;
+    let (arms, regions, sizes) = (texts(m, "arm"), texts(m, "region"), texts(m, "size"));
+    let rates = floats(m, "rate");
+    let size_line = |size: &str, label: &str, colour: usize| {
+        let (v, lo, hi) = (
+            floats(m, "surplus_change_musd"),
+            floats(m, "surplus_change_musd_lo"),
+            floats(m, "surplus_change_musd_hi"),
+        );
+        let mut points: Vec<Point> = (0..m.height())
+            .filter(|&i| arms[i] == arm.name && regions[i] == ALL_REGIONS && sizes[i] == size)
+            .filter(|&i| v[i].is_finite())
+            .map(|i| {
+                let ci = (lo[i].is_finite() && hi[i].is_finite()).then_some((lo[i], hi[i]));
+                (rates[i] * 100.0, v[i], ci)
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Line {
+            label: label.to_string(),
+            points,
+            style: Style {
+                colour,
+                dashed: false,
+            },
+        }
+    };
+    let mut revenue = line_of(&e.summary, arm, "market_revenue_change_musd", 1.0);
+    revenue.label = "S (revenue)".into();
+    revenue.style = Style {
+        colour: 0,
+        dashed: false,
+    };
+    let lines = vec![
+        revenue,
+        size_line("large", "large advertisers (surplus)", 1),
+        size_line("small", "small advertisers (surplus)", 2),
+    ];
+    Figure {
+        stem: "who_gains",
+        caption: format!(
+            "Who gains and who pays under {}, with prices from the advertisers' auctions: S's revenue and the surplus (value less spend) of the large advertisers (the largest fifth of each market) and the small ones, each against no sharing, $M over the horizon{intervals}. Users pay in exposure: the people whose data is in ad use at each rate are in the frontier chart and `summary.csv` (`people_in_ad_use`, `exposure_person_days`).",
+            arm.name
+        ),
+        chart: rate_chart(
+            "Who gains from sharing vs opt-out rate",
             rate_axis,
             "change against no sharing",
             Unit::MillionsUsd,

@@ -72,6 +72,25 @@ fn the_none_arm_earns_the_anchor_and_the_tables_add_up() {
             find(&arm[i], levels[i], "all", "large") + find(&arm[i], levels[i], "all", "small");
         assert!(rel(by_size, total) < 1e-9, "row {i}: sizes");
     }
+    // The changes against none: zero on the none arm's rows, and the sizes add up.
+    let (change, arm_rows) = (floats(m, "surplus_change_musd"), texts(m, "arm"));
+    for i in 0..m.height() {
+        if arm_rows[i] == "none" {
+            assert_eq!(change[i], 0.0, "row {i}");
+        }
+        if size[i] == "all" {
+            let part = |z: &str| {
+                (0..m.height())
+                    .find(|&j| a[j] == a[i] && l[j] == l[i] && reg[j] == reg[i] && size[j] == z)
+                    .map(|j| change[j])
+                    .expect("row")
+            };
+            assert!(
+                (part("large") + part("small") - change[i]).abs() < 1e-6,
+                "row {i}"
+            );
+        }
+    }
     // Surplus is value less spend.
     let (value, surplus) = (floats(m, "value_musd"), floats(m, "surplus_musd"));
     for i in 0..m.height() {

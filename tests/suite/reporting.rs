@@ -10,6 +10,8 @@ const CHARTS: &[&str] = &[
     "revenue_vs_rate",
     "frontier",
     "market_vs_rate",
+    "prices_vs_rate",
+    "who_gains",
     "segment_lift",
     "selection",
     "timeline",
