@@ -585,19 +585,26 @@ fn validate(
     write(&outcomes, users, replications, &out, force)?;
     if !quiet {
         say!(
-            "{:<24} {:<15} {:<28} {}",
+            "{:<24} {:<19} {:<15} {:<28} {}",
             "case",
+            "role",
             "scenario",
             "model",
             "status"
         );
         for o in &outcomes {
             say!(
-                "{:<24} {:<15} {:<28} {}",
+                "{:<24} {:<19} {:<15} {:<28} {}{}",
                 o.case.name,
+                o.case.role(),
                 o.case.scenario,
                 shown(o),
-                o.status.label()
+                o.status.label(),
+                if o.status == Status::Fitted {
+                    format!(" ({})", o.note)
+                } else {
+                    String::new()
+                }
             );
         }
         say!(

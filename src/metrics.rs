@@ -111,6 +111,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "value per account-day without M data in ad use / per account-day of all accounts",
     ),
     (
+        "value_ratio_in_ad_use_change",
+        "value_ratio_in_ad_use minus the same arm's at its first level, paired by replication (selection, docs/model.md §9.3)",
+    ),
+    (
         "ca_match_rate",
         "Custom Audience uploads matched to any account / uploads",
     ),
@@ -895,6 +899,7 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 7]> {
     let mut summary = per_level.collect()?;
     paired(&mut summary, &ctx.none_arm)?;
     against_baseline(&mut summary, &ctx.baseline_arm)?;
+    against_first_level(&mut summary, "value_ratio_in_ad_use")?;
     let segments = m.segment.lazy().with_columns(rate_columns(ctx));
     let timeline = m
         .timeline
@@ -954,6 +959,25 @@ fn against_baseline(summary: &mut DataFrame, baseline: &str) -> PolarsResult<()>
         .map(|v| v.zip(base).map(|(x, b)| x - b))
         .collect();
     summary.with_column(Column::new("revenue_change_vs_baseline_musd".into(), diff))?;
+    Ok(())
+}
+
+/// Adds `<metric>_change` to one replication's summary: each row's value less that of the
+/// same arm's first level (its lowest rate), within the replication, so that its interval is
+/// that of a paired difference (the selection case, docs/model.md §13.2).
+fn against_first_level(summary: &mut DataFrame, metric: &str) -> PolarsResult<()> {
+    let arms = summary.column("arm")?.str()?.clone();
+    let levels: Vec<Option<u32>> = summary.column("level")?.u32()?.iter().collect();
+    let values: Vec<Option<f64>> = summary.column(metric)?.f64()?.iter().collect();
+    let first = |arm: Option<&str>| {
+        (0..values.len())
+            .find(|&j| arms.get(j) == arm && levels[j] == Some(0))
+            .and_then(|j| values[j])
+    };
+    let diff: Vec<Option<f64>> = (0..values.len())
+        .map(|i| values[i].zip(first(arms.get(i))).map(|(x, b)| x - b))
+        .collect();
+    summary.with_column(Column::new(format!("{metric}_change").into(), diff))?;
     Ok(())
 }
 

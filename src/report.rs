@@ -1291,6 +1291,7 @@ fn calibration(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     b.push(Block::Table(
         [
             "case",
+            "role",
             "published",
             "source",
             "model",
@@ -1304,17 +1305,22 @@ fn calibration(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
             .map(|o| {
                 vec![
                     format!("`{}`", o.case.name),
+                    o.case.role().into(),
                     o.case.published.into(),
                     o.case.source.into(),
                     crate::validate::shown(o),
                     crate::validate::criterion_text(&o.case),
-                    o.status.label().into(),
+                    if o.note.is_empty() {
+                        o.status.label().into()
+                    } else {
+                        format!("{} ({})", o.status.label(), o.note)
+                    },
                 ]
             })
             .collect(),
     ));
     b.push(Block::Para(
-        "The cases of `adsim validate` that run this scenario, judged on this run; their model quantities are defined in docs/model.md §13. A known miss is a published figure the model misses for a stated mechanism (validation.md explains each).".into(),
+        "The cases of `adsim validate` that run this scenario, judged on this run; their model quantities are defined in docs/model.md §13. Only held-out cases can pass; a calibration target is a figure parameters were set to reproduce, shown with its residual. A known miss is a published figure the model misses for a stated mechanism (validation.md explains each).".into(),
     ));
     b
 }
