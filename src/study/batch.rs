@@ -533,25 +533,74 @@ pub fn screening_scores(indices: &Path) -> Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
-/// The second stage of a two-stage `study`: a `sobol` study of the `then.factors` factors with
-/// the highest screening scores (fewer if fewer move anything), the others at their base
-/// values, with the same outputs, size and seed.
-pub fn second_stage(study: &Study, scores: &[(String, f64)]) -> Result<Study> {
+/// Each output's factors from a Morris study's `indices.csv`, strongest (largest mu*) first,
+/// outputs in the order of the file; the dummy and factors that do not move the output left
+/// out.
+pub fn screening_rankings(indices: &Path) -> Result<Vec<Vec<String>>> {
+    let df = read_indices(indices)?;
+    let (outputs, factors, measures) = (
+        crate::table::texts(&df, "output"),
+        crate::table::texts(&df, "factor"),
+        crate::table::texts(&df, "measure"),
+    );
+    let values = crate::table::floats(&df, "value");
+    let mut order: Vec<&str> = Vec::new();
+    for o in &outputs {
+        if !order.contains(&o.as_str()) {
+            order.push(o);
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|o| {
+            let mut ranked: Vec<(&str, f64)> = (0..outputs.len())
+                .filter(|&i| outputs[i] == o && measures[i] == "mu_star")
+                .filter(|&i| factors[i] != DUMMY && values[i].is_finite() && values[i] > 0.0)
+                .map(|i| (factors[i].as_str(), values[i]))
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            ranked.into_iter().map(|(f, _)| f.to_string()).collect()
+        })
+        .collect())
+}
+
+/// The factors a second stage carries: each output's strongest, then each output's second,
+/// and so on, in turn, skipping factors already carried, until `n` (or every factor that moves
+/// some output) are carried. So every output that varies has its top factors in the Sobol
+/// stage, rather than the factors of one output taking every place.
+pub fn carried_factors(rankings: &[Vec<String>], n: usize) -> Vec<String> {
+    let mut carried: Vec<String> = Vec::new();
+    let depth = rankings.iter().map(Vec::len).max().unwrap_or(0);
+    'ranks: for rank in 0..depth {
+        for ranking in rankings {
+            if carried.len() >= n {
+                break 'ranks;
+            }
+            if let Some(f) = ranking.get(rank)
+                && !carried.contains(f)
+            {
+                carried.push(f.clone());
+            }
+        }
+    }
+    carried
+}
+
+/// The second stage of a two-stage `study`: a `sobol` study of `then.factors` factors taken
+/// in turn from each output's screening ranking ([`carried_factors`]), the others at their
+/// base values, with the same outputs, size and seed.
+pub fn second_stage(study: &Study, rankings: &[Vec<String>]) -> Result<Study> {
     let then = study.plan.then.clone().ok_or_else(|| Error::Argument {
         name: "plan".into(),
         value: study.plan.name.clone(),
         expected: "a plan with a [then] stage".into(),
     })?;
-    let carried: Vec<&str> = scores
-        .iter()
-        .take(then.factors as usize)
-        .map(|(f, _)| f.as_str())
-        .collect();
+    let carried = carried_factors(rankings, then.factors as usize);
     let factor: Vec<super::Factor> = study
         .plan
         .factor
         .iter()
-        .filter(|f| carried.contains(&f.key.as_str()))
+        .filter(|f| carried.contains(&f.key))
         .cloned()
         .collect();
     let file = format!("{} (second stage)", study.plan.name);
@@ -566,7 +615,7 @@ pub fn second_stage(study: &Study, scores: &[(String, f64)]) -> Result<Study> {
     let plan = Plan {
         name: format!("{}-sobol", study.plan.name),
         description: format!(
-            "Sobol indices of the {} factors the Morris screening of {} ranks highest.",
+            "Sobol indices of {} factors taken in turn from each output's ranking in the Morris screening of {}.",
             factor.len(),
             study.plan.name
         ),
@@ -629,7 +678,8 @@ pub fn run_staged(
     };
     let one = stage(&first, &out.join(STAGES[0]))?;
     let scores = screening_scores(&out.join(STAGES[0]).join("indices.csv"))?;
-    let second = second_stage(study, &scores)?;
+    let rankings = screening_rankings(&out.join(STAGES[0]).join("indices.csv"))?;
+    let second = second_stage(study, &rankings)?;
     let two = stage(&second, &out.join(STAGES[1]))?;
     let blocks = staged_report(study, &second, &scores, out)?;
     write_text(&out.join("report.html"), &html(&blocks, out)?)?;
@@ -720,7 +770,7 @@ fn staged_report(
             second.all_points().len()
         )),
         Block::Heading(2, "What the screening found, and what it explains".into()),
-        Block::Para("A factor's screening score is its Morris mu* over the largest mu* of the same output, at its largest over the outputs: 1 for the factor that moves some output most. Factors that move no output are left out. ST is the factor's total Sobol index (share of the output's variance it explains, interactions included), with its 95% bootstrap interval; a dash: not carried to the second stage.".into()),
+        Block::Para("A factor's screening score is its Morris mu* over the largest mu* of the same output, at its largest over the outputs: 1 for the factor that moves some output most. Factors that move no output are left out. The second stage carries each output's strongest factor, then each output's second, and so on in turn, so that every output that varies has its top factors there. ST is the factor's total Sobol index (share of the output's variance it explains, interactions included), with its 95% bootstrap interval; a dash: not carried to the second stage.".into()),
     ];
     for (rate, table) in rates.iter().zip(tables) {
         b.push(Block::Heading(3, format!("At opt-out rate {rate}")));
@@ -776,5 +826,21 @@ mod tests {
         assert!(parse_rows(&extra, path, true).is_err());
         let again = format!("{text}{}", row_line(4, &[1.0, 2.0, 3.0]));
         assert!(parse_rows(&again, path, true).is_err());
+    }
+
+    #[test]
+    fn the_second_stage_carries_each_outputs_top_factors_in_turn() {
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Output 1 is moved by a, b, c; output 2 by a, d; output 3 by e alone.
+        let rankings = vec![r(&["a", "b", "c"]), r(&["a", "d"]), r(&["e"])];
+        // First every output's strongest (a, then e: a is output 2's too), then the seconds.
+        assert_eq!(carried_factors(&rankings, 4), r(&["a", "e", "b", "d"]));
+        assert_eq!(carried_factors(&rankings, 3), r(&["a", "e", "b"]));
+        // A best score over all outputs would have carried output 1's a, b, c and left e out.
+        assert_eq!(
+            carried_factors(&rankings, 10),
+            r(&["a", "e", "b", "d", "c"])
+        );
+        assert!(carried_factors(&[], 3).is_empty());
     }
 }
