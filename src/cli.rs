@@ -383,7 +383,7 @@ pub fn run() -> Result<()> {
             let options = RunOptions {
                 out: out.clone(),
                 force,
-                study: None,
+                extra: None,
             };
             adsim::shard::merge(&dirs, &options)?;
             say!("merged {} shards into {}", dirs.len(), out.display());
@@ -576,11 +576,17 @@ fn validate(
     quiet: bool,
 ) -> Result<()> {
     use adsim::validate::{Status, all_hold, shown, write};
-    let outcomes = adsim::validate::validate(users, replications, seed, &|name| {
-        if !quiet {
-            eprintln!("running {name} at {users} users x {replications} replications");
-        }
-    })?;
+    let outcomes = adsim::validate::validate(
+        users,
+        replications,
+        seed,
+        &|name| {
+            if !quiet {
+                eprintln!("running {name} at {users} users x {replications} replications");
+            }
+        },
+        &|resolved| adsim::run::evaluate(resolved, &adsim::run::quiet),
+    )?;
     let out = out.unwrap_or_else(|| default_run_dir("validation", users, seed));
     write(&outcomes, users, replications, &out, force)?;
     if !quiet {
@@ -825,7 +831,11 @@ fn run_scenario(args: RunArgs) -> Result<()> {
     let options = RunOptions {
         out: out.clone(),
         force: args.force,
-        study,
+        extra: study.map(|s| {
+            adsim::run::Extra(std::sync::Arc::new(
+                move |summary: &polars::prelude::DataFrame| s.blocks(summary),
+            ))
+        }),
     };
     let result = adsim::run::run(&resolved, &options, &progress)?;
     bar.finish_and_clear();

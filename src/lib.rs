@@ -54,6 +54,7 @@ pub mod charts;
 pub mod compare;
 pub mod data;
 pub mod demand;
+pub mod document;
 pub mod engine;
 pub mod error;
 pub mod export;

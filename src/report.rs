@@ -6,15 +6,15 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
 use polars::prelude::*;
 
 use crate::charts::{BarChart, Chart, Line, LineChart, PALETTE, Point, Style, Unit, save};
+pub use crate::document::{Block, html, markdown};
 use crate::error::{Error, Result};
 use crate::metrics::{ALL_REGIONS, Estimates};
 use crate::policy::{ArmKind, Mode};
 use crate::scenario::Resolved;
-use crate::table::{floats, headline_rows, texts, with_ci};
+use crate::table::{floats, headline_rows, level_near, texts, with_ci};
 
 /// One chart of the report.
 #[derive(Clone, Debug)]
@@ -25,19 +25,6 @@ pub struct Figure {
     pub caption: String,
     /// The chart.
     pub chart: Chart,
-}
-
-/// A piece of the report.
-#[derive(Clone, Debug)]
-pub enum Block {
-    /// A heading of level 1 to 3.
-    Heading(u8, String),
-    /// A paragraph (may hold inline `code`).
-    Para(String),
-    /// A table: header and rows.
-    Table(Vec<String>, Vec<Vec<String>>),
-    /// A chart image: file name and caption.
-    Image(String, String),
 }
 
 struct ArmInfo {
@@ -384,19 +371,6 @@ fn segment_lift(resolved: &Resolved, e: &Estimates, none: &str, arm: &str) -> Fi
             ..Default::default()
         }),
     }
-}
-
-/// The level of `arm` in `df` whose rate is nearest `target`: (rate, row indices).
-pub(crate) fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>)> {
-    let (arms, rates) = (texts(df, "arm"), floats(df, "rate"));
-    let rate = (0..df.height())
-        .filter(|&i| arms[i] == arm)
-        .map(|i| rates[i])
-        .min_by(|a, b| (a - target).abs().total_cmp(&(b - target).abs()))?;
-    let rows = (0..df.height())
-        .filter(|&i| arms[i] == arm && (rates[i] - rate).abs() < 1e-12)
-        .collect();
-    Some((rate, rows))
 }
 
 /// The value of a click on each segment's campaigns, dollars (docs/model.md §8).
@@ -887,7 +861,12 @@ fn market(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
 }
 
 /// The blocks of the report, a function per section.
-pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Block> {
+pub fn blocks(
+    resolved: &Resolved,
+    e: &Estimates,
+    figures: &[Figure],
+    calibration: Vec<Block>,
+) -> Vec<Block> {
     let s = &resolved.scenario;
     let mut b = vec![
         Block::Heading(1, format!("adsim report: {}", s.name)),
@@ -902,7 +881,7 @@ pub fn blocks(resolved: &Resolved, e: &Estimates, figures: &[Figure]) -> Vec<Blo
     for f in figures {
         b.push(Block::Image(format!("{}.png", f.stem), f.caption.clone()));
     }
-    b.extend(calibration(resolved, e));
+    b.extend(calibration);
     b.extend(caveats(resolved));
     b
 }
@@ -1271,60 +1250,6 @@ fn selection(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     b
 }
 
-/// "Calibration": the validation cases (docs/model.md §13) that run this scenario, judged on
-/// this run: the same cases, criteria and statuses as `adsim validate`.
-fn calibration(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
-    let s = &resolved.scenario;
-    let mut b = vec![Block::Heading(2, "Calibration".into())];
-    let outcomes: Vec<_> = crate::validate::cases()
-        .iter()
-        .filter(|c| c.scenario == s.name)
-        .map(|c| crate::validate::judge(c, Some(e)))
-        .collect();
-    if outcomes.is_empty() {
-        b.push(Block::Para(format!(
-            "No validation case runs the scenario `{}`; `adsim validate` checks the built-in scenarios against the published findings (docs/model.md §13).",
-            s.name
-        )));
-        return b;
-    }
-    b.push(Block::Table(
-        [
-            "case",
-            "role",
-            "published",
-            "source",
-            "model",
-            "criterion",
-            "status",
-        ]
-        .map(String::from)
-        .to_vec(),
-        outcomes
-            .iter()
-            .map(|o| {
-                vec![
-                    format!("`{}`", o.case.name),
-                    o.case.role().into(),
-                    o.case.published.into(),
-                    o.case.source.into(),
-                    crate::validate::shown(o),
-                    crate::validate::criterion_text(&o.case),
-                    if o.note.is_empty() {
-                        o.status.label().into()
-                    } else {
-                        format!("{} ({})", o.status.label(), o.note)
-                    },
-                ]
-            })
-            .collect(),
-    ));
-    b.push(Block::Para(
-        "The cases of `adsim validate` that run this scenario, judged on this run; their model quantities are defined in docs/model.md §13. Only held-out cases can pass; a calibration target is a figure parameters were set to reproduce, shown with its residual. A known miss is a published figure the model misses for a stated mechanism (validation.md explains each).".into(),
-    ));
-    b
-}
-
 /// "Caveats": what the figures do not cover.
 fn caveats(resolved: &Resolved) -> Vec<Block> {
     let d = &resolved.data;
@@ -1363,118 +1288,27 @@ fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
-/// The report as Markdown.
-pub fn markdown(blocks: &[Block]) -> String {
-    let mut out = String::new();
-    for b in blocks {
-        match b {
-            Block::Heading(l, t) => out.push_str(&format!("{} {t}\n\n", "#".repeat(*l as usize))),
-            Block::Para(t) => out.push_str(&format!("{t}\n\n")),
-            Block::Table(h, rows) => {
-                out.push_str(&format!(
-                    "| {} |\n|{}\n",
-                    h.join(" | "),
-                    "---|".repeat(h.len())
-                ));
-                for r in rows {
-                    out.push_str(&format!("| {} |\n", r.join(" | ")));
-                }
-                out.push('\n');
-            }
-            Block::Image(file, caption) => {
-                out.push_str(&format!("![{caption}]({file})\n\n*{caption}*\n\n"))
-            }
-        }
-    }
-    out
+/// The sections of a run's report that other modules make: handed in, so that the report draws
+/// only what it is given (it imports neither the validation nor studies).
+#[derive(Clone, Debug, Default)]
+pub struct Handed {
+    /// "Calibration": the validation cases that run this scenario, judged on this run
+    /// ([`crate::validate::run_blocks`]).
+    pub calibration: Vec<Block>,
+    /// Blocks after the headline results: a study's parameter uncertainty (docs/model.md
+    /// §16.6).
+    pub extra: Vec<Block>,
 }
 
-fn escape(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Inline `code` spans to `<code>`.
-fn inline(t: &str) -> String {
-    escape(t)
-        .split('`')
-        .enumerate()
-        .map(|(i, part)| {
-            if i % 2 == 1 {
-                format!("<code>{part}</code>")
-            } else {
-                part.to_string()
-            }
-        })
-        .collect()
-}
-
-/// The report as one HTML file, charts inlined from `dir`.
-pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>adsim report</title>\n<style>\
-         body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
-         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-         th{background:#f2f2f2}td{max-width:32em}.ci{color:#666;font-size:85%;white-space:nowrap}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
-    );
-    for b in blocks {
-        match b {
-            Block::Heading(l, t) => out.push_str(&format!("<h{l}>{}</h{l}>\n", inline(t))),
-            Block::Para(t) => out.push_str(&format!("<p>{}</p>\n", inline(t))),
-            Block::Table(h, rows) => {
-                out.push_str("<table><tr>");
-                for c in h {
-                    out.push_str(&format!("<th>{}</th>", inline(c)));
-                }
-                out.push_str("</tr>\n");
-                for r in rows {
-                    out.push_str("<tr>");
-                    for c in r {
-                        // A value's interval goes on a line of its own, in small type.
-                        let cell = match c.split_once(" [") {
-                            Some((v, ci)) if ci.ends_with(']') => format!(
-                                "{}<br><span class=\"ci\">[{}</span>",
-                                inline(v),
-                                inline(ci)
-                            ),
-                            _ => inline(c),
-                        };
-                        out.push_str(&format!("<td>{cell}</td>"));
-                    }
-                    out.push_str("</tr>\n");
-                }
-                out.push_str("</table>\n");
-            }
-            Block::Image(file, caption) => {
-                let path = dir.join(file);
-                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
-                out.push_str(&format!(
-                    "<figure><img alt=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{}</figcaption></figure>\n",
-                    escape(&caption.replace('`', "")),
-                    inline(caption)
-                ));
-            }
-        }
-    }
-    out.push_str("</body></html>\n");
-    Ok(out)
-}
-
-/// Draws every chart into `dir` and writes `report.md` and `report.html` there.
-pub fn write(resolved: &Resolved, e: &Estimates, dir: &Path) -> Result<()> {
-    write_with(resolved, e, dir, Vec::new())
-}
-
-/// [`write`], with `extra` blocks after the headline results (a study's parameter
-/// uncertainty, docs/model.md §16.6).
-pub fn write_with(resolved: &Resolved, e: &Estimates, dir: &Path, extra: Vec<Block>) -> Result<()> {
+/// Draws every chart into `dir` and writes `report.md` and `report.html` there, with the
+/// sections `handed` in.
+pub fn write(resolved: &Resolved, e: &Estimates, dir: &Path, handed: Handed) -> Result<()> {
     let figs = figures(resolved, e);
     for f in &figs {
         save(&f.chart, dir, f.stem)?;
     }
-    let mut blocks = blocks(resolved, e, &figs);
+    let Handed { calibration, extra } = handed;
+    let mut blocks = blocks(resolved, e, &figs, calibration);
     if !extra.is_empty() {
         let at = blocks
             .iter()

@@ -14,6 +14,7 @@ use std::time::Instant;
 use polars::prelude::*;
 
 use crate::cells::{Counts, Layout, Names};
+use crate::document::Block;
 use crate::error::{Error, Result};
 use crate::folder::{
     CountsWriter, PROGRAM, Stamp, data_hash, load_scenario, read_counts, write_csv, write_dir,
@@ -21,6 +22,7 @@ use crate::folder::{
 };
 use crate::metrics::{Context, Estimates, Estimator};
 use crate::policy::ArmKind;
+use crate::report::Handed;
 use crate::revenue::DayValue;
 use crate::scenario::Resolved;
 use crate::sweep::Sweep;
@@ -31,6 +33,22 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 /// No progress report.
 pub fn quiet(_: u64) {}
 
+/// Blocks a run's report shows after its headline results, made from the run's summary by
+/// whoever hands them in: a study's parameter-uncertainty intervals beside the Monte Carlo
+/// ones (docs/model.md §16.6, `crate::study::StudyResult::blocks`). Handed in as a function
+/// so that the run does not depend on studies.
+#[derive(Clone)]
+pub struct Extra(pub std::sync::Arc<ExtraBlocks>);
+
+/// What an [`Extra`] holds: blocks from a run's summary.
+pub type ExtraBlocks = dyn Fn(&DataFrame) -> Vec<Block> + Send + Sync;
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra(..)")
+    }
+}
+
 /// Where and how to write a run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -38,9 +56,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Replace an existing folder.
     pub force: bool,
-    /// A study's result whose parameter-uncertainty intervals the report shows beside the
-    /// Monte Carlo ones (docs/model.md §16.6).
-    pub study: Option<crate::study::StudyResult>,
+    /// Blocks the report shows after the headline results ([`Extra`]).
+    pub extra: Option<Extra>,
 }
 
 /// What a run produced.
@@ -193,7 +210,7 @@ pub fn run(resolved: &Resolved, options: &RunOptions, progress: Progress) -> Res
         })?;
         // The charts and the report are drawn while the writer finishes the count tables.
         let estimates = est.finish().map_err(polars_error("estimation"))?;
-        write_results(resolved, tmp, &estimates, options.study.as_ref())?;
+        write_results(resolved, tmp, &estimates, options.extra.as_ref())?;
         writer.finish()?;
         write_run_json(resolved, tmp, &options.out, simulate_secs, start)?;
         Ok(RunOutput {
@@ -261,7 +278,7 @@ fn write_results(
     resolved: &Resolved,
     dir: &Path,
     e: &Estimates,
-    study: Option<&crate::study::StudyResult>,
+    extra: Option<&Extra>,
 ) -> Result<()> {
     write_text(
         &dir.join("scenario.toml"),
@@ -295,8 +312,11 @@ fn write_results(
         &dir.join("summary.json"),
         &summary_json(resolved, &e.summary),
     )?;
-    let extra = study.map_or_else(Vec::new, |s| s.blocks(&e.summary));
-    crate::report::write_with(resolved, e, dir, extra)
+    let handed = Handed {
+        calibration: crate::validate::run_blocks(resolved, e),
+        extra: extra.map_or_else(Vec::new, |x| (x.0)(&e.summary)),
+    };
+    crate::report::write(resolved, e, dir, handed)
 }
 
 /// Estimates a results folder from its count tables, one replication at a time.
@@ -326,7 +346,13 @@ pub fn replot(dir: &Path, out: Option<&Path>) -> Result<()> {
     let _ = std::fs::remove_dir_all(&staging);
     let drawn = std::fs::create_dir_all(&staging)
         .map_err(|e| Error::io(&staging, e))
-        .and_then(|()| crate::report::write(&resolved, &estimates, &staging))
+        .and_then(|()| {
+            let handed = Handed {
+                calibration: crate::validate::run_blocks(&resolved, &estimates),
+                extra: Vec::new(),
+            };
+            crate::report::write(&resolved, &estimates, &staging, handed)
+        })
         .and_then(|()| std::fs::create_dir_all(target).map_err(|e| Error::io(target, e)))
         .and_then(|()| {
             let files = std::fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?;

@@ -72,3 +72,16 @@ pub fn headline_rows(df: &DataFrame) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The level of `arm` in `df` whose rate is nearest `target`: (rate, row indices).
+pub fn level_near(df: &DataFrame, arm: &str, target: f64) -> Option<(f64, Vec<usize>)> {
+    let (arms, rates) = (texts(df, "arm"), floats(df, "rate"));
+    let rate = (0..df.height())
+        .filter(|&i| arms[i] == arm)
+        .map(|i| rates[i])
+        .min_by(|a, b| (a - target).abs().total_cmp(&(b - target).abs()))?;
+    let rows = (0..df.height())
+        .filter(|&i| arms[i] == arm && (rates[i] - rate).abs() < 1e-12)
+        .collect();
+    Some((rate, rows))
+}

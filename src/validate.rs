@@ -11,10 +11,10 @@ use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::document::Block;
 use crate::error::{Error, Result};
 use crate::metrics::Estimates;
-use crate::report::Block;
-use crate::scenario::Scenario;
+use crate::scenario::{Resolved, Scenario};
 use crate::table::{floats, texts};
 
 /// How a case is judged.
@@ -274,6 +274,60 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
+/// "Calibration": the validation cases (docs/model.md §13) that run this scenario, judged on
+/// this run: the same cases, criteria and statuses as `adsim validate`.
+pub fn run_blocks(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
+    let s = &resolved.scenario;
+    let mut b = vec![Block::Heading(2, "Calibration".into())];
+    let outcomes: Vec<_> = cases()
+        .iter()
+        .filter(|c| c.scenario == s.name)
+        .map(|c| judge(c, Some(e)))
+        .collect();
+    if outcomes.is_empty() {
+        b.push(Block::Para(format!(
+            "No validation case runs the scenario `{}`; `adsim validate` checks the built-in scenarios against the published findings (docs/model.md §13).",
+            s.name
+        )));
+        return b;
+    }
+    b.push(Block::Table(
+        [
+            "case",
+            "role",
+            "published",
+            "source",
+            "model",
+            "criterion",
+            "status",
+        ]
+        .map(String::from)
+        .to_vec(),
+        outcomes
+            .iter()
+            .map(|o| {
+                vec![
+                    format!("`{}`", o.case.name),
+                    o.case.role().into(),
+                    o.case.published.into(),
+                    o.case.source.into(),
+                    shown(o),
+                    criterion_text(&o.case),
+                    if o.note.is_empty() {
+                        o.status.label().into()
+                    } else {
+                        format!("{} ({})", o.status.label(), o.note)
+                    },
+                ]
+            })
+            .collect(),
+    ));
+    b.push(Block::Para(
+        "The cases of `adsim validate` that run this scenario, judged on this run; their model quantities are defined in docs/model.md §13. Only held-out cases can pass; a calibration target is a figure parameters were set to reproduce, shown with its residual. A known miss is a published figure the model misses for a stated mechanism (validation.md explains each).".into(),
+    ));
+    b
+}
+
 /// A case's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -431,13 +485,15 @@ pub fn judge(case: &Case, estimates: Option<&Estimates>) -> Outcome {
     }
 }
 
-/// Runs every case's scenario once at `users` x `replications` (seed `seed`) and judges the
-/// cases.
+/// Runs every case's scenario once at `users` x `replications` (seed `seed`) through
+/// `evaluate` (the run's evaluation path, [`crate::run::evaluate`], handed in so that the
+/// validation does not depend on the run) and judges the cases.
 pub fn validate(
     users: u64,
     replications: u32,
     seed: u64,
     progress: &dyn Fn(&str),
+    evaluate: &dyn Fn(&Resolved) -> Result<Estimates>,
 ) -> Result<Vec<Outcome>> {
     let all = cases();
     let mut estimates: BTreeMap<&str, Estimates> = BTreeMap::new();
@@ -451,7 +507,7 @@ pub fn validate(
         s.population.replications = replications;
         s.population.seed = seed;
         let resolved = s.resolve(&source, Path::new("."))?;
-        let e = crate::run::evaluate(&resolved, &crate::run::quiet)?;
+        let e = evaluate(&resolved)?;
         estimates.insert(case.scenario, e);
     }
     Ok(all
@@ -594,11 +650,11 @@ pub fn write(
     crate::folder::write_dir(out, force, |tmp| {
         crate::folder::write_text(
             &tmp.join("validation.md"),
-            &crate::report::markdown(&blocks),
+            &crate::document::markdown(&blocks),
         )?;
         crate::folder::write_text(
             &tmp.join("validation.html"),
-            &crate::report::html(&blocks, tmp)?,
+            &crate::document::html(&blocks, tmp)?,
         )?;
         let mut df = frame(outcomes).map_err(|source| Error::Table {
             path: tmp.join("validation.csv"),

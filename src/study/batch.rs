@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::{DUMMY, Design, Plan, Study, write};
+use crate::document::{Block, html, markdown};
 use crate::error::{Error, Result};
 use crate::folder::{write_dir, write_text};
-use crate::report::{Block, html, markdown};
 use crate::shard::Shard;
 
 /// The rows of a study shard's folder.

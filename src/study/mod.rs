@@ -36,9 +36,9 @@ pub use report::StudyResult;
 
 use crate::ensure;
 use crate::error::{Error, Result};
-use crate::report::level_near;
 use crate::scenario::{Resolved, Scenario};
 use crate::table::floats;
+use crate::table::level_near;
 use design::{cartesian, grid_levels};
 use factors::{Target, base_scenario, check_factor, get_number, set_path, targets};
 

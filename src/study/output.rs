@@ -9,9 +9,9 @@ use super::estimators::sd;
 use super::report::report;
 use super::{DUMMY, Design, Effect, STUDY_SCHEMA_VERSION, Study, batch, effects, quantile};
 use crate::charts::{BarChart, Chart, Line, LineChart, Style, Unit};
+use crate::document::{Block, html, markdown};
 use crate::error::{Error, Result};
 use crate::folder::{Stamp, write_csv, write_dir, write_parquet, write_text};
-use crate::report::{Block, html, markdown};
 
 fn table_error(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |source| Error::Table {

@@ -7,9 +7,10 @@ use polars::prelude::*;
 
 use super::factors::{KeyKind, lookup, range_kind};
 use super::{DUMMY, Design, Effect, Plan, Spread, Study, quantile};
+use crate::document::Block;
 use crate::ensure;
 use crate::error::{Error, Result};
-use crate::report::{Block, level_near};
+use crate::table::level_near;
 
 pub(super) fn report(
     study: &Study,

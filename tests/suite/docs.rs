@@ -140,3 +140,68 @@ fn the_limitations_name_nothing_that_exists() {
         "the section names no missing command: the check checks nothing"
     );
 }
+
+#[test]
+fn run_shard_study_validate_and_report_import_one_another_without_a_cycle() {
+    // The report is handed the rows it draws and a run the intervals it shows, so that none of
+    // these modules depends on itself through the others (a leaf, `document`, renders them).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules = ["run", "shard", "study", "validate", "report"];
+    let source = |m: &str| -> String {
+        let file = root.join(format!("{m}.rs"));
+        if file.exists() {
+            return std::fs::read_to_string(file).unwrap();
+        }
+        let mut text = String::new();
+        for entry in std::fs::read_dir(root.join(m)).unwrap() {
+            text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+        text
+    };
+    // Edges: module -> the modules of the five it names as `crate::<other>` outside comments.
+    let edges: Vec<Vec<usize>> = modules
+        .iter()
+        .map(|m| {
+            let code: String = source(m)
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            modules
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| *o != m && code.contains(&format!("crate::{o}::")))
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    assert!(
+        edges.iter().any(|e| !e.is_empty()),
+        "no edge found: the check reads nothing"
+    );
+    // Depth-first search for a cycle.
+    fn visit(i: usize, edges: &[Vec<usize>], state: &mut [u8], path: &mut Vec<usize>) -> bool {
+        state[i] = 1;
+        path.push(i);
+        for &j in &edges[i] {
+            if state[j] == 1 {
+                path.push(j);
+                return true;
+            }
+            if state[j] == 0 && visit(j, edges, state, path) {
+                return true;
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        false
+    }
+    let mut state = vec![0u8; modules.len()];
+    for i in 0..modules.len() {
+        let mut path = Vec::new();
+        if state[i] == 0 && visit(i, &edges, &mut state, &mut path) {
+            let names: Vec<&str> = path.iter().map(|&k| modules[k]).collect();
+            panic!("import cycle: {}", names.join(" -> "));
+        }
+    }
+}
