@@ -207,6 +207,10 @@ pub const SUMMARY_METRICS: &[(&str, &str)] = &[
         "average price of a click sold, dollars at the segments' published cost per click",
     ),
     (
+        "market_cpm_usd",
+        "price per 1000 impressions sold, all campaigns, dollars",
+    ),
+    (
         "market_cpm_targeted_usd",
         "price per 1000 impressions of interest and Custom Audience campaigns, dollars",
     ),
@@ -674,6 +678,7 @@ fn tables(
             Some((all.value_usd - all.spend_usd) / 1e6),
             None,
             per(all.spend, all.clicks),
+            cpm(kind_spend[0] + kind_spend[1], kind_imps[0] + kind_imps[1]),
             targeted,
             untargeted,
             targeted.zip(untargeted).and_then(|(x, y)| per(x, y)),

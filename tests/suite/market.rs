@@ -36,6 +36,20 @@ fn the_none_arm_earns_the_anchor_and_the_tables_add_up() {
         fixed[none]
     );
     assert_eq!(floats(&e.summary, "market_revenue_change_musd")[none], 0.0);
+    // The price of all impressions is a weighted mean of the targeted and untargeted prices.
+    let (all_cpm, t_cpm, u_cpm) = (
+        floats(&e.summary, "market_cpm_usd"),
+        floats(&e.summary, "market_cpm_targeted_usd"),
+        floats(&e.summary, "market_cpm_untargeted_usd"),
+    );
+    for i in 0..e.summary.height() {
+        let (lo, hi) = (t_cpm[i].min(u_cpm[i]), t_cpm[i].max(u_cpm[i]));
+        assert!(
+            all_cpm[i] >= lo * (1.0 - 1e-9) && all_cpm[i] <= hi * (1.0 + 1e-9),
+            "row {i}: {} outside [{lo}, {hi}]",
+            all_cpm[i]
+        );
+    }
     // market.csv: the regions sum to `all`, the sizes to `all`, and `all` x `all` is the
     // summary's revenue.
     let m = &e.market;
