@@ -845,7 +845,11 @@ fn run_scenario(args: RunArgs) -> Result<()> {
             .with_context(|| format!("reading {}", path.display()))?;
         say_raw!("{text}");
     } else if !args.quiet {
-        print_headline(&result.estimates.summary, p.replications);
+        print_headline(
+            &result.estimates.summary,
+            p.replications,
+            resolved.scenario.market.pricing,
+        );
         say!(
             "wrote {} ({} users x {} replications simulated in {:.1} s, estimated and written in {:.1} s)",
             out.display(),
@@ -1014,7 +1018,11 @@ fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Sha
 }
 
 /// A short table of headline results: every arm at rates 0, 0.1, 0.25 and 0.5 (where swept).
-fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
+fn print_headline(
+    summary: &polars::prelude::DataFrame,
+    replications: u32,
+    pricing: adsim::demand::Pricing,
+) {
     use adsim::table::{floats, texts, with_ci};
     let (arms, rates) = (texts(summary, "arm"), floats(summary, "rate"));
     let (achieved, shared) = (
@@ -1028,30 +1036,31 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
         .collect();
     let baseline = against.iter().any(|(v, c)| (v - c).abs() > 1e-9);
     let extra = |s: String| if baseline { s } else { String::new() };
+    let ([first, second], [lead, other]) = (pricing.columns(), pricing.labels());
     say!(
-        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>24} {:>22}{} {:>10}",
+        "{:<24} {:>5} {:>8} {:>22} {:>22} {:>22} {:>34} {:>22}{} {:>10}",
         "arm",
         "rate",
         "achieved",
         "precision %",
         "CTR %",
         "CA match %",
-        "revenue change $M",
-        "with auctions $M",
-        extra(format!(" {:>24}", "against baseline $M")),
+        format!("revenue change {lead} $M"),
+        format!("{other} $M"),
+        extra(format!(" {:>24}", "vs baseline $M (fixed)")),
         "to S (M)"
     );
     for row in adsim::table::headline_rows(summary) {
         say!(
-            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>24} {:>22}{} {:>10.0}",
+            "{:<24} {:>5.2} {:>8.3} {:>22} {:>22} {:>22} {:>34} {:>22}{} {:>10.0}",
             arms[row],
             rates[row],
             achieved[row],
             with_ci(summary, "precision", row, 100.0, 2),
             with_ci(summary, "ctr", row, 100.0, 3),
             with_ci(summary, "ca_match_rate", row, 100.0, 2),
-            with_ci(summary, "revenue_change_musd", row, 1.0, 1),
-            with_ci(summary, "market_revenue_change_musd", row, 1.0, 1),
+            with_ci(summary, first, row, 1.0, 1),
+            with_ci(summary, second, row, 1.0, 1),
             extra(format!(
                 " {:>24}",
                 with_ci(summary, "revenue_change_vs_baseline_musd", row, 1.0, 1)
@@ -1064,7 +1073,7 @@ fn print_headline(summary: &polars::prelude::DataFrame, replications: u32) {
             "[brackets]: 95% intervals over {replications} replications (Monte Carlo noise only, not parameter uncertainty)"
         );
         say!(
-            "revenue change: at fixed prices per click; with auctions: prices from the advertisers' auctions, budgets fixed over the horizon (docs/model.md §17)"
+            "revenue change {lead} (market.pricing); {other} beside it. Auctions: prices from the advertisers' auctions, budgets fixed over the horizon; fixed: a price per click per segment (docs/model.md §17.7)"
         );
     } else {
         say!("one replication: no intervals");

@@ -17,6 +17,7 @@ pub const COMPARED: &[&str] = &[
     "ctr",
     "ca_match_rate",
     "revenue_change_musd",
+    "market_revenue_change_musd",
     "people_mislinked",
 ];
 
@@ -319,12 +320,23 @@ pub fn compare_figures(table: &DataFrame) -> Vec<crate::report::Figure> {
         },
         crate::report::Figure {
             stem: "compare_revenue",
-            caption: "Revenue change against no sharing and the achieved opt-out rate, every run and arm.".into(),
+            caption: "Revenue change at fixed prices per click against no sharing and the achieved opt-out rate, every run and arm.".into(),
             chart: chart(
                 "revenue_change_musd",
                 1.0,
-                "Revenue change vs opt-out rate",
-                "revenue change per quarter",
+                "Revenue change at fixed prices vs opt-out rate",
+                "revenue change over the horizon",
+                Unit::MillionsUsd,
+            ),
+        },
+        crate::report::Figure {
+            stem: "compare_market_revenue",
+            caption: "Revenue change with prices from the advertisers' auctions (docs/model.md §17) against no sharing and the achieved opt-out rate, every run and arm.".into(),
+            chart: chart(
+                "market_revenue_change_musd",
+                1.0,
+                "Revenue change with auctions vs opt-out rate",
+                "revenue change over the horizon",
                 Unit::MillionsUsd,
             ),
         },

@@ -41,6 +41,39 @@ pub struct MarketConfig {
     /// Elasticity of an advertiser's budget to its return (value over spend) against the
     /// `none` arm's: 0 holds budgets fixed over the horizon.
     pub budget_elasticity: f64,
+    /// Which pricing the headline revenue change reads (docs/model.md §17.7): the auctions
+    /// (`market_revenue_change_musd`) or the fixed price per click (`revenue_change_musd`).
+    /// Both are computed and written in either case.
+    pub pricing: Pricing,
+}
+
+/// How the headline revenue change is priced (docs/model.md §17.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pricing {
+    /// Prices from the advertisers' auctions (§17.5).
+    #[default]
+    Auction,
+    /// A fixed value per click per segment (§8).
+    Fixed,
+}
+
+impl Pricing {
+    /// The summary column of the headline revenue change, and of the other pricing's.
+    pub fn columns(self) -> [&'static str; 2] {
+        match self {
+            Pricing::Auction => ["market_revenue_change_musd", "revenue_change_musd"],
+            Pricing::Fixed => ["revenue_change_musd", "market_revenue_change_musd"],
+        }
+    }
+
+    /// How the headline and the other revenue change are labelled in tables.
+    pub fn labels(self) -> [&'static str; 2] {
+        match self {
+            Pricing::Auction => ["with auctions", "at fixed prices"],
+            Pricing::Fixed => ["at fixed prices", "with auctions"],
+        }
+    }
 }
 
 impl Default for MarketConfig {
@@ -55,6 +88,7 @@ impl Default for MarketConfig {
             reserve_share: 0.05,
             budget_ratio: 1.0,
             budget_elasticity: 0.0,
+            pricing: Pricing::Auction,
         }
     }
 }
@@ -252,6 +286,14 @@ pub const TABLE_METRICS: &[(&str, &str)] = &[
         "what their clicks are worth to them, $M over the horizon",
     ),
     ("surplus_musd", "value_musd minus spend_musd"),
+    (
+        "clicks_m",
+        "clicks bought, millions over the horizon (spend_musd over price_per_click_usd)",
+    ),
+    (
+        "customers_reached_m",
+        "clicks by interested people or the businesses' customers on targeted campaigns, millions over the horizon",
+    ),
     (
         "price_per_click_usd",
         "spend per click, dollars at the published cost per click",
@@ -539,6 +581,9 @@ struct Sums {
     /// Spend in auction dollars of the simulated population, and the clicks it bought.
     spend: f64,
     clicks: f64,
+    /// Clicks, and clicks by interested people or customers, at the scale of `spend_usd`.
+    clicks_full: f64,
+    relevant_full: f64,
     /// Spend on targeted campaigns (auction dollars) and the clicks of interested people or
     /// customers it bought.
     targeted_spend: f64,
@@ -554,6 +599,8 @@ impl Sums {
         self.value_usd += o.value_usd;
         self.spend += o.spend;
         self.clicks += o.clicks;
+        self.clicks_full += o.clicks_full;
+        self.relevant_full += o.relevant_full;
         self.targeted_spend += o.targeted_spend;
         self.relevant += o.relevant;
         self.paced += o.paced;
@@ -561,12 +608,14 @@ impl Sums {
     }
 
     /// The values of [`TABLE_METRICS`] but the changes against `none`.
-    fn metrics(&self) -> [Option<f64>; 6] {
+    fn metrics(&self) -> [Option<f64>; 8] {
         let per = |a: f64, b: f64| (b > 0.0).then(|| a / b);
         [
             Some(self.spend_usd / 1e6),
             Some(self.value_usd / 1e6),
             Some((self.value_usd - self.spend_usd) / 1e6),
+            Some(self.clicks_full / 1e6),
+            Some(self.relevant_full / 1e6),
             per(self.spend, self.clicks),
             per(self.targeted_spend, self.relevant),
             per(self.paced, self.advertisers),
@@ -631,6 +680,14 @@ fn tables(
                         value_usd: c.value[z] * factor[r],
                         spend: c.spend[z],
                         clicks: c.clicks[z],
+                        // Spend over the price per click: the clicks at the scale of the
+                        // anchored spend.
+                        clicks_full: c.clicks[z] * factor[r],
+                        relevant_full: if targeted {
+                            c.clicks[z] * relevant_share * factor[r]
+                        } else {
+                            0.0
+                        },
                         targeted_spend: if targeted { c.spend[z] } else { 0.0 },
                         relevant: if targeted {
                             c.clicks[z] * relevant_share
@@ -657,8 +714,8 @@ fn tables(
                 for (col, v) in t_cols.iter_mut().zip(sums[r][z].metrics()) {
                     col.push(v);
                 }
-                t_cols[6].push(None);
-                t_cols[7].push(None);
+                t_cols[8].push(None);
+                t_cols[9].push(None);
             }
         }
         let all = &sums[regions][2];
@@ -698,7 +755,7 @@ fn tables(
     // none arm's row of the same region and size (rows run cell by cell, each of
     // (regions + 1) x 3).
     let per_cell = (regions + 1) * 3;
-    for (change, level) in [(6, 0), (7, 2)] {
+    for (change, level) in [(8, 0), (9, 2)] {
         let base: Vec<Option<f64>> = t_cols[level][none * per_cell..(none + 1) * per_cell].to_vec();
         t_cols[change] = t_cols[level]
             .iter()

@@ -49,6 +49,7 @@
 
 pub mod audiences;
 pub mod calibration;
+pub mod capacity;
 pub mod cells;
 pub mod charts;
 pub mod compare;

@@ -846,7 +846,7 @@ fn market(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     vec![
         Block::Heading(2, "With prices from the advertisers' auctions".into()),
         Block::Para(format!(
-            "The revenue change above prices every click at a fixed value. Here each S region's impressions are sold in auctions: per segment an interest market ({} advertisers) and a Custom Audience market ({}), and a run-of-network market ({}); second price on bid x predicted CTR above a reserve of {}% of the value per click; values {}% above the published cost per click; budgets set on no sharing at {} times its unpaced spend, the largest fifth of each market's advertisers holding {:.0}% of them, and held over the horizon (elasticity {}). S's revenue is the advertisers' spend, anchored as above (docs/model.md §17.5). Prices per click and per impression are in dollars at the published costs per click; `market.csv` has spend, value, surplus, price per click and cost per customer by S region and advertiser size.",
+            "Each S region's impressions are sold in auctions: per segment an interest market ({} advertisers) and a Custom Audience market ({}), and a run-of-network market ({}); second price on bid x predicted CTR above a reserve of {}% of the value per click; values {}% above the published cost per click; budgets set on no sharing at {} times its unpaced spend, the largest fifth of each market's advertisers holding {:.0}% of them, and held over the horizon (elasticity {}). S's revenue is the advertisers' spend, anchored as above (docs/model.md §17.5). Prices per click and per impression are in dollars at the published costs per click; `market.csv` has spend, value, surplus, price per click and cost per customer by S region and advertiser size.",
             m.bidders_interest,
             m.bidders_custom_audience,
             m.bidders_run_of_network,
@@ -1047,12 +1047,20 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
     ]
     .map(String::from)
     .to_vec();
-    header.push(format!("revenue change ($M, {h} days)"));
-    header.push("with auctions ($M)".into());
+    let pricing = resolved.scenario.market.pricing;
+    let ([first, second], [lead, other]) = (pricing.columns(), pricing.labels());
+    header.push(format!("revenue change {lead} ($M, {h} days)"));
+    header.push(format!("{other} ($M)"));
     if let Some(base) = baseline {
-        header.push(format!("against {base} ($M)"));
+        header.push(format!("against {base}, at fixed prices ($M)"));
     }
-    header.extend(["share of S ad revenue (%)", "people mislinked (M)"].map(String::from));
+    header.extend(
+        [
+            "share of S ad revenue, fixed prices (%)",
+            "people mislinked (M)",
+        ]
+        .map(String::from),
+    );
     b.push(Block::Table(
         header,
         shown
@@ -1067,8 +1075,8 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
                     with_ci(sum, "ctr", i, 100.0, 3),
                     with_ci(sum, "ca_match_rate", i, 100.0, 1),
                     with_ci(sum, "ca_click_share", i, 100.0, 1),
-                    with_ci(sum, "revenue_change_musd", i, 1.0, 1),
-                    with_ci(sum, "market_revenue_change_musd", i, 1.0, 1),
+                    with_ci(sum, first, i, 1.0, 1),
+                    with_ci(sum, second, i, 1.0, 1),
                 ];
                 if baseline.is_some() {
                     row.push(with_ci(sum, "revenue_change_vs_baseline_musd", i, 1.0, 1));
@@ -1084,6 +1092,13 @@ fn headline(resolved: &Resolved, e: &Estimates) -> Vec<Block> {
             "Revenue change is measured against no sharing; \"against {base}\" is the same less {base}'s, replication by replication (`policy.baseline`): what the arm adds to that arm's sharing (docs/model.md §4.1)."
         )));
     }
+    b.push(Block::Para(format!(
+        "The headline revenue change is priced {lead} (`market.pricing = \"{}\"`); the column beside it is the same change {other}, so the two show what the demand side changes. With auctions, advertisers' budgets are fixed over the horizon and prices come from their competition for each impression (docs/model.md §17); at fixed prices each click is worth its segment's published cost per click (§8). The revenue by day below (and in `revenue_days.csv`) is at fixed prices.",
+        match pricing {
+            crate::demand::Pricing::Auction => "auction",
+            crate::demand::Pricing::Fixed => "fixed",
+        }
+    )));
     b.push(Block::Para(if p.replications > 1 {
         format!("Brackets: 95% intervals over {} replications. They cover Monte Carlo noise only, not uncertainty in the assumed parameters.", p.replications)
     } else {

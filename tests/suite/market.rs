@@ -110,6 +110,33 @@ fn the_none_arm_earns_the_anchor_and_the_tables_add_up() {
     for i in 0..m.height() {
         assert!((value[i] - spend[i] - surplus[i]).abs() < 1e-6 * value[i].max(1.0));
     }
+    // Clicks are spend over the price per click in each region (the price is in the
+    // auction's dollars, the spend anchored; each is a mean over replications, hence the
+    // tolerance), customers reached are some of them, and sharing reaches more customers at
+    // no opt-out.
+    let (clicks, customers, price) = (
+        floats(m, "clicks_m"),
+        floats(m, "customers_reached_m"),
+        floats(m, "price_per_click_usd"),
+    );
+    for i in 0..m.height() {
+        assert!(
+            customers[i] > 0.0 && customers[i] < clicks[i],
+            "row {i}: {} {}",
+            customers[i],
+            clicks[i]
+        );
+        if reg[i] != "all" {
+            assert!(rel(clicks[i] * price[i], spend[i]) < 1e-2, "row {i}");
+        }
+    }
+    let reached = |arm_: &str| {
+        (0..m.height())
+            .find(|&i| a[i] == arm_ && l[i] == 0.0 && reg[i] == "all" && size[i] == "all")
+            .map(|i| customers[i])
+            .expect("row")
+    };
+    assert!(reached("opt_out_window") > reached("none"));
 }
 
 #[test]

@@ -283,3 +283,65 @@ fn json_modes_and_completions_print_to_stdout() {
         );
     }
 }
+
+/// `market.pricing` picks which revenue change leads the headline (docs/model.md §17.7):
+/// the command line's first revenue column and the report's carry the auctions' figure by
+/// default and the fixed price's with `fixed`, and no number written changes.
+#[test]
+fn the_pricing_mode_leads_the_headline_and_changes_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fixed.toml"),
+        "name = \"fixed\"\n[population]\nusers = 3000\nreplications = 2\n[market]\npricing = \"fixed\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("auction.toml"),
+        "name = \"fixed\"\n[population]\nusers = 3000\nreplications = 2\n",
+    )
+    .unwrap();
+    let header = |out: &str| out.lines().next().unwrap_or_default().to_string();
+    let auction = adsim_ok(dir.path(), &["run", "auction.toml", "--out", "a"]);
+    let fixed = adsim_ok(dir.path(), &["run", "fixed.toml", "--out", "f"]);
+    let (ha, hf) = (header(&auction), header(&fixed));
+    assert!(
+        ha.find("with auctions") < ha.find("at fixed prices"),
+        "{ha}"
+    );
+    assert!(
+        hf.find("at fixed prices") < hf.find("with auctions"),
+        "{hf}"
+    );
+    let csv = |d: &str| std::fs::read(dir.path().join(d).join("summary.csv")).unwrap();
+    assert!(csv("a") == csv("f"), "the mode changed a number");
+    let sa = adsim::folder::read_parquet(&dir.path().join("a").join("summary.parquet")).unwrap();
+    let md = |d: &str| std::fs::read_to_string(dir.path().join(d).join("report.md")).unwrap();
+    assert!(md("a").contains("revenue change with auctions ($M"));
+    assert!(md("f").contains("revenue change at fixed prices ($M"));
+    // The first revenue cell of the first sharing row is the mode's figure.
+    let row = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("opt_out_window "))
+            .unwrap()
+            .to_string()
+    };
+    let lead = |out: &str| {
+        row(out)
+            .split_whitespace()
+            .nth(12)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let (arms, rates) = (
+        adsim::table::texts(&sa, "arm"),
+        adsim::table::floats(&sa, "rate"),
+    );
+    let i = (0..arms.len())
+        .find(|&i| arms[i] == "opt_out_window" && rates[i] == 0.0)
+        .unwrap();
+    let first = |col: &str| adsim::table::floats(&sa, col)[i];
+    assert!((lead(&auction) - first("market_revenue_change_musd")).abs() < 0.051);
+    assert!((lead(&fixed) - first("revenue_change_musd")).abs() < 0.051);
+    assert!((first("revenue_change_musd") - first("market_revenue_change_musd")).abs() > 1.0);
+}
