@@ -166,6 +166,30 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// History-match a scenario's assumptions to published figures (docs/model.md §18).
+    #[command(
+        after_help = "Example:\n  adsim calibrate ctr --out reports/calibrations/ctr\n\n\
+        A plan (a built-in name or a TOML file) names the scenario, the factors (registry keys, at\n\
+        their plausible ranges unless given), the targets (a metric at an arm and rate, the observed\n\
+        value, its observation and discrepancy standard deviations) and the waves. Each wave evaluates\n\
+        a Latin hypercube over what is still in play and keeps the points whose every target's\n\
+        implausibility is at most the cut-off (3). Writes calibration.toml, points.csv, waves.csv,\n\
+        intervals.csv, plan.toml and summary.csv (the kept region as a study: `adsim run --study DIR`\n\
+        shows it) and report.md/.html. Exits 4 when the targets are in conflict (no point kept)."
+    )]
+    Calibrate {
+        /// A built-in calibration name (`ctr`) or a TOML calibration plan.
+        plan: String,
+        /// The calibration folder (default: a new folder under reports/runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the folder if it exists.
+        #[arg(long)]
+        force: bool,
+        /// No progress or summary on the terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// List the built-in study plans, or print one.
     Studies {
         /// Print this plan as TOML.
@@ -314,18 +338,14 @@ struct GenerateArgs {
     columns: bool,
 }
 
-/// A progress bar on standard error, drawn only on a terminal (hidden in pipes and CI).
+/// A progress bar of users on standard error, drawn only on a terminal (hidden in pipes and
+/// CI).
 fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
+    let bar = bar_with(
+        show,
         "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} users ({per_sec}, eta {eta})",
-    ) {
-        bar.set_style(style);
-    }
+    );
+    bar.set_length(len);
     bar
 }
 
@@ -409,6 +429,12 @@ pub fn run() -> Result<()> {
             quiet,
             dry_run,
         } => study(&plan, out, shard, force, quiet, dry_run),
+        Command::Calibrate {
+            plan,
+            out,
+            force,
+            quiet,
+        } => calibrate(&plan, out, force, quiet),
         Command::Studies { show: Some(name) } => {
             let (_, text) = adsim::study::BUILTINS
                 .iter()
@@ -445,6 +471,103 @@ fn resumed_note(resumed: usize) -> String {
     }
 }
 
+/// A progress bar on standard error with `template`, or a hidden one when `show` is false or
+/// standard error is not a terminal (pipes and CI).
+fn bar_with(show: bool, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !(show && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A plan argument read: a TOML file (its text, its path as errors name it, its folder) or,
+/// when no such file exists, a built-in looked up by `builtin`.
+fn plan_text<T>(
+    plan: &str,
+    parse: impl Fn(&str, &str) -> adsim::Result<T>,
+    builtin: impl Fn(&str) -> adsim::Result<(T, String)>,
+) -> adsim::Result<(T, String, PathBuf)> {
+    let path = Path::new(plan);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| adsim::Error::io(path, e))?;
+        let source = path.display().to_string();
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok((parse(&text, &source)?, source, dir))
+    } else {
+        let (p, source) = builtin(plan)?;
+        Ok((p, source, PathBuf::from(".")))
+    }
+}
+
+fn calibrate(plan: &str, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+    use adsim::study::calibrate::{CalibrationPlan, calibrate, write};
+    let (parsed, source, dir) = plan_text(plan, CalibrationPlan::parse, CalibrationPlan::builtin)?;
+    let out = out.unwrap_or_else(|| fresh_path(&format!("calibration-{}", parsed.name), ""));
+    if out.exists() && !force {
+        return Err(adsim::Error::Exists(out).into());
+    }
+    let bar = bar_with(
+        !quiet,
+        "{elapsed_precise} {msg} [{wide_bar}] {pos}/{len} points",
+    );
+    let progress = |wave: u32, finished: usize, all: usize| {
+        bar.set_message(format!("wave {}", wave + 1));
+        bar.set_length(all as u64);
+        bar.set_position(finished as u64);
+    };
+    let c = calibrate(parsed, &source, &dir, &progress)?;
+    bar.finish_and_clear();
+    write(&c, &out, force)?;
+    if !quiet {
+        for (i, w) in c.waves.iter().enumerate() {
+            say!(
+                "wave {}: {} points, {} kept; space ruled out {:.1}% ({})",
+                i + 1,
+                w.evaluated,
+                w.kept,
+                100.0 * w.ruled_out,
+                c.plan
+                    .target
+                    .iter()
+                    .zip(&w.ruled_out_by)
+                    .map(|(t, s)| format!("{} {:.0}%", t.name, 100.0 * s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        say!("wrote {}", out.display());
+    }
+    if let Some(conflict) = &c.conflict {
+        let mut what: Vec<String> = conflict
+            .unmet
+            .iter()
+            .map(|t| format!("{t} is met by no point"))
+            .collect();
+        what.extend(
+            conflict
+                .pairs
+                .iter()
+                .map(|(a, b)| format!("{a} and {b} are never met together")),
+        );
+        if what.is_empty() {
+            what.push("three or more targets are never met together".into());
+        }
+        eprintln!(
+            "error: the targets are in conflict: {} (report in {})",
+            what.join("; "),
+            out.display()
+        );
+        std::process::exit(4);
+    }
+    Ok(())
+}
+
 fn study(
     plan: &str,
     out: Option<PathBuf>,
@@ -454,21 +577,11 @@ fn study(
     dry_run: bool,
 ) -> Result<()> {
     use adsim::study::{Plan, Study, batch};
-    use std::io::IsTerminal;
     let shard = shard
         .as_deref()
         .map(adsim::shard::Shard::parse)
         .transpose()?;
-    let path = Path::new(plan);
-    let (parsed, source, dir) = if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|e| adsim::Error::io(path, e))?;
-        let source = path.display().to_string();
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (Plan::parse(&text, &source)?, source, dir)
-    } else {
-        let (p, source) = Plan::builtin(plan)?;
-        (p, source, PathBuf::from("."))
-    };
+    let (parsed, source, dir) = plan_text(plan, Plan::parse, Plan::builtin)?;
     let study = Study::new(parsed, &source, &dir)?;
     if study.plan.then.is_some() && shard.is_some() {
         return Err(adsim::Error::Argument {
@@ -491,18 +604,10 @@ fn study(
     if out.exists() && !force && study.plan.then.is_none() {
         return Err(adsim::Error::Exists(out).into());
     }
-    let bar = if !quiet && std::io::stderr().is_terminal() {
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} evaluations (eta {eta})",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = bar_with(
+        !quiet,
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} evaluations (eta {eta})",
+    );
     if !quiet {
         let n = study.all_points().len();
         eprintln!(

@@ -28,9 +28,14 @@
 //! - `market`: the markets fed from a run's counts against known answers (the anchor, the
 //!   fixed-price model without budgets or competition differences, binding budgets).
 //! - `docs`: documentation that must match the code (the data dictionary).
+//! - `calibrate`: history matching keeps 19 of 20 synthetic truths and rules out most of the
+//!   space; conflicting targets are named; the kept set is the same on one thread and two;
+//!   the command's refusals and its folder, which a run shows as a study.
 //! - `pipeline`: the evaluation path equals the run's files; extreme sizes; the memory
 //!   refusal and the dry run; the files read by pyarrow, duckdb and polars.
 
+#[path = "suite/calibrate.rs"]
+mod calibrate;
 #[path = "suite/cli.rs"]
 mod cli;
 #[path = "suite/common.rs"]

@@ -16,6 +16,7 @@
 use std::path::Path;
 
 pub mod batch;
+pub mod calibrate;
 mod design;
 mod estimators;
 mod factors;
@@ -274,6 +275,46 @@ impl Study {
                 points
             }
         };
+        let mut points = points;
+        if let Some(cal) = plan.calibration.clone() {
+            ensure!(
+                plan.design == Design::Lhs,
+                file,
+                "calibration",
+                &cal,
+                "a calibration folder under design = \"lhs\" only (its kept points replace the calibrated factors' values)"
+            );
+            let folder = dir.join(&cal);
+            let (keys, kept) = calibrate::kept_points(&folder)?;
+            let columns: Vec<(usize, usize)> = plan
+                .factor
+                .iter()
+                .enumerate()
+                .filter_map(|(j, f)| keys.iter().position(|k| *k == f.key).map(|c| (j, c)))
+                .collect();
+            ensure!(
+                !columns.is_empty(),
+                file,
+                "calibration",
+                &cal,
+                format!(
+                    "a calibration of at least one of the plan's factors (it calibrated {})",
+                    keys.join(", ")
+                )
+            );
+            // Each design point takes one kept point, stratified over them in a random order
+            // of its own (a one-factor hypercube), so every kept point is used about as often.
+            let pick = latin_hypercube(1, points.len(), plan.design_seed ^ 0x5ca1_ab1e);
+            for (i, row) in points.iter_mut().enumerate() {
+                let which = ((pick[i][0] * kept.len() as f64) as usize).min(kept.len() - 1);
+                for &(j, c) in &columns {
+                    row[j] = kept[which][c];
+                }
+            }
+            if let Ok(full) = std::fs::canonicalize(&folder) {
+                plan.calibration = Some(full.display().to_string());
+            }
+        }
         if plan.output.is_empty() {
             plan.output = DEFAULT_METRICS
                 .iter()
@@ -381,6 +422,14 @@ impl Study {
             study.scenario_at(point, &format!("tornado point {i}"))?;
         }
         Ok(study)
+    }
+
+    /// Whether each factor sets an integer key (its values are rounded).
+    pub fn integer_factors(&self) -> Vec<bool> {
+        self.targets
+            .iter()
+            .map(|t| matches!(t, Target::Scalar { integer: true, .. }))
+            .collect()
     }
 
     /// The scenario of evaluation `i`, resolved.

@@ -319,7 +319,7 @@ fn tornado_rows(study: &Study, tornado: &[Vec<f64>]) -> Vec<Swing> {
 }
 
 /// Per output: evaluations, mean, sd, min, 2.5%, 50%, 97.5%, max.
-fn summary_frame(names: &[String], outputs: &[Vec<f64>]) -> PolarsResult<DataFrame> {
+pub(super) fn summary_frame(names: &[String], outputs: &[Vec<f64>]) -> PolarsResult<DataFrame> {
     let col = |o: usize| -> Vec<f64> {
         outputs
             .iter()

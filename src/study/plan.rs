@@ -150,6 +150,10 @@ pub struct Plan {
     /// people mislinked of the first sharing arm at rates 0 and 0.5).
     #[serde(default)]
     pub output: Vec<Output>,
+    /// Under `lhs`: a calibration folder (`adsim calibrate`, relative to the plan) whose kept
+    /// points give the values of the factors it calibrated (docs/model.md §18.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
     /// Under `morris`: a second stage, Sobol indices on the factors the screening ranks
     /// highest ([`batch::run_staged`]).
     ///

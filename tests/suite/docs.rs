@@ -128,11 +128,31 @@ fn the_limitations_name_nothing_that_exists() {
     for piece in section.split('`').skip(1).step_by(2) {
         if let Some(cmd) = piece.strip_prefix("adsim ") {
             named += 1;
-            let word = cmd.split_whitespace().next().unwrap_or("");
-            assert!(
-                !commands.contains(&word),
-                "docs/model.md §15.8 says `{piece}` is not built, but `adsim {word}` exists"
-            );
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let word = words.first().copied().unwrap_or("");
+            let options: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|w| w.starts_with("--"))
+                .collect();
+            if options.is_empty() || !commands.contains(&word) {
+                assert!(
+                    !commands.contains(&word),
+                    "docs/model.md §15.8 says `{piece}` is not built, but `adsim {word}` exists"
+                );
+                continue;
+            }
+            // A command that exists, named with an option it must not have.
+            let out = crate::common::adsim(dir.path(), &[word, "--help"]);
+            let help = String::from_utf8_lossy(&out.stdout).to_string();
+            for o in options {
+                assert!(
+                    !help
+                        .split_whitespace()
+                        .any(|w| w.trim_end_matches(',') == o),
+                    "docs/model.md §15.8 says `{piece}` is not built, but `adsim {word}` has {o}"
+                );
+            }
         }
     }
     assert!(
