@@ -1357,6 +1357,7 @@ mod tests {
             levels: None,
             points: None,
             spread,
+            choices: None,
         };
         for spread in [None, Some(Spread::Loguniform)] {
             let fs = [f(spread)];

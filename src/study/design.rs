@@ -12,8 +12,17 @@ pub const SOBOL_MAX_POINTS: u32 = 1 << 16;
 pub const SOBOL_MAX_DIMENSIONS: usize = sobol_burley::NUM_DIMENSIONS as usize;
 
 impl Factor {
-    /// The value at `u` in [0, 1] of its range: evenly, or evenly in the logarithm.
+    /// The value at `u` in [0, 1] of its range: evenly, or evenly in the logarithm; for a
+    /// discrete factor, its level (or choice index) number `floor(u n)` of `n`.
     pub fn at(&self, u: f64) -> f64 {
+        // A discrete factor: the level (or the choice's index) of u's share of them.
+        let pick = |n: usize| ((u * n as f64).floor() as usize).min(n.saturating_sub(1));
+        if let Some(levels) = &self.levels {
+            return levels[pick(levels.len())];
+        }
+        if let Some(choices) = &self.choices {
+            return pick(choices.len()) as f64;
+        }
         let (low, high) = (self.low.unwrap_or(0.0), self.high.unwrap_or(1.0));
         match self.spread {
             Some(Spread::Loguniform) => (low.ln() + u * (high.ln() - low.ln())).exp(),
@@ -27,6 +36,9 @@ impl Factor {
 pub(super) fn grid_levels(f: &Factor) -> Vec<f64> {
     if let Some(l) = &f.levels {
         return l.clone();
+    }
+    if let Some(c) = &f.choices {
+        return (0..c.len()).map(|i| i as f64).collect();
     }
     let (low, high) = (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0));
     let n = f.points.unwrap_or(3).max(2);
@@ -148,6 +160,7 @@ mod tests {
             levels: None,
             points: None,
             spread,
+            choices: None,
         }
     }
 

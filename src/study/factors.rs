@@ -25,6 +25,11 @@ pub(super) enum Target {
     /// One row's field through its override path
     /// (`data.country_overrides.IN.recycled_rate`), with its value in the base scenario.
     Row { path: Vec<String>, base: f64 },
+    /// A key that takes one of several words: the factor's value is the word's index.
+    Choice {
+        path: Vec<String>,
+        words: Vec<String>,
+    },
 }
 
 /// How a factor's key names what it varies.
@@ -150,6 +155,7 @@ pub fn assumption_factors(base: &Scenario) -> Vec<Factor> {
                     Some("loguniform") => Spread::Loguniform,
                     _ => Spread::Uniform,
                 }),
+                choices: None,
             })
         })
         .collect()
@@ -168,12 +174,52 @@ pub(super) fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> 
              path (`data.country_overrides.IN.recycled_rate`)",
         )
     })?;
+    if let Some(choices) = &f.choices {
+        ensure!(
+            p.kind == "enum" && kind == KeyKind::Scalar,
+            file,
+            format!("{key}.choices"),
+            format!("{choices:?}"),
+            format!(
+                "choices only for a key that takes one of several words (this one is {})",
+                p.kind
+            )
+        );
+        let words = p.values.clone().unwrap_or_default();
+        ensure!(
+            (2..=100).contains(&choices.len()),
+            file,
+            format!("{key}.choices"),
+            format!("{choices:?}"),
+            "2 to 100 words"
+        );
+        for (i, c) in choices.iter().enumerate() {
+            ensure!(
+                words.contains(c) && !choices[..i].contains(c),
+                file,
+                format!("{key}.choices"),
+                c,
+                format!("distinct words the key takes: {}", words.join(", "))
+            );
+        }
+        ensure!(
+            f.low.is_none() && f.high.is_none() && f.levels.is_none() && f.points.is_none(),
+            file,
+            format!("{key}.choices"),
+            format!("{choices:?}"),
+            "choices alone (no low, high, levels or points)"
+        );
+        return Ok(());
+    }
     ensure!(
         matches!(p.kind.as_str(), "float" | "integer"),
         file,
         format!("{key}.key"),
         &f.key,
-        format!("a numeric key (this one is {})", p.kind)
+        format!(
+            "a numeric key, or a key of words with `choices` (this one is {})",
+            p.kind
+        )
     );
     ensure!(
         kind != KeyKind::Column || column_factor(p),
@@ -221,12 +267,14 @@ pub(super) fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> 
         Ok(())
     };
     if let Some(levels) = &f.levels {
+        // Under grid each level in turn; under the other designs one of them, evenly.
+        let _ = design;
         ensure!(
-            design == Design::Grid,
+            f.low.is_none() && f.high.is_none(),
             file,
             format!("{key}.levels"),
             format!("{levels:?}"),
-            "no levels under design = \"lhs\" (give low and high)"
+            "levels or low and high, not both"
         );
         ensure!(
             !levels.is_empty() && levels.len() <= 1000,
@@ -318,6 +366,15 @@ pub(super) fn get_number(tree: &toml::Value, path: &[String]) -> Option<f64> {
     }
 }
 
+/// The word at `path` of a scenario's TOML tree.
+pub(super) fn get_text(tree: &toml::Value, path: &[String]) -> Option<String> {
+    let mut node = tree;
+    for part in path {
+        node = node.get(part)?;
+    }
+    node.as_str().map(String::from)
+}
+
 /// What each factor of a checked plan sets, with the base scenario's values of data rows.
 pub(super) fn targets(factors: &[Factor], base: &Resolved) -> Vec<Target> {
     let rows = |table: &str| -> Vec<(String, toml::Value)> {
@@ -351,6 +408,10 @@ pub(super) fn targets(factors: &[Factor], base: &Resolved) -> Vec<Target> {
             let (p, kind) = lookup(&f.key).expect("checked by check_factor");
             let field = key_parts(&p.path).pop().unwrap_or_default();
             match kind {
+                KeyKind::Scalar if f.choices.is_some() => Target::Choice {
+                    path: key_parts(&f.key),
+                    words: f.choices.clone().unwrap_or_default(),
+                },
                 KeyKind::Scalar => Target::Scalar {
                     path: key_parts(&f.key),
                     integer: p.kind == "integer",

@@ -41,7 +41,7 @@ use crate::scenario::{Resolved, Scenario};
 use crate::table::floats;
 use crate::table::level_near;
 use design::{cartesian, grid_levels};
-use factors::{Target, base_scenario, check_factor, get_number, set_path, targets};
+use factors::{Target, base_scenario, check_factor, get_number, get_text, set_path, targets};
 
 /// Version of the study tables' schema.
 pub const STUDY_SCHEMA_VERSION: &str = "study/1";
@@ -252,6 +252,7 @@ impl Study {
                     levels: None,
                     points: None,
                     spread: None,
+                    choices: None,
                 });
                 let integer: Vec<bool> = targets
                     .iter()
@@ -450,6 +451,11 @@ impl Study {
                     .unwrap_or(f64::NAN),
                 Target::Column { .. } => 1.0,
                 Target::Row { base, .. } => *base,
+                Target::Choice { path, words } => tree
+                    .as_ref()
+                    .and_then(|t| get_text(t, path))
+                    .and_then(|w| words.iter().position(|c| *c == w))
+                    .map_or(f64::NAN, |i| i as f64),
             })
             .collect()
     }
@@ -466,12 +472,13 @@ impl Study {
             if !base[i].is_finite() {
                 continue;
             }
-            let (low, high) = match &f.levels {
-                Some(l) => (
+            let (low, high) = match (&f.levels, &f.choices) {
+                (Some(l), _) => (
                     l.iter().copied().fold(f64::INFINITY, f64::min),
                     l.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 ),
-                None => (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0)),
+                (None, Some(c)) => (0.0, c.len().saturating_sub(1) as f64),
+                (None, None) => (f.low.unwrap_or(0.0), f.high.unwrap_or(1.0)),
             };
             for v in [low, high] {
                 let mut r = row.clone();
@@ -509,6 +516,13 @@ impl Study {
                     }
                 }
                 Target::Row { path, .. } => set_path(&mut tree, path, toml::Value::Float(v)),
+                Target::Choice { path, words } => {
+                    let word = words
+                        .get((v.max(0.0) as usize).min(words.len().saturating_sub(1)))
+                        .cloned()
+                        .unwrap_or_default();
+                    set_path(&mut tree, path, toml::Value::String(word));
+                }
             }
         }
         let at = self

@@ -82,7 +82,8 @@ pub struct Factor {
     /// High end of its range.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub high: Option<f64>,
-    /// The values a `grid` takes (instead of `points` values from `low` to `high`).
+    /// The values it takes: under `grid` each in turn (instead of `points` values from `low`
+    /// to `high`), under the other designs one of them, evenly (a discrete factor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub levels: Option<Vec<f64>>,
     /// Under `grid` without `levels`: how many evenly spaced values from `low` to `high`.
@@ -91,6 +92,10 @@ pub struct Factor {
     /// Under `lhs`: how values spread over the range (default uniform).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spread: Option<Spread>,
+    /// For a key that takes one of several words (`targeting.m_evidence`): the words it
+    /// takes, a structural alternative; its value in the design is the index of the word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
 }
 
 /// One output: a metric of `summary.csv` at an arm and the level nearest a rate.

@@ -24,6 +24,7 @@ fn factor(key: &str, (low, high): (f64, f64)) -> Factor {
         levels: None,
         points: None,
         spread: None,
+        choices: None,
     }
 }
 

@@ -49,9 +49,24 @@ fn bad_plans_are_refused_naming_the_factor() {
             "shares are normalised",
         ),
         (
-            "levels-in-lhs",
-            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.5]\n"),
+            "levels-and-range",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nlevels = [0.5]\nlow = 0.1\nhigh = 0.9\n"),
             "factor[0] (targeting.m_recall).levels",
+        ),
+        (
+            "choices-of-a-number",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_recall\"\nchoices = [\"a\", \"b\"]\n"),
+            "factor[0] (targeting.m_recall).choices",
+        ),
+        (
+            "a-word-it-does-not-take",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_evidence\"\nchoices = [\"none\", \"gossip\"]\n"),
+            "factor[0] (targeting.m_evidence).choices",
+        ),
+        (
+            "a-word-without-choices",
+            format!("{lhs}[[factor]]\nkey = \"targeting.m_evidence\"\nlow = 0.0\nhigh = 1.0\n"),
+            "choices",
         ),
         (
             "twice",
@@ -937,4 +952,50 @@ fn fuzzed_plans_are_refused_naming_a_key_or_run_to_a_whole_folder() {
         refused > 500 && accepted > 30 && ran >= 3,
         "{refused} refused, {accepted} accepted, {ran} ran"
     );
+}
+
+/// Structural alternatives as discrete factors (docs/model.md §16.1): a key of words takes
+/// `choices`, a number `levels`, in a Latin hypercube as in a grid. M's interest evidence on
+/// raises the precision of interest audiences and off leaves it, point by point.
+#[test]
+fn discrete_factors_take_their_words_and_levels_in_a_latin_hypercube() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "structural",
+        "design = \"lhs\"\nsamples = 12\n\
+         [[factor]]\nkey = \"targeting.m_evidence\"\nchoices = [\"none\", \"business_messaging\"]\n\
+         [[factor]]\nkey = \"known_numbers.contact_uploads\"\nlevels = [0.0, 0.3]\n\
+         [[output]]\nmetric = \"precision_lift\"\nrate = 0.0\n\
+         [[output]]\nmetric = \"ca_match_rate\"\narm = \"none\"\nrate = 0.0\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "s", "--quiet"]);
+    let evals = read_parquet(&d.join("s/evaluations.parquet"));
+    let evidence = adsim::table::floats(&evals, "targeting.m_evidence");
+    let uploads = adsim::table::floats(&evals, "known_numbers.contact_uploads");
+    let lift = adsim::table::floats(&evals, "precision_lift@opt_out_window@0");
+    let matched = adsim::table::floats(&evals, "ca_match_rate@none@0");
+    assert_eq!(evidence.len(), 12);
+    // Evenly: six of each word and each level.
+    assert_eq!(evidence.iter().filter(|&&e| e == 1.0).count(), 6);
+    assert_eq!(uploads.iter().filter(|&&u| u == 0.3).count(), 6);
+    for i in 0..12 {
+        assert!(evidence[i] == 0.0 || evidence[i] == 1.0);
+        assert!(uploads[i] == 0.0 || uploads[i] == 0.3);
+        if evidence[i] == 0.0 {
+            assert_eq!(lift[i], 1.0, "point {i}: no evidence, no lift");
+        } else {
+            assert!(lift[i] > 1.0, "point {i}: evidence, a lift ({})", lift[i]);
+        }
+    }
+    // Contact uploads on add numbers S knows: a higher match rate without sharing.
+    let mean = |level: f64| {
+        let v: Vec<f64> = (0..12)
+            .filter(|&i| uploads[i] == level)
+            .map(|i| matched[i])
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(mean(0.3) > mean(0.0), "{} {}", mean(0.3), mean(0.0));
 }
