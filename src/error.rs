@@ -70,6 +70,9 @@ pub enum Error {
     /// A run would need more memory than it may use; refused before any work.
     #[error("{0}")]
     Memory(String),
+    /// The work was cancelled ([`crate::cancel::request`]) before it finished.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// The library's result type.

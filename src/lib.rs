@@ -49,6 +49,7 @@
 
 pub mod audiences;
 pub mod calibration;
+pub mod cancel;
 pub mod capacity;
 pub mod cells;
 pub mod charts;

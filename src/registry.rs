@@ -93,6 +93,36 @@ struct Registry {
     parameter: Vec<Parameter>,
 }
 
+/// The registry as a table, one row per parameter in the registry's order: `path`, `per_row`,
+/// `type`, `unit`, `default` (as TOML), `legal_low`, `legal_high`, `plausible_low`,
+/// `plausible_high`, `distribution`, `assumption`, `source` and `doc` (the Python package's
+/// `parameters()`).
+pub fn frame() -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let all = parameters();
+    let text = |f: &dyn Fn(&Parameter) -> Option<String>| all.iter().map(f).collect::<Vec<_>>();
+    let bound = |f: &dyn Fn(&Parameter) -> Option<f64>| {
+        all.iter()
+            .map(|p| f(p).filter(|x| x.abs() < 1e300))
+            .collect::<Vec<_>>()
+    };
+    df!(
+        "path" => text(&|p| Some(p.path.clone())),
+        "per_row" => text(&|p| p.per_row.clone()),
+        "type" => text(&|p| Some(p.kind.clone())),
+        "unit" => text(&|p| p.unit.clone()),
+        "default" => text(&|p| p.default.as_ref().map(|v| v.to_string())),
+        "legal_low" => bound(&|p| p.legal.map(|l| l[0])),
+        "legal_high" => bound(&|p| p.legal.map(|l| l[1])),
+        "plausible_low" => bound(&|p| p.plausible.map(|l| l[0])),
+        "plausible_high" => bound(&|p| p.plausible.map(|l| l[1])),
+        "distribution" => text(&|p| p.distribution.clone()),
+        "assumption" => all.iter().map(Parameter::is_assumption).collect::<Vec<_>>(),
+        "source" => text(&|p| Some(p.source.clone())),
+        "doc" => text(&|p| Some(p.doc.clone())),
+    )
+}
+
 /// Every parameter, in the registry's order. The registry is part of the program: a registry
 /// that does not parse is a build defect, caught by the tests, and gives an empty list here.
 pub fn parameters() -> &'static [Parameter] {

@@ -254,6 +254,60 @@ impl Scenario {
         Ok((parse_toml(text, &source)?, source))
     }
 
+    /// The scenario with `overrides` applied: each a scenario key of the parameter registry
+    /// (`targeting.m_recall`, `policy.rates`, `data.country_overrides`; not a reference-data
+    /// column nor a key inside a list such as `policy.arms[].kind`) and its new value. The
+    /// result is parsed as a scenario file is (a value of the wrong type names its key) and
+    /// validated; `file` names it in errors. Values that depend on the reference data are
+    /// checked by [`Scenario::resolve`].
+    pub fn with_overrides(
+        &self,
+        overrides: &[(String, toml::Value)],
+        file: &str,
+    ) -> Result<Scenario> {
+        let mut tree = self
+            .tree()
+            .map_err(|e| Error::invalid(file, "scenario", e.to_string(), "a scenario"))?;
+        for (key, value) in overrides {
+            let known = crate::registry::find(key)
+                .is_some_and(|p| !p.is_data_column() && !key.contains("[]"));
+            ensure!(
+                known,
+                file,
+                key,
+                value,
+                "a scenario key of the parameter registry (adsim parameters), such as targeting.m_recall"
+            );
+            let path: Vec<String> = key.split('.').map(String::from).collect();
+            crate::study::set_path(&mut tree, &path, value.clone());
+        }
+        let text = toml::to_string(&tree)
+            .map_err(|e| Error::invalid(file, "scenario", e.to_string(), "a scenario"))?;
+        let scenario: Scenario = parse_toml(&text, file)?;
+        scenario.validate(file)?;
+        Ok(scenario)
+    }
+
+    /// The value of scenario key `key` (a dotted path, as [`Scenario::with_overrides`] takes),
+    /// or `None` where the scenario leaves it unset.
+    pub fn get(&self, key: &str) -> Option<toml::Value> {
+        let mut node = self.tree().ok()?;
+        for part in key.split('.') {
+            node = node.get(part)?.clone();
+        }
+        Some(node)
+    }
+
+    /// The scenario as a TOML tree, its engine tuning included (which [`Scenario::to_toml`]
+    /// leaves out).
+    fn tree(&self) -> std::result::Result<toml::Value, toml::ser::Error> {
+        let mut tree = toml::Value::try_from(self)?;
+        if let Some(t) = tree.as_table_mut() {
+            t.insert("engine".into(), toml::Value::try_from(&self.engine)?);
+        }
+        Ok(tree)
+    }
+
     /// The scenario as TOML, defaults filled in.
     pub fn to_toml(&self) -> String {
         toml::to_string(self)

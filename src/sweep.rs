@@ -181,6 +181,7 @@ impl<'a> Sweep<'a> {
         range: Range<u64>,
         progress: impl Fn(u64) + Sync,
     ) -> Result<Counts> {
+        crate::cancel::check()?;
         let population = Population::new(self.resolved, replication)?;
         let thresholds = self.thresholds(replication)?;
         let chunk = self.resolved.scenario.engine.chunk_size.max(1);
@@ -190,6 +191,9 @@ impl<'a> Sweep<'a> {
             .map(|_| Mutex::new(None))
             .collect();
         (0..n_chunks).into_par_iter().for_each(|k| {
+            if crate::cancel::requested() {
+                return;
+            }
             let t = rayon::current_thread_index().unwrap_or(0) % slots.len();
             // Only thread `t` takes slot `t`, and the chunk makes no rayon call while it holds
             // it, so the lock never waits; a poisoned slot is still a valid accumulator.
@@ -208,6 +212,7 @@ impl<'a> Sweep<'a> {
             drop(slot);
             progress(last - first);
         });
+        crate::cancel::check()?;
         let total = slots
             .into_iter()
             .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))

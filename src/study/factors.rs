@@ -336,7 +336,7 @@ pub(super) fn check_factor(f: &Factor, design: Design, file: &str, i: usize) -> 
 }
 
 /// Sets the value at `path` of a scenario's TOML tree, making the tables on the way.
-pub(super) fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
+pub fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
     let mut node = tree;
     for (i, part) in path.iter().enumerate() {
         // A registry key's parents are tables of the scenario (checked by `check_factor`).

@@ -41,7 +41,8 @@ use crate::scenario::{Resolved, Scenario};
 use crate::table::floats;
 use crate::table::level_near;
 use design::{cartesian, grid_levels};
-use factors::{Target, base_scenario, check_factor, get_number, get_text, set_path, targets};
+pub use factors::set_path;
+use factors::{Target, base_scenario, check_factor, get_number, get_text, targets};
 
 /// Version of the study tables' schema.
 pub const STUDY_SCHEMA_VERSION: &str = "study/1";
@@ -74,6 +75,19 @@ impl Study {
     /// Makes a plan ready: reads its scenario (relative to `dir`), expands and checks its
     /// factors and outputs, and draws its design. `file` names the plan in errors.
     pub fn new(mut plan: Plan, file: &str, dir: &Path) -> Result<Study> {
+        let (base, source) = base_scenario(&mut plan, dir, file)?;
+        Study::from_base(plan, base, source, file, dir)
+    }
+
+    /// [`Study::new`] on a base scenario already read (`source` names it; its data paths are
+    /// relative to `dir`): the plan's `scenario` key is only a label here.
+    pub fn from_base(
+        mut plan: Plan,
+        mut base: Scenario,
+        source: String,
+        file: &str,
+        dir: &Path,
+    ) -> Result<Study> {
         ensure!(
             !plan.name.is_empty()
                 && plan.name.len() <= 100
@@ -101,7 +115,6 @@ impl Study {
             plan.replications,
             "1 to 1000"
         );
-        let (mut base, source) = base_scenario(&mut plan, dir, file)?;
         base.population.users = plan.users;
         base.population.replications = plan.replications;
         if plan.assumptions {
