@@ -583,6 +583,16 @@ fn study(
         .transpose()?;
     let (parsed, source, dir) = plan_text(plan, Plan::parse, Plan::builtin)?;
     let study = Study::new(parsed, &source, &dir)?;
+    if !study.plan.seeds.is_empty() && shard.is_some() {
+        return Err(adsim::Error::Argument {
+            name: "--shard".into(),
+            value: format!("{} (a plan with seeds)", study.plan.name),
+            expected:
+                "a plan without seeds: shard each seed's study as a plan of its own (seed = N)"
+                    .into(),
+        }
+        .into());
+    }
     if study.plan.then.is_some() && shard.is_some() {
         return Err(adsim::Error::Argument {
             name: "--shard".into(),
@@ -600,8 +610,9 @@ fn study(
         None => study.plan.name.clone(),
     };
     let out = out.unwrap_or_else(|| fresh_path(&stem, ""));
-    // A two-stage study's folder under way is its own to resume (checked by run_staged).
-    if out.exists() && !force && study.plan.then.is_none() {
+    // A staged or seeded study's folder under way is its own to resume (checked by
+    // run_staged and run_seeds).
+    if out.exists() && !force && study.plan.then.is_none() && study.plan.seeds.is_empty() {
         return Err(adsim::Error::Exists(out).into());
     }
     let bar = bar_with(
@@ -626,20 +637,51 @@ fn study(
         bar.set_length(all as u64);
         bar.set_position(finished as u64);
     };
-    if study.plan.then.is_some() {
-        let (one, two) = batch::run_staged(&study, &out, force, &progress)?;
+    if !study.plan.seeds.is_empty() {
+        let done = adsim::study::seeds::run_seeds(&study, &out, force, &progress)?;
         bar.finish_and_clear();
         if !quiet {
+            let n: usize = done.stages.iter().map(|d| d.evaluations).sum();
+            let resumed: usize = done.stages.iter().map(|d| d.resumed).sum();
+            let kept = if done.kept.is_empty() {
+                String::new()
+            } else {
+                let seeds: Vec<String> = done.kept.iter().map(u64::to_string).collect();
+                format!(
+                    "; resumed: the finished folders of seeds {} were kept",
+                    seeds.join(", ")
+                )
+            };
             say!(
-                "wrote the screening ({} evaluations{}) to {}/{}, the Sobol stage ({} evaluations{}) to {}/{}, and the report to {}",
-                one.evaluations,
-                resumed_note(one.resumed),
+                "wrote the study at {} seeds ({n} evaluations{}{kept}) to {}/seed-*, and seeds.csv and the report to {}",
+                study.plan.seeds.len(),
+                resumed_note(resumed),
                 out.display(),
-                batch::STAGES[0],
-                two.evaluations,
-                resumed_note(two.resumed),
-                out.display(),
-                batch::STAGES[1],
+                out.display()
+            );
+        }
+        return Ok(());
+    }
+    if study.plan.then.is_some() {
+        let done = batch::run_staged(&study, &out, force, &progress)?;
+        bar.finish_and_clear();
+        if !quiet {
+            let what = ["the screening", "the Sobol stage", "the Latin hypercube"];
+            let parts: Vec<String> = done
+                .iter()
+                .zip(what.iter().zip(batch::STAGES))
+                .map(|(d, (w, dir))| {
+                    format!(
+                        "{w} ({} evaluations{}) to {}/{dir}",
+                        d.evaluations,
+                        resumed_note(d.resumed),
+                        out.display()
+                    )
+                })
+                .collect();
+            say!(
+                "wrote {}, and the report to {}",
+                parts.join(", "),
                 out.display()
             );
         }
@@ -1119,6 +1161,21 @@ fn print_study_plan(study: &adsim::study::Study, shard: Option<adsim::shard::Sha
             t.factors,
             t.samples
         );
+        if let Some(n) = t.lhs_samples {
+            say!(
+                "then                    lhs on all {} factors, {n} points and the tornado's",
+                p.factor.len()
+            );
+        }
+    }
+    if !p.seeds.is_empty() {
+        let seeds: Vec<String> = p.seeds.iter().map(u64::to_string).collect();
+        say!(
+            "seeds                   {} (the study once per seed; the counts above are one seed's)",
+            seeds.join(", ")
+        );
+    } else {
+        say!("seed                    {}", study.base.population.seed);
     }
 }
 

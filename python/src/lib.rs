@@ -672,7 +672,7 @@ fn study(
 ) -> PyResult<()> {
     let (parsed, file, dir) = load_plan(plan)?;
     let s = Study::new(parsed, &file, &dir).map_err(to_py)?;
-    if out.exists() && !force && s.plan.then.is_none() {
+    if out.exists() && !force && s.plan.then.is_none() && s.plan.seeds.is_empty() {
         return Err(to_py(Error::Exists(out)));
     }
     let total = s.all_points().len() as u64;
@@ -686,7 +686,9 @@ fn study(
             *l = f;
         };
         pool.install(|| {
-            if s.plan.then.is_some() {
+            if !s.plan.seeds.is_empty() {
+                adsim::study::seeds::run_seeds(&s, &out, force, &each).map(|_| ())
+            } else if s.plan.then.is_some() {
                 adsim::study::batch::run_staged(&s, &out, force, &each).map(|_| ())
             } else {
                 adsim::study::batch::run(&s, &out, force, None, &each).map(|_| ())

@@ -481,11 +481,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<()> {
     write(&study, &outputs, &tornado, out, force)
 }
 
-/// The folders of a two-stage study's stages, inside its folder.
-pub const STAGES: [&str; 2] = ["1-screening", "2-sobol"];
+/// The folders of a staged study's stages, inside its folder (the third only with
+/// `then.lhs_samples`).
+pub const STAGES: [&str; 3] = ["1-screening", "2-sobol", "3-lhs"];
 
 /// A study's `indices.csv`, read back.
-fn read_indices(path: &Path) -> Result<polars::prelude::DataFrame> {
+pub(super) fn read_indices(path: &Path) -> Result<polars::prelude::DataFrame> {
     use polars::prelude::*;
     CsvReadOptions::default()
         .with_has_header(true)
@@ -630,17 +631,45 @@ pub fn second_stage(study: &Study, rankings: &[Vec<String>]) -> Result<Study> {
     Study::new(plan, &file, Path::new("."))
 }
 
-/// Runs a two-stage study (a `morris` plan with `[then]`) into `out`: the screening into
+/// The third stage of a staged study with `then.lhs_samples`: a Latin hypercube over every
+/// factor of the screening, with the same outputs, size and seed, whose rank correlations the
+/// report sets beside the other two stages' rankings.
+pub fn third_stage(study: &Study) -> Result<Option<Study>> {
+    let Some(n) = study.plan.then.as_ref().and_then(|t| t.lhs_samples) else {
+        return Ok(None);
+    };
+    let plan = Plan {
+        name: format!("{}-lhs", study.plan.name),
+        description: format!(
+            "Rank correlations and the parameter-uncertainty interval over a Latin hypercube of the {} factors screened by {}.",
+            study.plan.factor.len(),
+            study.plan.name
+        ),
+        design: Design::Lhs,
+        samples: Some(n),
+        trajectories: None,
+        morris_levels: None,
+        bootstrap: None,
+        then: None,
+        ..study.plan.clone()
+    };
+    let file = format!("{} (third stage)", study.plan.name);
+    Study::new(plan, &file, Path::new(".")).map(Some)
+}
+
+/// Runs a staged study (a `morris` plan with `[then]`) into `out`: the screening into
 /// `out/1-screening`, then Sobol indices of the factors it ranks highest into `out/2-sobol`,
-/// each a study folder of its own, and a report of both. A killed study resumes: a finished
-/// stage is kept (the folder holds the plan, so a folder of another plan is not mistaken for
-/// it), a stage under way resumes from its progress log.
+/// and with `then.lhs_samples` a Latin hypercube of every screened factor into `out/3-lhs`,
+/// each a study folder of its own, and a report of all (with the stages' rankings compared
+/// when there are three). A killed study resumes: a finished stage is kept (the folder holds
+/// the plan, so a folder of another plan is not mistaken for it), a stage under way resumes
+/// from its progress log. Returns each stage's evaluations.
 pub fn run_staged(
     study: &Study,
     out: &Path,
     force: bool,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<(Done, Done)> {
+) -> Result<Vec<Done>> {
     let plan_text = super::plan_text(study);
     let ours = std::fs::read_to_string(out.join("plan.toml")).is_ok_and(|t| t == plan_text)
         && !out.join("report.md").exists();
@@ -681,11 +710,19 @@ pub fn run_staged(
     let rankings = screening_rankings(&out.join(STAGES[0]).join("indices.csv"))?;
     let second = second_stage(study, &rankings)?;
     let two = stage(&second, &out.join(STAGES[1]))?;
-    let blocks = staged_report(study, &second, &scores, out)?;
+    let mut done = vec![one, two];
+    let third = third_stage(study)?;
+    if let Some(t) = &third {
+        done.push(stage(t, &out.join(STAGES[2]))?);
+    }
+    let mut blocks = staged_report(study, &second, third.as_ref(), &scores, out)?;
+    if third.is_some() {
+        blocks.extend(super::rankings::compared(study, &second, out)?);
+    }
     write_text(&out.join("report.html"), &html(&blocks, out)?)?;
     write_text(&out.join("report.md"), &markdown(&blocks))?;
     let _ = std::fs::remove_dir_all(&aside);
-    Ok((one, two))
+    Ok(done)
 }
 
 /// The report of a two-stage study: what the screening found, what it carried on, and the
@@ -693,6 +730,7 @@ pub fn run_staged(
 fn staged_report(
     study: &Study,
     second: &Study,
+    third: Option<&Study>,
     scores: &[(String, f64)],
     out: &Path,
 ) -> Result<Vec<Block>> {
@@ -757,17 +795,33 @@ fn staged_report(
         })
         .collect();
     let p = &study.plan;
+    let lhs = third.map_or(String::new(), |t| {
+        format!(
+            " Stage 3, `{}/`: a Latin hypercube of all {} factors, {} evaluations, for rank correlations and the parameter-uncertainty interval.",
+            STAGES[2],
+            p.factor.len(),
+            t.all_points().len()
+        )
+    });
     let mut b = vec![
-        Block::Heading(1, format!("adsim study: {} (two stages)", p.name)),
+        Block::Heading(
+            1,
+            format!(
+                "adsim study: {} ({} stages)",
+                p.name,
+                if third.is_some() { "three" } else { "two" }
+            ),
+        ),
         Block::Para(p.description.clone()),
         Block::Para(format!(
-            "Stage 1, `{}/`: Morris screening of {} factors and a dummy, {} evaluations. Stage 2, `{}/`: Sobol indices of the {} factors it ranks highest, the others at their base values, {} evaluations. Each stage's folder is a study of its own, with its report, tables and charts; both use the scenario's seed in every evaluation.",
+            "Stage 1, `{}/`: Morris screening of {} factors and a dummy, {} evaluations. Stage 2, `{}/`: Sobol indices of the {} factors it ranks highest, the others at their base values, {} evaluations.{lhs} Each stage's folder is a study of its own, with its report, tables and charts; every evaluation uses the simulation seed {}.",
             STAGES[0],
             p.factor.len(),
             study.all_points().len(),
             STAGES[1],
             carried.len(),
-            second.all_points().len()
+            second.all_points().len(),
+            study.base.population.seed
         )),
         Block::Heading(2, "What the screening found, and what it explains".into()),
         Block::Para("A factor's screening score is its Morris mu* over the largest mu* of the same output, at its largest over the outputs: 1 for the factor that moves some output most. Factors that move no output are left out. The second stage carries each output's strongest factor, then each output's second, and so on in turn, so that every output that varies has its top factors there. ST is the factor's total Sobol index (share of the output's variance it explains, interactions included), with its 95% bootstrap interval; a dash: not carried to the second stage.".into()),

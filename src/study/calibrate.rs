@@ -334,6 +334,8 @@ impl CalibrationPlan {
             morris_levels: None,
             bootstrap: None,
             design_seed: self.design_seed + u64::from(wave),
+            seed: None,
+            seeds: Vec::new(),
             assumptions: false,
             factor,
             output: self.outputs(),

@@ -22,7 +22,9 @@ mod estimators;
 mod factors;
 mod output;
 mod plan;
+mod rankings;
 mod report;
+pub mod seeds;
 
 pub use design::{
     SOBOL_MAX_DIMENSIONS, SOBOL_MAX_POINTS, latin_hypercube, morris_design, saltelli_design,
@@ -116,6 +118,29 @@ impl Study {
             "1 to 1000"
         );
         base.population.users = plan.users;
+        if let Some(seed) = plan.seed {
+            base.population.seed = seed;
+        }
+        ensure!(
+            plan.seeds.is_empty() || plan.seed.is_none(),
+            file,
+            "seeds",
+            format!("{:?}", plan.seeds),
+            "seeds or seed, not both"
+        );
+        ensure!(
+            plan.seeds.len() != 1
+                && plan.seeds.len() <= 20
+                && plan
+                    .seeds
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| !plan.seeds[..i].contains(s)),
+            file,
+            "seeds",
+            format!("{:?}", plan.seeds),
+            "2 to 20 different simulation seeds (or none)"
+        );
         base.population.replications = plan.replications;
         if plan.assumptions {
             let have: Vec<String> = plan.factor.iter().map(|f| f.key.clone()).collect();
@@ -415,6 +440,18 @@ impl Study {
                     t.factors + 3
                 )
             );
+            if let Some(n) = t.lhs_samples {
+                let least = (2 * (k as u32 + 1)).max(10);
+                ensure!(
+                    (least..=100_000).contains(&n),
+                    file,
+                    "then.lhs_samples",
+                    n,
+                    format!(
+                        "{least} to 100,000 points for {k} factors and the dummy (at least twice the factors, and 10)"
+                    )
+                );
+            }
         }
         let study = Study {
             plan,

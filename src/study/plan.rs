@@ -144,6 +144,17 @@ pub struct Plan {
     /// scenario's seed).
     #[serde(default = "one")]
     pub design_seed: u64,
+    /// The simulation's seed, in place of the scenario's `population.seed` (every evaluation
+    /// uses it: common random numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Simulation seeds to repeat the study with: it runs once per seed (as `seed`, the same
+    /// design each time) into `seed-<n>/`, and the report gives every index's spread across
+    /// them ([`batch::run_seeds`], docs/model.md §16.8).
+    ///
+    /// [`batch::run_seeds`]: super::batch::run_seeds
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     /// Add every scalar assumption of the registry that the scenario reads, at its plausible
     /// range and spread.
     #[serde(default)]
@@ -178,6 +189,11 @@ pub struct Then {
     pub factors: u32,
     /// Its base points: a power of two.
     pub samples: u32,
+    /// A third stage: a Latin hypercube of this many points over every factor of the
+    /// screening, whose rank correlations the report sets beside the Morris and Sobol
+    /// rankings (and whose spread is the parameter-uncertainty interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lhs_samples: Option<u32>,
 }
 
 fn one() -> u64 {

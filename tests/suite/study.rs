@@ -999,3 +999,155 @@ fn discrete_factors_take_their_words_and_levels_in_a_latin_hypercube() {
     };
     assert!(mean(0.3) > mean(0.0), "{} {}", mean(0.3), mean(0.0));
 }
+
+/// Reads a CSV written by adsim into rows of its text cells.
+fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn a_study_at_several_seeds_reports_each_index_at_each_seed_and_compares_three_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = plan(
+        d,
+        "seeded",
+        "design = \"morris\"\ntrajectories = 3\nbootstrap = 20\nseeds = [11, 12]\n\
+         [[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n\
+         [[factor]]\nkey = \"countries.also_on_s\"\nlow = 0.8\nhigh = 1.1\n\
+         [[factor]]\nkey = \"known_numbers.contact_uploads\"\nlevels = [0.0, 0.3]\n\
+         [[factor]]\nkey = \"targeting.m_evidence\"\nchoices = [\"none\", \"business_messaging\"]\n\
+         [[output]]\nmetric = \"ca_match_rate\"\nrate = 0.0\n\
+         [[output]]\nmetric = \"people_mislinked\"\nrate = 0.0\n\
+         [then]\ndesign = \"sobol\"\nfactors = 2\nsamples = 16\nlhs_samples = 12\n",
+    );
+    adsim_ok(d, &["study", &file, "--out", "s", "--quiet"]);
+    // Each seed is a complete three-stage study whose plan names its seed.
+    for seed in [11, 12] {
+        let one = d.join(format!("s/seed-{seed}"));
+        for stage in ["1-screening", "2-sobol", "3-lhs"] {
+            assert!(one.join(stage).join("indices.csv").is_file(), "{stage}");
+        }
+        let p = std::fs::read_to_string(one.join("plan.toml")).unwrap();
+        assert!(p.contains(&format!("seed = {seed}")), "{p}");
+        assert!(!p.contains("seeds"), "{p}");
+        let report = std::fs::read_to_string(one.join("report.md")).unwrap();
+        assert!(report.contains("Do the methods agree?"), "{report}");
+        assert!(report.contains("LHS rank of 4"), "{report}");
+    }
+    // seeds.csv holds each seed's value of every index, as its folder wrote it, and their mean
+    // and range.
+    let (header, rows) = csv_rows(&d.join("s/seeds.csv"));
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let (stage, output, factor, measure) =
+        (col("stage"), col("output"), col("factor"), col("measure"));
+    let (a, b, mean, range) = (col("seed_11"), col("seed_12"), col("mean"), col("range"));
+    let num = |s: &str| s.parse::<f64>().ok();
+    let mut differ = 0;
+    for (seed, c) in [(11, a), (12, b)] {
+        let (h, own) = csv_rows(&d.join(format!("s/seed-{seed}/3-lhs/indices.csv")));
+        let v = h.iter().position(|x| x == "value").unwrap();
+        for r in own {
+            let found = rows
+                .iter()
+                .find(|x| {
+                    x[stage] == "3-lhs"
+                        && x[output] == r[0]
+                        && x[factor] == r[1]
+                        && x[measure] == r[2]
+                })
+                .unwrap_or_else(|| panic!("{r:?} missing from seeds.csv"));
+            match (num(&found[c]), num(&r[v])) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9, "{r:?}"),
+                (x, y) => assert_eq!(x.is_none(), y.is_none(), "{r:?}"),
+            }
+        }
+    }
+    for r in &rows {
+        if let (Some(x), Some(y)) = (num(&r[a]), num(&r[b])) {
+            assert!(
+                (num(&r[mean]).unwrap() - (x + y) / 2.0).abs() < 1e-6,
+                "{r:?}"
+            );
+            assert!(
+                (num(&r[range]).unwrap() - (x - y).abs()).abs() < 1e-6,
+                "{r:?}"
+            );
+            differ += usize::from((x - y).abs() > 1e-9);
+        }
+        // Within a seed the dummy's Sobol indices are exactly 0 (common random numbers).
+        if r[stage] == "2-sobol" && r[factor] == "dummy" && r[measure] == "ST" {
+            assert_eq!(num(&r[mean]), Some(0.0), "{r:?}");
+        }
+    }
+    // Another seed is other noise: some index moves.
+    assert!(differ > 0);
+    let report = std::fs::read_to_string(d.join("s/report.md")).unwrap();
+    assert!(
+        report.contains("at 2 seeds") && report.contains("seed 12"),
+        "{report}"
+    );
+    // Killed after its seeds finished, it resumes: the seeds' folders are kept, the same files.
+    let before = std::fs::read(d.join("s/seeds.csv")).unwrap();
+    std::fs::remove_file(d.join("s/seeds.csv")).unwrap();
+    std::fs::remove_file(d.join("s/report.md")).unwrap();
+    let said = adsim_ok(d, &["study", "s/plan.toml", "--out", "s"]);
+    assert!(said.contains("resumed"), "{said}");
+    assert_eq!(before, std::fs::read(d.join("s/seeds.csv")).unwrap());
+}
+
+#[test]
+fn a_plans_seed_replaces_the_scenarios_and_seeds_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = "design = \"grid\"\n[[factor]]\nkey = \"audiences.fault_rate\"\nlevels = [0.1]\n\
+                [[output]]\nmetric = \"people_mislinked\"\nrate = 0.0\n";
+    let seeded = plan(d, "seeded", &format!("seed = 77\n{grid}"));
+    adsim_ok(d, &["study", &seeded, "--out", "a", "--quiet"]);
+    // The same study on a scenario whose own seed is 77.
+    let scenario = adsim_ok(d, &["scenarios", "show", "whatsapp-2016"]);
+    let scenario = scenario.replace("seed = 2016", "seed = 77");
+    assert!(scenario.contains("seed = 77"));
+    std::fs::write(d.join("s77.toml"), scenario).unwrap();
+    let text =
+        format!("name = \"own\"\nscenario = \"s77.toml\"\nusers = 3000\nreplications = 1\n{grid}");
+    std::fs::write(d.join("own.toml"), text).unwrap();
+    adsim_ok(d, &["study", "own.toml", "--out", "b", "--quiet"]);
+    let (_, a) = csv_rows(&d.join("a/evaluations.csv"));
+    let (_, b) = csv_rows(&d.join("b/evaluations.csv"));
+    assert_eq!(a, b);
+    let plain = plan(d, "plain", grid);
+    adsim_ok(d, &["study", &plain, "--out", "c", "--quiet"]);
+    let (_, c) = csv_rows(&d.join("c/evaluations.csv"));
+    assert_ne!(a, c, "another seed, other draws");
+    for (rest, key) in [
+        ("seeds = [5]\n", "seeds"),
+        ("seeds = [5, 5]\n", "seeds"),
+        ("seed = 3\nseeds = [5, 6]\n", "seeds"),
+    ] {
+        let bad = plan(d, "bad", &format!("{rest}{grid}"));
+        let err = stderr(&adsim(d, &["study", &bad, "--out", "x", "--quiet"]));
+        assert!(err.contains(key), "{err}");
+    }
+    let bad = plan(
+        d,
+        "bad",
+        "design = \"morris\"\ntrajectories = 2\n[[factor]]\nkey = \"audiences.fault_rate\"\nlow = 0.05\nhigh = 0.3\n\
+         [then]\ndesign = \"sobol\"\nfactors = 1\nsamples = 16\nlhs_samples = 3\n",
+    );
+    let err = stderr(&adsim(d, &["study", &bad, "--out", "x", "--quiet"]));
+    assert!(err.contains("then.lhs_samples"), "{err}");
+    let seeded = plan(d, "two", &format!("seeds = [1, 2]\n{grid}"));
+    let err = stderr(&adsim(
+        d,
+        &["study", &seeded, "--shard", "0/2", "--out", "x", "--quiet"],
+    ));
+    assert!(err.contains("--shard") && err.contains("seeds"), "{err}");
+    assert!(!d.join("x").exists());
+}
