@@ -59,9 +59,10 @@ pub(super) fn report(
                             Some(KeyKind::Row) => "one row's value".into(),
                             _ => "the key".into(),
                         },
-                        match &f.levels {
-                            Some(l) => format!("{l:?}"),
-                            None => format!(
+                        match (&f.levels, &f.choices) {
+                            (Some(l), _) => format!("{l:?}"),
+                            (None, Some(c)) => c.join(" or "),
+                            (None, None) => format!(
                                 "{} to {}",
                                 f.low.unwrap_or(f64::NAN),
                                 f.high.unwrap_or(f64::NAN)
@@ -69,6 +70,9 @@ pub(super) fn report(
                         },
                         match (p.design, f.spread) {
                             (Design::Grid, _) => "levels".into(),
+                            _ if f.levels.is_some() || f.choices.is_some() => {
+                                "each level equally often".into()
+                            }
                             (_, Some(Spread::Loguniform)) => "log-uniform".into(),
                             _ => "uniform".into(),
                         },

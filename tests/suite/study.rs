@@ -971,6 +971,16 @@ fn discrete_factors_take_their_words_and_levels_in_a_latin_hypercube() {
          [[output]]\nmetric = \"ca_match_rate\"\narm = \"none\"\nrate = 0.0\n",
     );
     adsim_ok(d, &["study", &file, "--out", "s", "--quiet"]);
+    // The report's factor table names the words and the levels.
+    let report = std::fs::read_to_string(d.join("s/report.md")).unwrap();
+    assert!(
+        report.contains("| targeting.m_evidence | the key | none or business_messaging | each level equally often |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| [0.0, 0.3] | each level equally often |"),
+        "{report}"
+    );
     let evals = read_parquet(&d.join("s/evaluations.parquet"));
     let evidence = adsim::table::floats(&evals, "targeting.m_evidence");
     let uploads = adsim::table::floats(&evals, "known_numbers.contact_uploads");
