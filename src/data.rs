@@ -165,6 +165,27 @@ pub struct ReferenceData {
     pub age_bands_file: String,
 }
 
+/// The text of the built-in `name` among `list` (name and text pairs compiled from
+/// `data/<folder>/`) and its source as errors name it, `data/<folder>/<name>.toml (built in)`.
+/// An unknown name is an argument error (`arg`) listing the built-in `what`s.
+pub fn builtin_text(
+    list: &[(&str, &'static str)],
+    name: &str,
+    arg: &str,
+    what: &str,
+    folder: &str,
+) -> Result<(&'static str, String)> {
+    let (_, text) = list.iter().find(|b| b.0 == name).ok_or_else(|| {
+        let names: Vec<&str> = list.iter().map(|b| b.0).collect();
+        Error::Argument {
+            name: arg.into(),
+            value: name.into(),
+            expected: format!("a TOML file or a built-in {what}: {}", names.join(", ")),
+        }
+    })?;
+    Ok((text, format!("data/{folder}/{name}.toml (built in)")))
+}
+
 /// Parses TOML text into `T`, naming the file and the key path of the first problem.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T> {
     let de = toml::Deserializer::parse(text).map_err(|e| parse_error(file, ".", &e, text))?;

@@ -241,16 +241,8 @@ impl Scenario {
 
     /// A built-in scenario by name, with the source name used in errors.
     pub fn builtin(name: &str) -> Result<(Scenario, String)> {
-        let names: Vec<&str> = BUILTINS.iter().map(|b| b.0).collect();
-        let (_, text) = BUILTINS
-            .iter()
-            .find(|b| b.0 == name)
-            .ok_or_else(|| Error::Argument {
-                name: "scenario".into(),
-                value: name.into(),
-                expected: format!("a TOML file or a built-in scenario: {}", names.join(", ")),
-            })?;
-        let source = format!("data/scenarios/{name}.toml (built in)");
+        let (text, source) =
+            crate::data::builtin_text(BUILTINS, name, "scenario", "scenario", "scenarios")?;
         Ok((parse_toml(text, &source)?, source))
     }
 

@@ -133,18 +133,8 @@ impl CalibrationPlan {
 
     /// A built-in calibration by name, with where it came from.
     pub fn builtin(name: &str) -> Result<(CalibrationPlan, String)> {
-        let (_, text) = BUILTINS
-            .iter()
-            .find(|b| b.0 == name)
-            .ok_or_else(|| Error::Argument {
-                name: "plan".into(),
-                value: name.into(),
-                expected: format!(
-                    "a TOML file or a built-in calibration: {}",
-                    BUILTINS.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
-        let source = format!("data/calibrations/{name}.toml (built in)");
+        let (text, source) =
+            crate::data::builtin_text(BUILTINS, name, "plan", "calibration", "calibrations")?;
         Ok((CalibrationPlan::parse(text, &source)?, source))
     }
 
@@ -536,9 +526,15 @@ pub fn calibrate(
                 .iter()
                 .map(|p| (p.unit.clone(), p.max_implausibility() <= plan.cutoff))
                 .collect();
-            let in_box = |u: &[f64]| (0..k).all(|j| u[j] >= lo[j] - 1e-12 && u[j] <= hi[j] + 1e-12);
-            let m = seen.iter().filter(|(u, _)| in_box(u)).count().max(1);
-            let kept_in = seen.iter().filter(|(u, kept)| *kept && in_box(u)).count();
+            let m = seen
+                .iter()
+                .filter(|(u, _)| in_box(u, &lo, &hi))
+                .count()
+                .max(1);
+            let kept_in = seen
+                .iter()
+                .filter(|(u, kept)| *kept && in_box(u, &lo, &hi))
+                .count();
             let region = Region {
                 lo: lo.clone(),
                 hi: hi.clone(),
@@ -648,7 +644,7 @@ pub fn calibrate(
         // shape is not known, and the box stays for the next wave to fill more densely.
         let within: Vec<&Point> = points
             .iter()
-            .filter(|p| (0..k).all(|j| p.unit[j] >= lo[j] - 1e-12 && p.unit[j] <= hi[j] + 1e-12))
+            .filter(|p| in_box(&p.unit, &lo, &hi))
             .collect();
         let kept_within: Vec<&&Point> = within
             .iter()
@@ -1291,6 +1287,13 @@ fn report(c: &Calibration) -> Vec<Block> {
         kept.len()
     )));
     b
+}
+
+/// Whether unit-cube point `u` lies in the box `[lo, hi]` (with a margin for rounding).
+fn in_box(u: &[f64], lo: &[f64], hi: &[f64]) -> bool {
+    u.iter()
+        .zip(lo.iter().zip(hi))
+        .all(|(x, (l, h))| *x >= l - 1e-12 && *x <= h + 1e-12)
 }
 
 #[cfg(test)]

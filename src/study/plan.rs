@@ -224,18 +224,7 @@ impl Plan {
 
     /// A built-in plan by name.
     pub fn builtin(name: &str) -> Result<(Plan, String)> {
-        let (_, text) = BUILTINS
-            .iter()
-            .find(|b| b.0 == name)
-            .ok_or_else(|| Error::Argument {
-                name: "plan".into(),
-                value: name.into(),
-                expected: format!(
-                    "a TOML file or a built-in study: {}",
-                    BUILTINS.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
-        let source = format!("data/studies/{name}.toml (built in)");
+        let (text, source) = crate::data::builtin_text(BUILTINS, name, "plan", "study", "studies")?;
         Ok((Plan::parse(text, &source)?, source))
     }
 
