@@ -74,16 +74,18 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>adsim report</title>\n<style>\
          body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-         th{background:#f2f2f2}td{max-width:32em}.ci{color:#666;font-size:85%;white-space:nowrap}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
+         th{background:#f2f2f2}td{max-width:32em}.wide{overflow-x:auto}.ci{color:#666;font-size:85%;white-space:nowrap}img{max-width:100%}figcaption{font-style:italic;margin-bottom:2em}</style></head><body>\n",
     );
     for b in blocks {
         match b {
             Block::Heading(l, t) => out.push_str(&format!("<h{l}>{}</h{l}>\n", inline(t))),
             Block::Para(t) => out.push_str(&format!("<p>{}</p>\n", inline(t))),
             Block::Table(h, rows) => {
-                out.push_str("<table><tr>");
+                // Long headers (metric names) may break after an underscore, and a table still
+                // wider than the page scrolls inside it rather than running off its edge.
+                out.push_str("<div class=\"wide\"><table><tr>");
                 for c in h {
-                    out.push_str(&format!("<th>{}</th>", inline(c)));
+                    out.push_str(&format!("<th>{}</th>", inline(c).replace('_', "_<wbr>")));
                 }
                 out.push_str("</tr>\n");
                 for r in rows {
@@ -102,7 +104,7 @@ pub fn html(blocks: &[Block], dir: &Path) -> Result<String> {
                     }
                     out.push_str("</tr>\n");
                 }
-                out.push_str("</table>\n");
+                out.push_str("</table></div>\n");
             }
             Block::Image(file, caption) => {
                 let path = dir.join(file);

@@ -118,11 +118,17 @@ pub(super) fn compared(study: &Study, second: &Study, out: &Path) -> Result<Vec<
                 "undefined".into()
             }
         };
+        let tops = [top(&rm, &all), top(&rl, &all), top(&cs, &carried)];
+        let strongest = if tops[0] == tops[1] && tops[1] == tops[2] {
+            format!("All three put {} first.", tops[0])
+        } else {
+            format!(
+                "They differ on the strongest: Morris {}, LHS {}, Sobol {}.",
+                tops[0], tops[1], tops[2]
+            )
+        };
         b.push(Block::Para(format!(
-            "Strongest: Morris {}, LHS {}, Sobol {}. Rankings over all factors, Morris and LHS: r = {}; over the carried, Sobol and Morris r = {}, Sobol and LHS r = {}. {}",
-            top(&rm, &all),
-            top(&rl, &all),
-            top(&cs, &carried),
+            "{strongest} Rankings over all factors, Morris and LHS: r = {}; over the carried, Sobol and Morris r = {}, Sobol and LHS r = {}. {}",
             fmt_r(r_all),
             fmt_r(r_ms),
             fmt_r(r_ls),
@@ -137,9 +143,12 @@ pub(super) fn compared(study: &Study, second: &Study, out: &Path) -> Result<Vec<
                 .filter(|x| x.is_finite())
                 .map_or("-".to_string(), |x| format!("{x:.3}"))
         };
-        let rows = carried
-            .iter()
-            .enumerate()
+        // Rows in the Sobol stage's order, strongest first.
+        let mut order: Vec<usize> = (0..carried.len()).collect();
+        order.sort_by_key(|&i| cs[i]);
+        let rows = order
+            .into_iter()
+            .map(|i| (i, &carried[i]))
             .map(|(i, f)| {
                 let j = all.iter().position(|g| g == f).unwrap_or(0);
                 vec![

@@ -1050,6 +1050,10 @@ fn a_study_at_several_seeds_reports_each_index_at_each_seed_and_compares_three_m
         let report = std::fs::read_to_string(one.join("report.md")).unwrap();
         assert!(report.contains("Do the methods agree?"), "{report}");
         assert!(report.contains("LHS rank of 4"), "{report}");
+        assert!(
+            report.contains("All three put") || report.contains("They differ on the strongest"),
+            "{report}"
+        );
     }
     // seeds.csv holds each seed's value of every index, as its folder wrote it, and their mean
     // and range.
