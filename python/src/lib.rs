@@ -319,10 +319,7 @@ pub struct Scenario {
 impl Scenario {
     /// Checks the whole scenario, reference data included, as a run would.
     fn checked(self) -> PyResult<Scenario> {
-        self.inner
-            .clone()
-            .resolve(&self.source, &self.base)
-            .map_err(to_py)?;
+        self.resolved()?;
         Ok(self)
     }
 
@@ -455,11 +452,7 @@ impl Scenario {
     #[staticmethod]
     fn from_file(path: PathBuf) -> PyResult<Scenario> {
         let inner = CoreScenario::from_file(&path).map_err(to_py)?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = folder_of(&path);
         Scenario {
             inner,
             source: path.display().to_string(),
@@ -641,17 +634,21 @@ fn run(
     Ok(tables(r.estimates))
 }
 
+/// The folder a file's relative paths start from (the current one for a bare file name).
+fn folder_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// A plan from a TOML file, or a built-in by name: the plan, its name in errors, its folder.
 fn load_plan(plan: &str) -> PyResult<(Plan, String, PathBuf)> {
     let path = Path::new(plan);
     if plan.ends_with(".toml") || path.exists() {
         let text = std::fs::read_to_string(path).map_err(|e| to_py(Error::io(path, e)))?;
         let file = path.display().to_string();
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = folder_of(path);
         Ok((Plan::parse(&text, &file).map_err(to_py)?, file, dir))
     } else {
         let (p, file) = Plan::builtin(plan).map_err(to_py)?;
