@@ -6,6 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY data data
 COPY benches benches
+# The release profile strips the binary (Cargo.toml): about 75 MB.
 RUN cargo build --release --locked --bin adsim
 
 FROM debian:bookworm-slim
