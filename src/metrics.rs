@@ -560,13 +560,24 @@ fn margins(
             let values = counts.level(layout, a, k);
             let cell =
                 |c: usize, g: usize| &values[layout.cell(c, g)..layout.cell(c, g) + measures];
+            // A cell with no count adds nothing to any row (every sum starts at +0.0 and adding
+            // +0.0 leaves a sum as it is), so the cells no user reached are skipped: at a few
+            // users, most of them.
+            let reached: Vec<bool> = (0..layout.countries * layout.ages)
+                .map(|x| {
+                    cell(x / layout.ages, x % layout.ages)
+                        .iter()
+                        .any(|&v| v != 0)
+                })
+                .collect();
+            let reached = |c: usize, g: usize| reached[c * layout.ages + g];
             let i = level.row(names, a, k, "");
             // The k-anonymity figures on a day's average audience (audience-days / H).
             let days = f64::from(ctx.horizon_days.max(1));
             let (mut smallest, mut small) = (f64::INFINITY, 0u64);
             for c in 0..layout.countries {
                 let j = country.row(names, a, k, &names.countries[c]);
-                for g in 0..layout.ages {
+                for g in (0..layout.ages).filter(|&g| reached(c, g)) {
                     level.add(i, layout, cell(c, g), 0..layout.segments, true, ctx);
                     country.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
                 }
@@ -590,14 +601,14 @@ fn margins(
             under_k.push(small as f64);
             for g in 0..layout.ages {
                 let j = age.row(names, a, k, &names.ages[g]);
-                for c in 0..layout.countries {
+                for c in (0..layout.countries).filter(|&c| reached(c, g)) {
                     age.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
                 }
             }
             for s in 0..layout.segments {
                 let j = segment.row(names, a, k, &names.segments[s]);
                 for c in 0..layout.countries {
-                    for g in 0..layout.ages {
+                    for g in (0..layout.ages).filter(|&g| reached(c, g)) {
                         segment.add(j, layout, cell(c, g), s..s + 1, false, ctx);
                     }
                 }
