@@ -12,8 +12,9 @@
 //!   before (at most two);
 //! - the calibration sample's scores (8 bytes per calibration user);
 //! - the count-table rows gathered for a Parquet row group (at most
-//!   [`crate::folder::ROW_GROUP_ROWS`] plus one batch), and the metadata the writer keeps per
-//!   row group until the file is finished;
+//!   [`crate::folder::ROW_GROUP_ROWS`] plus one batch), the day-by-day table's rows likewise
+//!   (at most a row group plus one replication's), and the metadata the writer keeps per row
+//!   group until the file is finished;
 //! - a fixed base: the program, polars, the charts and the report.
 //!
 //! Pages of an accumulator that no user touches are never resident, so the prediction is an
@@ -23,7 +24,7 @@
 
 use std::path::Path;
 
-use crate::cells::{BATCH_ROWS, Layout};
+use crate::cells::{BATCH_ROWS, Channel, Layout};
 use crate::error::{Error, Result};
 use crate::folder::ROW_GROUP_ROWS;
 use crate::scenario::Resolved;
@@ -35,6 +36,13 @@ pub const BASE_BYTES: u64 = 55 << 20;
 /// Resident bytes per row of the count tables waiting to be written, while they are gathered,
 /// joined into one row group and encoded (fitted as [`BASE_BYTES`]).
 pub const BYTES_PER_ROW: u64 = 470;
+
+/// Resident bytes per row of the day-by-day table (`timeline_cells.parquet`) waiting to be
+/// written: a row per arm, level, region and day (at most; the writer skips empty ones), six
+/// keys and a count per channel, built into one frame per replication and gathered like the
+/// count tables' rows (fitted as [`BASE_BYTES`]: 10 users x 1000 replications and 10^5 x 5,
+/// where these rows are most of what waits).
+pub const BYTES_PER_TIMELINE_ROW: u64 = 450;
 
 /// Bytes the Parquet writer keeps per row group of a count table until the file is finished
 /// (column chunk metadata, statistics and page indices of about 33 columns; measured: 92 KB).
@@ -66,7 +74,7 @@ pub struct Memory {
     pub in_flight: u64,
     /// The calibration sample's scores.
     pub calibration: u64,
-    /// Count-table rows gathered for a row group, and the writer's metadata.
+    /// Count-table and day-by-day rows gathered for a row group, and the writer's metadata.
     pub tables: u64,
 }
 
@@ -161,13 +169,20 @@ impl Plan {
             threads.min(chunks as usize).max(1) as u64 * (counts + (layout.per_level() * 8) as u64);
         let in_flight = reps.saturating_sub(1).min(2) * counts;
         let buffered = (reps * rows).min((ROW_GROUP_ROWS + BATCH_ROWS) as u64);
+        // The day-by-day rows of a replication come as one frame, gathered until a row group
+        // is full.
+        let timeline_rows =
+            arm_levels as u64 * (layout.timeline_per_level() / Channel::COUNT) as u64;
+        let timeline_buffered = (reps * timeline_rows).min(ROW_GROUP_ROWS as u64 + timeline_rows);
         let row_groups = 2 * ((reps * rows).div_ceil(ROW_GROUP_ROWS as u64) + 1);
         let memory = Memory {
             base: BASE_BYTES,
             accumulators,
             in_flight,
             calibration: u64::from(s.policy.calibration_users) * 8,
-            tables: buffered * BYTES_PER_ROW + row_groups * BYTES_PER_ROW_GROUP,
+            tables: buffered * BYTES_PER_ROW
+                + timeline_buffered * BYTES_PER_TIMELINE_ROW
+                + row_groups * BYTES_PER_ROW_GROUP,
         };
         let cores = threads as f64;
         let simulate = (users as f64 * layout.levels.len() as f64 * NS_PER_USER_ARM
@@ -288,6 +303,31 @@ mod tests {
             e.contains("--threads") && e.contains("--memory-limit"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_day_by_day_rows_waiting_for_a_row_group_are_counted() {
+        // The rows of timeline_cells.parquet do not depend on the users: at 10 users they
+        // are what waits for the writer, up to a row group and one replication's frame.
+        let plan = |replications: u32| {
+            let mut s = crate::scenario::Scenario::default();
+            s.population.users = 10;
+            s.population.replications = replications;
+            let r = s.resolve("test", Path::new(".")).unwrap();
+            Plan::of(&r, &crate::run::layout(&r), 2)
+        };
+        let one = plan(1);
+        let layout = crate::run::layout(&{
+            let s = crate::scenario::Scenario::default();
+            s.resolve("test", Path::new(".")).unwrap()
+        });
+        let per_rep = layout.levels.iter().sum::<usize>() as u64
+            * (layout.timeline_per_level() / Channel::COUNT) as u64;
+        assert!(one.memory.tables >= per_rep * BYTES_PER_TIMELINE_ROW);
+        let many = plan(1000);
+        let most = (ROW_GROUP_ROWS as u64 + per_rep) * BYTES_PER_TIMELINE_ROW;
+        assert!(many.memory.tables >= most, "{:?}", many.memory);
+        assert!(plan(3).memory.tables > one.memory.tables);
     }
 
     #[test]
