@@ -207,9 +207,14 @@ impl Layout {
         (region * (self.days + 1) + day) * Channel::COUNT + ch as usize
     }
 
+    /// Rows of the day-by-day table per arm level (a region and day each, at most).
+    pub fn timeline_rows_per_level(&self) -> usize {
+        self.regions * (self.days + 1)
+    }
+
     /// Values per timeline level.
     pub fn timeline_per_level(&self) -> usize {
-        self.regions * (self.days + 1) * Channel::COUNT
+        self.timeline_rows_per_level() * Channel::COUNT
     }
 
     /// Bytes of one replication's [`Counts`] (the engine's accumulators are this size too).

@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use crate::cells::{BATCH_ROWS, Channel, Layout};
+use crate::cells::{BATCH_ROWS, Layout};
 use crate::error::{Error, Result};
 use crate::folder::ROW_GROUP_ROWS;
 use crate::scenario::Resolved;
@@ -171,8 +171,7 @@ impl Plan {
         let buffered = (reps * rows).min((ROW_GROUP_ROWS + BATCH_ROWS) as u64);
         // The day-by-day rows of a replication come as one frame, gathered until a row group
         // is full.
-        let timeline_rows =
-            arm_levels as u64 * (layout.timeline_per_level() / Channel::COUNT) as u64;
+        let timeline_rows = (arm_levels * layout.timeline_rows_per_level()) as u64;
         let timeline_buffered = (reps * timeline_rows).min(ROW_GROUP_ROWS as u64 + timeline_rows);
         let row_groups = 2 * ((reps * rows).div_ceil(ROW_GROUP_ROWS as u64) + 1);
         let memory = Memory {
@@ -309,20 +308,19 @@ mod tests {
     fn the_day_by_day_rows_waiting_for_a_row_group_are_counted() {
         // The rows of timeline_cells.parquet do not depend on the users: at 10 users they
         // are what waits for the writer, up to a row group and one replication's frame.
+        let resolved = crate::scenario::Scenario::default()
+            .resolve("test", Path::new("."))
+            .unwrap();
+        let layout = crate::run::layout(&resolved);
         let plan = |replications: u32| {
-            let mut s = crate::scenario::Scenario::default();
-            s.population.users = 10;
-            s.population.replications = replications;
-            let r = s.resolve("test", Path::new(".")).unwrap();
-            Plan::of(&r, &crate::run::layout(&r), 2)
+            let mut r = resolved.clone();
+            r.scenario.population.users = 10;
+            r.scenario.population.replications = replications;
+            Plan::of(&r, &layout, 2)
         };
         let one = plan(1);
-        let layout = crate::run::layout(&{
-            let s = crate::scenario::Scenario::default();
-            s.resolve("test", Path::new(".")).unwrap()
-        });
-        let per_rep = layout.levels.iter().sum::<usize>() as u64
-            * (layout.timeline_per_level() / Channel::COUNT) as u64;
+        let per_rep =
+            (layout.levels.iter().sum::<usize>() * layout.timeline_rows_per_level()) as u64;
         assert!(one.memory.tables >= per_rep * BYTES_PER_TIMELINE_ROW);
         let many = plan(1000);
         let most = (ROW_GROUP_ROWS as u64 + per_rep) * BYTES_PER_TIMELINE_ROW;

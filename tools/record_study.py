@@ -3,8 +3,8 @@
 report.md and the charts of outputs 1 and 3 (by default the revenue change at fixed prices and
 with auctions, at no opt-out), drops report.html, the SVGs, evaluations.parquet and the other charts
 (about 6 MB a study), and says so at the top of each report.md. A study at several seeds keeps
-charts in its first seed's folder only (the others' tables say how far they differ). `adsim study plan.toml --out
-DIR` in the folder redraws everything.
+charts in its first seed's folder only (the others' tables say how far they differ).
+`adsim study plan.toml --out DIR` in the folder redraws everything.
 
     python3 tools/record_study.py reports/studies/NAME
 """
@@ -15,22 +15,22 @@ import sys
 KEEP = re.compile(r"_(1|3)\.png$")
 NOTE = (
     "> Recorded copy (tools/record_study.py): the tables, and the charts of outputs 1 and 3 "
-    "only (of the first seed only, in a study at several seeds). `adsim study plan.toml --out DIR` from this folder rewrites every file: all charts, "
-    "report.html, the SVGs and evaluations.parquet.\n\n"
+    "only (of the first seed only, in a study at several seeds). `adsim study plan.toml --out "
+    "DIR` from this folder rewrites every file: all charts, report.html, the SVGs and "
+    "evaluations.parquet.\n\n"
 )
 
 
-def later_seed(folder: pathlib.Path, path: pathlib.Path) -> bool:
-    """Whether `path` is inside a seed folder other than the first of a study at seeds."""
-    seeds = sorted(folder.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
-    return any(seed in path.parents for seed in seeds[1:])
-
-
 def trim(folder: pathlib.Path) -> None:
+    seeds = sorted(folder.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+    # Charts of a study at several seeds are kept in its first seed's folder only.
+    later = seeds[1:]
     for path in folder.rglob("*"):
         if path.suffix == ".svg" or path.name in ("report.html", "evaluations.parquet"):
             path.unlink()
-        elif path.suffix == ".png" and (not KEEP.search(path.name) or later_seed(folder, path)):
+        elif path.suffix == ".png" and (
+            not KEEP.search(path.name) or any(seed in path.parents for seed in later)
+        ):
             path.unlink()
     for report in folder.rglob("report.md"):
         lines = report.read_text().splitlines(keepends=True)
