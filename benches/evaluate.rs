@@ -3,17 +3,19 @@
 //!
 //! `cargo bench --bench evaluate`:
 //! - `evaluate/1e5x1`: whatsapp-2016 at 100,000 users and 1 replication (3 arms, 21 levels),
-//!   with the full 2^20-user calibration sample. Its thresholds are computed in the first
-//!   iteration and then reused (the process keeps them for evaluations that share the
-//!   score's parameters, as a study's evaluations do), so this is the per-evaluation cost of
-//!   a study that varies no score parameter.
-//! - `calibration/2^20`: the calibration sample's scores and the 42 order statistics of the
-//!   default grid, uncached: the cost an evaluation pays when a score parameter changes.
+//!   with exact thresholds (docs/model.md §4.2). They are computed in the first iteration and
+//!   then reused (the process keeps them for evaluations that share the score's parameters, as
+//!   a study's evaluations do); `thresholds/exact` is what an evaluation adds when a score
+//!   parameter changes.
+//! - `thresholds/exact`: the score distribution and the 19 quantiles of the default grid,
+//!   uncached.
+//! - `calibration/2^20`: under `policy.thresholds = "sample"`, the calibration sample's scores
+//!   and the order statistics of the default grid, uncached.
 
 use std::hint::black_box;
 use std::path::Path;
 
-use adsim::calibration::{calibration_scores, order_statistics};
+use adsim::calibration::{ScoreDistribution, calibration_scores, order_statistics};
 use adsim::policy::Thresholds;
 use adsim::scenario::Scenario;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -27,6 +29,20 @@ fn evaluate(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("1e5x1", |b| {
         b.iter(|| adsim::run::evaluate(black_box(&resolved), &adsim::run::quiet).expect("runs"))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("thresholds");
+    group.sample_size(20);
+    group.bench_function("exact", |b| {
+        b.iter(|| {
+            let d = ScoreDistribution::new(black_box(&resolved));
+            let rates = &resolved.scenario.policy.rates;
+            rates
+                .iter()
+                .map(|&r| d.quantile_above(r))
+                .collect::<Vec<f64>>()
+        })
     });
     group.finish();
 

@@ -10,7 +10,8 @@
 //!   to every arm;
 //! - finished replications in flight: one being estimated while the writer encodes the one
 //!   before (at most two);
-//! - the calibration sample's scores (8 bytes per calibration user);
+//! - the calibration sample's scores (8 bytes per calibration user, under `policy.thresholds =
+//!   "sample"`);
 //! - the count-table rows gathered for a Parquet row group (at most
 //!   [`crate::folder::ROW_GROUP_ROWS`] plus one batch), the day-by-day table's rows likewise
 //!   (at most a row group plus one replication's), and the metadata the writer keeps per row
@@ -174,18 +175,23 @@ impl Plan {
         let timeline_rows = (arm_levels * layout.timeline_rows_per_level()) as u64;
         let timeline_buffered = (reps * timeline_rows).min(ROW_GROUP_ROWS as u64 + timeline_rows);
         let row_groups = 2 * ((reps * rows).div_ceil(ROW_GROUP_ROWS as u64) + 1);
+        // Exact thresholds need no sample (docs/model.md §4.2).
+        let calibration_users = match s.policy.thresholds {
+            crate::policy::ThresholdMethod::Exact => 0,
+            crate::policy::ThresholdMethod::Sample => s.policy.calibration_users,
+        };
         let memory = Memory {
             base: BASE_BYTES,
             accumulators,
             in_flight,
-            calibration: u64::from(s.policy.calibration_users) * 8,
+            calibration: u64::from(calibration_users) * 8,
             tables: buffered * BYTES_PER_ROW
                 + timeline_buffered * BYTES_PER_TIMELINE_ROW
                 + row_groups * BYTES_PER_ROW_GROUP,
         };
         let cores = threads as f64;
         let simulate = (users as f64 * layout.levels.len() as f64 * NS_PER_USER_ARM
-            + f64::from(s.policy.calibration_users) * NS_PER_CALIBRATION_USER)
+            + f64::from(calibration_users) * NS_PER_CALIBRATION_USER)
             / cores
             + (counts / 8) as f64 * NS_PER_COUNT;
         // The writer's thread shares the cores with the simulation, and is itself one thread.

@@ -1,9 +1,9 @@
 //! Policy arms and opt-out (docs/model.md §4): who opts out, when, and what each arm does with the data.
 //!
 //! Who: the latent privacy score of [`crate::population`]. At target rate `r` the users whose
-//! score lies above the `1 - r` quantile of a fixed calibration sample opt out. The sample
-//! ([`crate::calibration`]) is its own population of `calibration_users` users, keyed by the seed
-//! and the replication but not the run's users, so thresholds do not depend on N or on shards.
+//! score lies above the `1 - r` quantile of the score's distribution opt out, computed from the
+//! distribution itself ([`crate::calibration`]) or, on request, taken from a calibration sample
+//! of its own; either way thresholds do not depend on N or on shards.
 //! Thresholds fall as the rate rises, so opt-out sets are nested across levels: a user is out
 //! at every level from its *flip level* on ([`Thresholds::flip`]).
 //!
@@ -109,6 +109,19 @@ pub enum Mode {
     Behavioral,
 }
 
+/// How the score thresholds of the rate levels are set (docs/model.md §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdMethod {
+    /// The quantiles of the score's own distribution, computed: no sampling error, the same
+    /// in every replication.
+    #[default]
+    Exact,
+    /// The order statistics of a calibration sample of `calibration_users` scores drawn for
+    /// each replication (adsim before 2026-12: reproduces its results).
+    Sample,
+}
+
 /// Design parameters of `behavioral` mode. Defaults reproduce the published default effects
 /// (docs/model.md §13): an opt-out default keeps over 90% sharing, opt-in keeps under 30%.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,7 +184,11 @@ pub struct PolicyConfig {
     pub notice_read_rate: f64,
     /// Half-life, in days, of the hazard of opting out in Settings. Assumption: 3.
     pub settings_half_life_days: f64,
-    /// Users in the calibration sample that sets the score thresholds (at least 1024).
+    /// How the score thresholds are set: `exact` (the score distribution's quantiles) or
+    /// `sample` (a calibration sample's order statistics).
+    pub thresholds: ThresholdMethod,
+    /// Users in the calibration sample that sets the score thresholds under `thresholds =
+    /// "sample"` (at least 1024).
     pub calibration_users: u32,
     /// The arms, compared on one population.
     pub arms: Vec<ArmConfig>,
@@ -200,6 +217,7 @@ impl Default for PolicyConfig {
             horizon_days: 91,
             notice_read_rate: 0.35,
             settings_half_life_days: 3.0,
+            thresholds: ThresholdMethod::Exact,
             calibration_users: 1 << 20,
             arms: vec![
                 ArmConfig {
@@ -694,6 +712,27 @@ impl Thresholds {
                 })
                 .collect(),
         )
+    }
+
+    /// Thresholds from their values, one a level in order of rising rate. A value above an
+    /// earlier one (a rounding difference between two rates a few ulps apart) is lowered to
+    /// it, so opt-out sets stay nested.
+    pub fn from_values(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut floor = f64::INFINITY;
+        Thresholds(
+            values
+                .into_iter()
+                .map(|v| {
+                    floor = floor.min(v);
+                    floor
+                })
+                .collect(),
+        )
+    }
+
+    /// The threshold of each level, in order.
+    pub fn values(&self) -> &[f64] {
+        &self.0
     }
 
     /// The first level at which a user with `score` is out (the number of levels if none).

@@ -342,6 +342,19 @@ impl Categorical {
         Categorical { cumulative }
     }
 
+    /// The probability of each outcome as drawn (its share of the 2^32 uniforms).
+    pub fn probabilities(&self) -> Vec<f64> {
+        let mut below = 0;
+        self.cumulative
+            .iter()
+            .map(|&c| {
+                let p = (c - below) as f64 / 4_294_967_296.0;
+                below = c;
+                p
+            })
+            .collect()
+    }
+
     /// Draws an outcome index.
     #[inline(always)]
     pub fn draw(&self, rng: &mut UserRng) -> usize {
