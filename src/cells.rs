@@ -226,18 +226,36 @@ impl Layout {
 
 /// Counts of one replication (or a part of it): per arm, levels x cells x measures, and the
 /// timeline, levels x days x channels. During accumulation they hold differences.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The simulation also records which (country, age band) cells its users fell in: every
+/// other cell is zero at every level, so merging, prefix sums and the tables skip it (at a
+/// few users, almost all of them; their pages are never touched). Counts built otherwise
+/// (read from a results folder, written by hand) count every cell as touched. Equality
+/// compares the counts alone.
+#[derive(Clone, Debug)]
 pub struct Counts {
     /// Per arm, `(levels + 1) * per_level` values.
     pub arms: Vec<Vec<i64>>,
     /// Per arm, `(levels + 1) * timeline_per_level` values.
     pub timeline: Vec<Vec<i64>>,
+    /// Per (country, age band) cell (`country * ages + age`), whether any count may be
+    /// non-zero; `None`: every cell may be.
+    touched: Option<Vec<bool>>,
 }
 
+impl PartialEq for Counts {
+    fn eq(&self, other: &Self) -> bool {
+        self.arms == other.arms && self.timeline == other.timeline
+    }
+}
+
+impl Eq for Counts {}
+
 impl Counts {
-    /// All zero.
+    /// All zero, every cell counted as touched.
     pub fn zeros(layout: &Layout) -> Self {
         Counts {
+            touched: None,
             arms: layout
                 .levels
                 .iter()
@@ -251,35 +269,87 @@ impl Counts {
         }
     }
 
+    /// All zero, no cell touched yet: the simulation marks the cells it writes
+    /// ([`Counts::touch`]).
+    pub fn zeros_untouched(layout: &Layout) -> Self {
+        Counts {
+            touched: Some(vec![false; layout.countries * layout.ages]),
+            ..Counts::zeros(layout)
+        }
+    }
+
+    /// Records that cell `country * ages + age` may hold counts.
+    #[inline]
+    pub fn touch(&mut self, cell: usize) {
+        if let Some(t) = &mut self.touched {
+            t[cell] = true;
+        }
+    }
+
+    /// The (country, age band) cells that may hold counts, as `country * ages + age`, in order.
+    pub fn touched_cells(&self, layout: &Layout) -> Vec<usize> {
+        let all = layout.countries * layout.ages;
+        match &self.touched {
+            Some(t) => (0..all).filter(|&c| t[c]).collect(),
+            None => (0..all).collect(),
+        }
+    }
+
     /// Adds `other` to `self`, an arm per rayon task (arms are tens of megabytes at 101 levels).
-    pub fn merge(mut self, other: Counts) -> Self {
-        self.add(&other);
+    pub fn merge(mut self, other: Counts, layout: &Layout) -> Self {
+        self.add(&other, layout);
         self
     }
 
-    /// Adds `other` to `self`, an arm per rayon task.
-    pub fn add(&mut self, other: &Counts) {
+    /// Adds `other` to `self`, an arm per rayon task: only the cells `other` touched.
+    pub fn add(&mut self, other: &Counts, layout: &Layout) {
+        let cells = other.touched_cells(layout);
+        let (per, measures) = (layout.per_level(), layout.measures());
         self.arms
             .par_iter_mut()
             .zip(&other.arms)
-            .chain(self.timeline.par_iter_mut().zip(&other.timeline))
             .for_each(|(a, b)| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
+                for (a, b) in a.chunks_mut(per).zip(b.chunks(per)) {
+                    for &c in &cells {
+                        let r = c * measures..(c + 1) * measures;
+                        for (x, y) in a[r.clone()].iter_mut().zip(&b[r]) {
+                            *x += y;
+                        }
+                    }
                 }
             });
+        for (a, b) in self.timeline.iter_mut().zip(&other.timeline) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.touched = match (self.touched.take(), &other.touched) {
+            (Some(mut t), Some(o)) => {
+                for (x, y) in t.iter_mut().zip(o) {
+                    *x |= y;
+                }
+                Some(t)
+            }
+            _ => None,
+        };
     }
 
     /// Turns differences over levels (and, for the channels held over days, over days) into
     /// counts, an arm per rayon task.
     pub fn finish(mut self, layout: &Layout) -> Self {
         let per = layout.per_level();
+        let measures = layout.measures();
+        let cells = self.touched_cells(layout);
+        let blocks: Vec<std::ops::Range<usize>> = cells
+            .iter()
+            .map(|&c| c * measures..(c + 1) * measures)
+            .collect();
         self.arms
             .par_iter_mut()
-            .for_each(|v| prefix_over_levels(v, per));
+            .for_each(|v| prefix_over_levels(v, per, &blocks));
         let tper = layout.timeline_per_level();
         for v in &mut self.timeline {
-            prefix_over_levels(v, tper);
+            prefix_over_levels(v, tper, std::slice::from_ref(&(0..tper)));
             for level in v.chunks_mut(tper) {
                 for r in 0..layout.regions {
                     for ch in Channel::EACH.into_iter().filter(|c| c.held_over_days()) {
@@ -322,12 +392,15 @@ impl Counts {
     }
 }
 
-fn prefix_over_levels(v: &mut [i64], per: usize) {
+fn prefix_over_levels(v: &mut [i64], per: usize, blocks: &[std::ops::Range<usize>]) {
     let levels = v.len() / per;
     for k in 1..levels {
         let (before, after) = v.split_at_mut(k * per);
-        for (x, p) in after[..per].iter_mut().zip(&before[(k - 1) * per..]) {
-            *x += *p;
+        let previous = &before[(k - 1) * per..];
+        for r in blocks {
+            for (x, p) in after[r.clone()].iter_mut().zip(&previous[r.clone()]) {
+                *x += *p;
+            }
         }
     }
 }
@@ -416,10 +489,13 @@ pub fn cells_frame(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut seg_values: Vec<Vec<u64>> = vec![Vec::new(); nseg];
     let mut all_values: Vec<Vec<u64>> = vec![Vec::new(); nall];
+    // Cells no user fell in have no rows.
+    let touched = counts.touched_cells(layout);
     for &(a, k) in levels {
         let values = counts.level(layout, a, k);
-        for c in 0..layout.countries {
-            for g in 0..layout.ages {
+        for &x in &touched {
+            let (c, g) = (x / layout.ages, x % layout.ages);
+            {
                 let cell = &values[layout.cell(c, g)..layout.cell(c, g) + measures];
                 let mut push =
                     |s: usize, m: &mut Vec<Vec<u64>>, other: &mut Vec<Vec<u64>>, v: &[i64]| {
@@ -739,6 +815,50 @@ mod tests {
             .map(|k| c.get(&layout, 0, k, 0, 0, layout.all(All::Users)))
             .collect();
         assert_eq!(users, vec![1, 2, 2, 1]);
+    }
+
+    /// Counts that track their touched cells merge and finish exactly as counts that do not:
+    /// the cells they skip are zero. (A skipped cell that held a count would be lost here.)
+    #[test]
+    fn tracked_cells_merge_and_finish_as_untracked_ones() {
+        let layout = Layout {
+            countries: 3,
+            ages: 2,
+            segments: 2,
+            levels: vec![3, 2],
+            days: 2,
+            regions: 1,
+        };
+        let per = layout.per_level();
+        let users = layout.all(All::Users);
+        let fill = |c: &mut Counts, cells: &[(usize, usize)], seed: i64| {
+            for (j, &(country, age)) in cells.iter().enumerate() {
+                c.touch(country * layout.ages + age);
+                for a in 0..2 {
+                    for k in 0..layout.levels[a] {
+                        let at = k * per + layout.cell(country, age);
+                        c.arms[a][at + users] += seed + j as i64 + k as i64;
+                        c.arms[a][at + layout.seg(1, Seg::AudienceDays)] += 2 * seed;
+                    }
+                }
+            }
+            c.timeline[1][0] += seed;
+        };
+        let mut one = Counts::zeros_untouched(&layout);
+        fill(&mut one, &[(0, 1), (2, 0)], 3);
+        let mut two = Counts::zeros_untouched(&layout);
+        fill(&mut two, &[(2, 0), (1, 1)], 5);
+        assert_eq!(two.touched_cells(&layout), vec![3, 4]);
+        let mut plain = Counts::zeros(&layout);
+        plain.add(&one, &layout);
+        plain.add(&two, &layout);
+        let tracked = one.merge(two, &layout);
+        assert_eq!(tracked.touched_cells(&layout), vec![1, 3, 4]);
+        assert_eq!(tracked, plain);
+        assert_eq!(plain.touched_cells(&layout).len(), 6);
+        let (tracked, plain) = (tracked.finish(&layout), plain.finish(&layout));
+        assert_eq!(tracked, plain);
+        assert_ne!(tracked.get(&layout, 0, 2, 2, 0, users), 0);
     }
 
     #[test]

@@ -350,11 +350,14 @@ pub fn clear(
     // supply[cell][region * kinds + market]
     let per = layout.regions * kinds.len();
     let mut supply = vec![vec![Supply::default(); per]; cells.len()];
+    // A cell no user fell in adds +0.0 to every sum, which leaves it as it is: skipped.
+    let touched = counts.touched_cells(layout);
     for (i, &(a, k)) in cells.iter().enumerate() {
         let values = counts.level(layout, a, k);
-        for c in 0..layout.countries {
+        for &x in &touched {
+            let (c, g) = (x / layout.ages, x % layout.ages);
             let r = region_of.get(c).copied().unwrap_or(0);
-            for g in 0..layout.ages {
+            {
                 let at = layout.cell(c, g);
                 let cell = &values[at..at + measures];
                 let v = |s: usize, m: Seg| cell[layout.seg(s, m)] as f64;

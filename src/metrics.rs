@@ -555,6 +555,7 @@ fn margins(
     }
     let (mut none_value, mut none_accounts) =
         (vec![0.0; layout.regions], vec![0.0; layout.regions]);
+    let touched = counts.touched_cells(layout);
     for a in 0..layout.levels.len() {
         for k in 0..layout.levels[a] {
             let values = counts.level(layout, a, k);
@@ -563,13 +564,12 @@ fn margins(
             // A cell with no count adds nothing to any row (every sum starts at +0.0 and adding
             // +0.0 leaves a sum as it is), so the cells no user reached are skipped: at a few
             // users, most of them.
-            let reached: Vec<bool> = (0..layout.countries * layout.ages)
-                .map(|x| {
-                    cell(x / layout.ages, x % layout.ages)
-                        .iter()
-                        .any(|&v| v != 0)
-                })
-                .collect();
+            let mut reached = vec![false; layout.countries * layout.ages];
+            for &x in &touched {
+                reached[x] = cell(x / layout.ages, x % layout.ages)
+                    .iter()
+                    .any(|&v| v != 0);
+            }
             let reached = |c: usize, g: usize| reached[c * layout.ages + g];
             let i = level.row(names, a, k, "");
             // The k-anonymity figures on a day's average audience (audience-days / H).

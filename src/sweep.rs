@@ -216,7 +216,7 @@ impl<'a> Sweep<'a> {
         let total = slots
             .into_iter()
             .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .reduce(Accumulator::merge)
+            .reduce(|a, b| a.merge(b, &self.layout))
             .unwrap_or_else(|| Accumulator::zeros(&self.layout));
         Ok(self.complete(total).finish(&self.layout))
     }
@@ -243,6 +243,8 @@ impl<'a> Sweep<'a> {
             })
             .collect();
         let tper = l.timeline_per_level();
+        // Cells no user fell in are zero everywhere: skipped.
+        let cells = counts.touched_cells(l);
         for a in 0..counts.arms.len() {
             let source = self.targeting_source[a];
             if source != a {
@@ -254,18 +256,27 @@ impl<'a> Sweep<'a> {
                 }
                 let (before, after) = counts.arms.split_at_mut(a);
                 let (from, to) = (&before[source], &mut after[0]);
-                for (f_cell, t_cell) in from.chunks(measures).zip(to.chunks_mut(measures)) {
-                    for r in &targeting {
-                        for (t, f) in t_cell[r.clone()].iter_mut().zip(&f_cell[r.clone()]) {
-                            *t += f;
+                for (f_level, t_level) in from.chunks(per).zip(to.chunks_mut(per)) {
+                    for &c in &cells {
+                        let (f_cell, t_cell) = (
+                            &f_level[c * measures..(c + 1) * measures],
+                            &mut t_level[c * measures..(c + 1) * measures],
+                        );
+                        for r in &targeting {
+                            for (t, f) in t_cell[r.clone()].iter_mut().zip(&f_cell[r.clone()]) {
+                                *t += f;
+                            }
                         }
                     }
                 }
             }
         }
         for arm in &mut counts.arms {
-            for (x, c) in arm[..per].iter_mut().zip(&common) {
-                *x += c;
+            for &c in &cells {
+                let r = c * measures..(c + 1) * measures;
+                for (x, y) in arm[r.clone()].iter_mut().zip(&common[r]) {
+                    *x += y;
+                }
             }
         }
         counts
@@ -323,6 +334,7 @@ impl<'a> Sweep<'a> {
         });
 
         let cell = l.cell(country, u.age_band as usize);
+        acc.counts.touch(country * l.ages + u.age_band as usize);
         let region = self.region_of[country];
         // The value of an account-day per variant, by whether the arm reads M's evidence.
         let mut day_values = [[None; 4]; 2];
@@ -841,18 +853,23 @@ struct Accumulator {
 impl Accumulator {
     fn zeros(layout: &Layout) -> Self {
         Accumulator {
-            counts: Counts::zeros(layout),
+            counts: Counts::zeros_untouched(layout),
             common: vec![0; layout.per_level()],
         }
     }
 
-    fn merge(self, other: Accumulator) -> Self {
+    /// The sum of two accumulators: only the cells `other` touched are added.
+    fn merge(self, other: Accumulator, layout: &Layout) -> Self {
         let mut common = self.common;
-        for (x, y) in common.iter_mut().zip(other.common) {
-            *x += y;
+        let measures = layout.measures();
+        for c in other.counts.touched_cells(layout) {
+            let r = c * measures..(c + 1) * measures;
+            for (x, y) in common[r.clone()].iter_mut().zip(&other.common[r]) {
+                *x += y;
+            }
         }
         Accumulator {
-            counts: self.counts.merge(other.counts),
+            counts: self.counts.merge(other.counts, layout),
             common,
         }
     }
