@@ -270,12 +270,55 @@ impl Counts {
     }
 
     /// All zero, no cell touched yet: the simulation marks the cells it writes
-    /// ([`Counts::touch`]).
+    /// ([`Counts::touch`]). Takes the buffers of counts handed back with [`recycle`] when
+    /// their shape fits, zeroing only the cells they touched: at a few users, a replication's
+    /// counts are megabytes of which a few pages were written, and allocating and zeroing
+    /// them afresh was a seventh of a replication's cost.
     pub fn zeros_untouched(layout: &Layout) -> Self {
-        Counts {
-            touched: Some(vec![false; layout.countries * layout.ages]),
-            ..Counts::zeros(layout)
+        let cells = layout.countries * layout.ages;
+        let fits = |c: &Counts| {
+            let lengths = |v: &Vec<Vec<i64>>| v.iter().map(Vec::len).collect::<Vec<_>>();
+            let fresh = |per: usize| -> Vec<usize> {
+                layout.levels.iter().map(|&l| (l + 1) * per).collect()
+            };
+            lengths(&c.arms) == fresh(layout.per_level())
+                && lengths(&c.timeline) == fresh(layout.timeline_per_level())
+        };
+        let spare = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let at = pool.iter().position(fits);
+            at.map(|i| pool.swap_remove(i))
+        };
+        match spare {
+            Some(mut c) => {
+                c.clear(layout);
+                c.touched = Some(vec![false; cells]);
+                c
+            }
+            None => Counts {
+                touched: Some(vec![false; cells]),
+                ..Counts::zeros(layout)
+            },
         }
+    }
+
+    /// Sets every count to zero: only the touched cells' where they are known.
+    fn clear(&mut self, layout: &Layout) {
+        let (per, measures) = (layout.per_level(), layout.measures());
+        match &self.touched {
+            Some(_) => {
+                let cells = self.touched_cells(layout);
+                for arm in &mut self.arms {
+                    for level in arm.chunks_mut(per) {
+                        for &c in &cells {
+                            level[c * measures..(c + 1) * measures].fill(0);
+                        }
+                    }
+                }
+            }
+            None => self.arms.iter_mut().for_each(|a| a.fill(0)),
+        }
+        self.timeline.iter_mut().for_each(|t| t.fill(0));
     }
 
     /// Records that cell `country * ages + age` may hold counts.
@@ -389,6 +432,22 @@ impl Counts {
     pub fn timeline_level(&self, layout: &Layout, arm: usize, level: usize) -> &[i64] {
         let per = layout.timeline_per_level();
         &self.timeline[arm][level * per..(level + 1) * per]
+    }
+}
+
+/// Counts kept for [`Counts::zeros_untouched`] to reuse, at most [`POOL_SIZE`].
+static POOL: std::sync::Mutex<Vec<Counts>> = std::sync::Mutex::new(Vec::new());
+
+/// How many counts [`recycle`] keeps: a replication's accumulators beyond the first (one per
+/// worker thread) and the finished counts the writer hands back.
+pub const POOL_SIZE: usize = 2;
+
+/// Hands back counts no longer needed, for the next replication's accumulators to reuse
+/// ([`Counts::zeros_untouched`]); dropped if [`POOL_SIZE`] are kept already.
+pub fn recycle(counts: Counts) {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < POOL_SIZE {
+        pool.push(counts);
     }
 }
 

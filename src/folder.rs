@@ -393,6 +393,7 @@ impl CountsWriter {
         let thread = std::thread::spawn(move || {
             for (r, counts) in receiver {
                 tables.write(r, &counts)?;
+                crate::cells::recycle(counts);
             }
             tables.finish()
         });

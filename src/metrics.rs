@@ -1046,6 +1046,8 @@ impl Moments {
     /// smallest and largest value (with at least two replications, as the t-interval).
     fn bounds(&self, range: bool) -> [Vec<Option<f64>>; 3] {
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
+        // The quantile of the last row's degrees of freedom: rows mostly share one.
+        let mut t = (0, f64::NAN);
         for i in 0..self.n.len() {
             let n = self.n[i];
             let mean = (n > 0).then_some(self.mean[i]);
@@ -1055,7 +1057,10 @@ impl Moments {
                 (Some(self.min[i]), Some(self.max[i]))
             } else {
                 let sd = (self.m2[i].max(0.0) / f64::from(n - 1)).sqrt();
-                let half = t975(n - 1) * sd / f64::from(n).sqrt();
+                if t.0 != n - 1 {
+                    t = (n - 1, t975(n - 1));
+                }
+                let half = t.1 * sd / f64::from(n).sqrt();
                 (mean.map(|m| m - half), mean.map(|m| m + half))
             };
             out[0].push(mean);

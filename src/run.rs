@@ -183,7 +183,11 @@ pub fn evaluate(resolved: &Resolved, progress: Progress) -> Result<Estimates> {
         resolved,
         0..resolved.scenario.population.users,
         progress,
-        |_, counts| est.add(&counts).map_err(polars_error("estimation")),
+        |_, counts| {
+            est.add(&counts).map_err(polars_error("estimation"))?;
+            crate::cells::recycle(counts);
+            Ok(())
+        },
     )?;
     est.finish().map_err(polars_error("estimation"))
 }

@@ -868,10 +868,10 @@ impl Accumulator {
                 *x += y;
             }
         }
-        Accumulator {
-            counts: self.counts.merge(other.counts, layout),
-            common,
-        }
+        let mut counts = self.counts;
+        counts.add(&other.counts, layout);
+        crate::cells::recycle(other.counts);
+        Accumulator { counts, common }
     }
 }
 
