@@ -286,8 +286,8 @@ impl Counts {
         };
         let spare = {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            let at = pool.iter().position(fits);
-            at.map(|i| pool.swap_remove(i))
+            let at = pool.1.iter().position(fits);
+            at.map(|i| pool.1.swap_remove(i))
         };
         match spare {
             Some(mut c) => {
@@ -435,19 +435,49 @@ impl Counts {
     }
 }
 
-/// Counts kept for [`Counts::zeros_untouched`] to reuse, at most [`POOL_SIZE`].
-static POOL: std::sync::Mutex<Vec<Counts>> = std::sync::Mutex::new(Vec::new());
+/// Counts kept for [`Counts::zeros_untouched`] to reuse, at most [`POOL_SIZE`], while some
+/// simulation is under way (how many: the first field).
+static POOL: std::sync::Mutex<(usize, Vec<Counts>)> = std::sync::Mutex::new((0, Vec::new()));
 
 /// How many counts [`recycle`] keeps: a replication's accumulators beyond the first (one per
 /// worker thread) and the finished counts the writer hands back.
 pub const POOL_SIZE: usize = 2;
 
 /// Hands back counts no longer needed, for the next replication's accumulators to reuse
-/// ([`Counts::zeros_untouched`]); dropped if [`POOL_SIZE`] are kept already.
+/// ([`Counts::zeros_untouched`]); dropped if [`POOL_SIZE`] are kept already or no simulation
+/// is under way ([`Reuse`]).
 pub fn recycle(counts: Counts) {
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_SIZE {
-        pool.push(counts);
+    if pool.0 > 0 && pool.1.len() < POOL_SIZE {
+        pool.1.push(counts);
+    }
+}
+
+/// While one lives, [`recycle`] keeps counts for reuse; when the last is dropped, the kept
+/// counts are freed, so that they do not add to the memory of what follows a simulation (the
+/// estimates, the charts and the report).
+pub struct Reuse(());
+
+impl Reuse {
+    /// Starts keeping counts for reuse.
+    pub fn start() -> Self {
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        Reuse(())
+    }
+}
+
+impl Drop for Reuse {
+    fn drop(&mut self) {
+        let freed = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.0 = pool.0.saturating_sub(1);
+            if pool.0 == 0 {
+                std::mem::take(&mut pool.1)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(freed);
     }
 }
 

@@ -18,8 +18,10 @@
 //!   group until the file is finished;
 //! - a fixed base: the program, polars, the charts and the report.
 //!
-//! Pages of an accumulator that no user touches are never resident, so the prediction is an
-//! upper bound for very small runs. The constants were fitted with `/usr/bin/time -v` on the
+//! Pages of the cells no user falls in are never written, so a one-replication run's arrays
+//! count only the pages of the cells its users are expected to reach; later replications
+//! reuse memory the allocator zeroes in full, so theirs count in full. The constants were
+//! fitted with `/usr/bin/time -v` on the
 //! reference machine (reports/performance.md, which tables prediction against measurement):
 //! the prediction is meant to lie at or above the measured peak and within 25% of it.
 
@@ -32,7 +34,7 @@ use crate::scenario::Resolved;
 
 /// Fixed memory of a run: the program, polars' and rayon's runtime, the charts and the
 /// report (fitted to `/usr/bin/time -v` on the reference machine: reports/performance.md).
-pub const BASE_BYTES: u64 = 55 << 20;
+pub const BASE_BYTES: u64 = 60 << 20;
 
 /// Resident bytes per row of the count tables waiting to be written, while they are gathered,
 /// joined into one row group and encoded (fitted as [`BASE_BYTES`]).
@@ -118,7 +120,6 @@ pub struct Plan {
 fn expected_rows(resolved: &Resolved, users: u64) -> f64 {
     let d = &resolved.data;
     let t = &resolved.scenario.targeting;
-    let global: Vec<f64> = d.age_bands.band.iter().map(|b| b.share).collect();
     let total: f64 = d.countries.country.iter().map(|c| c.m_share).sum();
     let n = users as f64;
     // Probability that one user touches segment `s`'s row (country-average S presence).
@@ -141,17 +142,46 @@ fn expected_rows(resolved: &Resolved, users: u64) -> f64 {
         })
         .collect();
     let seen = |p: f64| 1.0 - (1.0 - p.clamp(0.0, 1.0)).powf(n);
+    cell_shares(resolved)
+        .into_iter()
+        .map(|cell| seen(cell) + touch.iter().map(|q| seen(cell * q)).sum::<f64>())
+        .sum()
+}
+
+/// Each (country, age band) cell's share of the users, in layout order.
+fn cell_shares(resolved: &Resolved) -> Vec<f64> {
+    let d = &resolved.data;
+    let global: Vec<f64> = d.age_bands.band.iter().map(|b| b.share).collect();
+    let total: f64 = d.countries.country.iter().map(|c| c.m_share).sum();
     d.countries
         .country
         .iter()
         .flat_map(|c| {
             let ages = c.age_shares.clone().unwrap_or_else(|| global.clone());
             let share = c.m_share / total.max(f64::MIN_POSITIVE);
-            ages.into_iter().map(move |a| share * a)
+            let sum: f64 = ages.iter().sum();
+            ages.into_iter()
+                .map(move |a| share * a / sum.max(f64::MIN_POSITIVE))
         })
-        .map(|cell| seen(cell) + touch.iter().map(|q| seen(cell * q)).sum::<f64>())
-        .sum()
+        .collect()
 }
+
+/// The share of a count array's pages that `users` users write: those of the (country, age
+/// band) cells they fall in (docs/model.md §10.1), a cell's block of measures touching its own
+/// pages and at most one more at each end (the blocks are about a page long, not aligned).
+fn touched_share(resolved: &Resolved, layout: &Layout, users: u64) -> f64 {
+    let shares = cell_shares(resolved);
+    let n = users as f64;
+    let reached: f64 = shares
+        .iter()
+        .map(|p| 1.0 - (1.0 - p.clamp(0.0, 1.0)).powf(n))
+        .sum();
+    let block = (layout.measures() * 8) as f64;
+    (reached * (block + 2.0 * PAGE_BYTES) / (shares.len().max(1) as f64 * block)).min(1.0)
+}
+
+/// Bytes of a memory page.
+const PAGE_BYTES: f64 = 4096.0;
 
 impl Plan {
     /// The plan of `resolved` on `threads` worker threads.
@@ -166,9 +196,30 @@ impl Plan {
         let rows = ((arm_levels as f64 * expected_rows(resolved, users)).ceil() as u64).min(cells);
         let counts = layout.counts_bytes();
         let chunks = users.div_ceil(s.engine.chunk_size.max(1));
-        let accumulators =
-            threads.min(chunks as usize).max(1) as u64 * (counts + (layout.per_level() * 8) as u64);
-        let in_flight = reps.saturating_sub(1).min(2) * counts;
+        // Only the pages of the cells a replication's users fall in are written, and so
+        // resident (the rest of each array is never touched): at a few thousand users and
+        // more, all of them. That holds for the first replication's arrays, fresh from the
+        // system; later ones reuse memory the allocator zeroes in full (measured: 10 users x
+        // 1000 replications peak as if every page were written).
+        let cell_bytes =
+            layout.levels.iter().map(|l| l + 1).sum::<usize>() * layout.per_level() * 8;
+        let timeline_bytes = counts - cell_bytes as u64;
+        let resident = |users: u64, bytes: usize| {
+            let share = if reps == 1 {
+                touched_share(resolved, layout, users)
+            } else {
+                1.0
+            };
+            (bytes as f64 * share).ceil() as u64
+        };
+        let accumulator_count = threads.min(chunks as usize).max(1) as u64;
+        let accumulators = accumulator_count
+            * (resident(
+                users.div_ceil(accumulator_count),
+                cell_bytes + layout.per_level() * 8,
+            ) + timeline_bytes);
+        let in_flight =
+            reps.saturating_sub(1).min(2) * (resident(users, cell_bytes) + timeline_bytes);
         let buffered = (reps * rows).min((ROW_GROUP_ROWS + BATCH_ROWS) as u64);
         // The day-by-day rows of a replication come as one frame, gathered until a row group
         // is full.
@@ -332,6 +383,27 @@ mod tests {
         let most = (ROW_GROUP_ROWS as u64 + per_rep) * BYTES_PER_TIMELINE_ROW;
         assert!(many.memory.tables >= most, "{:?}", many.memory);
         assert!(plan(3).memory.tables > one.memory.tables);
+    }
+
+    #[test]
+    fn arrays_count_the_pages_of_the_cells_users_reach() {
+        let resolved = crate::scenario::Scenario::default()
+            .resolve("test", Path::new("."))
+            .unwrap();
+        let layout = crate::run::layout(&resolved);
+        let plan = |users: u64, replications: u32| {
+            let mut r = resolved.clone();
+            r.scenario.population.users = users;
+            r.scenario.population.replications = replications;
+            Plan::of(&r, &layout, 2).memory.accumulators
+        };
+        let full = layout.counts_bytes() + (layout.per_level() * 8) as u64;
+        // Ten users reach at most ten of the 132 cells: a small part of the arrays.
+        assert!(plan(10, 1) * 5 < full, "{} of {full}", plan(10, 1));
+        assert!(plan(10, 1) < plan(100, 1));
+        // Ten thousand users reach them all; a second replication reuses zeroed memory.
+        assert_eq!(plan(10_000, 1), full);
+        assert_eq!(plan(10, 2), full);
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub fn simulate_each(
     mut each: impl FnMut(u32, Counts) -> Result<()>,
 ) -> Result<()> {
     let sweep = Sweep::new(resolved);
+    // Replications reuse the buffers of earlier ones' counts, freed when the last is done.
+    let _reuse = crate::cells::Reuse::start();
     for r in 0..resolved.scenario.population.replications {
         let counts = sweep.run_with_progress(r, ids.clone(), progress)?;
         each(r, counts)?;
