@@ -58,7 +58,8 @@ const PLAIN: [&str; 9] = [
     "s_account_sender",
 ];
 /// Row groups built and compressed at once, at most: each holds about 0.35 GB while in
-/// flight, so memory stays under 3 GB on a machine of many cores (2 cores: about 0.8 GB).
+/// flight, and a wave waits while the one before is written, so memory stays under 6 GB on a
+/// machine of many cores (2 cores: about 1 GB).
 pub const MAX_IN_FLIGHT: usize = 8;
 /// Version of the population table's schema; bumped on any change of columns or meaning.
 pub const SCHEMA_VERSION: &str = "population/3";
@@ -262,49 +263,66 @@ fn write_to(
         Sink::Csv(_) => None,
     };
     // Batches are built (and, for Parquet, encoded and compressed) in parallel, a wave at a
-    // time: as many batches as the pool has threads, at most MAX_IN_FLIGHT, so memory stays
-    // at that many batches. They are written in id order: the file's bytes do not depend on
-    // the thread count.
+    // time: as many batches as the pool has threads, at most MAX_IN_FLIGHT. They are written in
+    // id order, by a thread of their own while the next wave is built (the hand-over waits
+    // until the writer is free, so at most two waves are held: the one being written and the
+    // one built); the file's bytes do not depend on the thread count.
     let threads = rayon::current_num_threads().clamp(1, MAX_IN_FLIGHT) as u64;
-    let mut rows = 0;
-    for wave in engine::batches(0..population.len(), ROW_GROUP * threads) {
-        let batches: Vec<Range<u64>> = engine::batches(wave, ROW_GROUP).collect();
-        let built = batches
-            .into_par_iter()
-            .map(|range| {
-                let batch = Batch::generate(population, range, form);
-                Ok(match &encoder {
-                    Some(encoder) => {
-                        let rows = batch.ids.len() as u64;
-                        let arrays = batch.into_arrays(&names)?;
-                        Built::Pages(rows, encoder.encode(&arrays)?)
-                    }
-                    None => Built::Frame(batch.into_frame(&names)?),
+    let (rows, sink) = std::thread::scope(|scope| -> Result<(u64, Sink)> {
+        let (hand, take) = std::sync::mpsc::sync_channel::<Vec<Built>>(0);
+        let writer = scope.spawn(move || -> Result<(u64, Sink)> {
+            let mut rows = 0;
+            for wave in take {
+                for batch in wave {
+                    let n = match (&mut sink, batch) {
+                        (Sink::Parquet(w), Built::Pages(n, pages)) => {
+                            w.write_row_group(n, &pages).map_err(table_err)?;
+                            n
+                        }
+                        (Sink::Csv(w), Built::Frame(df)) => {
+                            w.write_batch(&df).map_err(table_err)?;
+                            df.height() as u64
+                        }
+                        // The encoder exists exactly when the sink is Parquet: never reached.
+                        _ => {
+                            return Err(table_err(
+                                polars_err!(ComputeError: "a batch built for another format"),
+                            ));
+                        }
+                    };
+                    rows += n;
+                    progress(n);
+                }
+            }
+            Ok((rows, sink))
+        });
+        for wave in engine::batches(0..population.len(), ROW_GROUP * threads) {
+            let batches: Vec<Range<u64>> = engine::batches(wave, ROW_GROUP).collect();
+            let built = batches
+                .into_par_iter()
+                .map(|range| {
+                    let batch = Batch::generate(population, range, form);
+                    Ok(match &encoder {
+                        Some(encoder) => {
+                            let rows = batch.ids.len() as u64;
+                            let arrays = batch.into_arrays(&names)?;
+                            Built::Pages(rows, encoder.encode(&arrays)?)
+                        }
+                        None => Built::Frame(batch.into_frame(&names)?),
+                    })
                 })
-            })
-            .collect::<PolarsResult<Vec<_>>>()
-            .map_err(table_err)?;
-        for batch in built {
-            let n = match (&mut sink, batch) {
-                (Sink::Parquet(w), Built::Pages(n, pages)) => {
-                    w.write_row_group(n, &pages).map_err(table_err)?;
-                    n
-                }
-                (Sink::Csv(w), Built::Frame(df)) => {
-                    w.write_batch(&df).map_err(table_err)?;
-                    df.height() as u64
-                }
-                // The encoder exists exactly when the sink is Parquet: never reached.
-                _ => {
-                    return Err(table_err(
-                        polars_err!(ComputeError: "a batch built for another format"),
-                    ));
-                }
-            };
-            rows += n;
-            progress(n);
+                .collect::<PolarsResult<Vec<_>>>()
+                .map_err(table_err)?;
+            // A writer that stopped has an error to report, below.
+            if hand.send(built).is_err() {
+                break;
+            }
         }
-    }
+        drop(hand);
+        writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     match sink {
         Sink::Parquet(w) => {
             w.finish().map_err(table_err)?;
