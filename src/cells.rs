@@ -196,6 +196,12 @@ impl Layout {
         (country * self.ages + age) * self.measures()
     }
 
+    /// The values of cell `cell` (`country * ages + age`) within a level.
+    #[inline]
+    pub fn block(&self, cell: usize) -> std::ops::Range<usize> {
+        cell * self.measures()..(cell + 1) * self.measures()
+    }
+
     /// Values per level.
     pub fn per_level(&self) -> usize {
         self.countries * self.ages * self.measures()
@@ -304,14 +310,14 @@ impl Counts {
 
     /// Sets every count to zero: only the touched cells' where they are known.
     fn clear(&mut self, layout: &Layout) {
-        let (per, measures) = (layout.per_level(), layout.measures());
+        let per = layout.per_level();
         match &self.touched {
             Some(_) => {
                 let cells = self.touched_cells(layout);
                 for arm in &mut self.arms {
                     for level in arm.chunks_mut(per) {
                         for &c in &cells {
-                            level[c * measures..(c + 1) * measures].fill(0);
+                            level[layout.block(c)].fill(0);
                         }
                     }
                 }
@@ -347,15 +353,14 @@ impl Counts {
     /// Adds `other` to `self`, an arm per rayon task: only the cells `other` touched.
     pub fn add(&mut self, other: &Counts, layout: &Layout) {
         let cells = other.touched_cells(layout);
-        let (per, measures) = (layout.per_level(), layout.measures());
+        let per = layout.per_level();
         self.arms
             .par_iter_mut()
             .zip(&other.arms)
             .for_each(|(a, b)| {
                 for (a, b) in a.chunks_mut(per).zip(b.chunks(per)) {
                     for &c in &cells {
-                        let r = c * measures..(c + 1) * measures;
-                        for (x, y) in a[r.clone()].iter_mut().zip(&b[r]) {
+                        for (x, y) in a[layout.block(c)].iter_mut().zip(&b[layout.block(c)]) {
                             *x += y;
                         }
                     }
@@ -381,11 +386,10 @@ impl Counts {
     /// counts, an arm per rayon task.
     pub fn finish(mut self, layout: &Layout) -> Self {
         let per = layout.per_level();
-        let measures = layout.measures();
-        let cells = self.touched_cells(layout);
-        let blocks: Vec<std::ops::Range<usize>> = cells
-            .iter()
-            .map(|&c| c * measures..(c + 1) * measures)
+        let blocks: Vec<std::ops::Range<usize>> = self
+            .touched_cells(layout)
+            .into_iter()
+            .map(|c| layout.block(c))
             .collect();
         self.arms
             .par_iter_mut()
@@ -584,32 +588,30 @@ pub fn cells_frame(
         let values = counts.level(layout, a, k);
         for &x in &touched {
             let (c, g) = (x / layout.ages, x % layout.ages);
-            {
-                let cell = &values[layout.cell(c, g)..layout.cell(c, g) + measures];
-                let mut push =
-                    |s: usize, m: &mut Vec<Vec<u64>>, other: &mut Vec<Vec<u64>>, v: &[i64]| {
-                        arm.push(a as u32);
-                        level.push(k as u32);
-                        country.push(c as u32);
-                        age.push(g as u32);
-                        segment.push(s as u32);
-                        for (col, &x) in m.iter_mut().zip(v) {
-                            col.push(x.max(0) as u64);
-                        }
-                        for col in other.iter_mut() {
-                            col.push(0);
-                        }
-                    };
-                for s in 0..layout.segments {
-                    let v = &cell[s * nseg..(s + 1) * nseg];
-                    if v.iter().any(|&x| x != 0) {
-                        push(s, &mut seg_values, &mut all_values, v);
+            let cell = &values[layout.cell(c, g)..layout.cell(c, g) + measures];
+            let mut push =
+                |s: usize, m: &mut Vec<Vec<u64>>, other: &mut Vec<Vec<u64>>, v: &[i64]| {
+                    arm.push(a as u32);
+                    level.push(k as u32);
+                    country.push(c as u32);
+                    age.push(g as u32);
+                    segment.push(s as u32);
+                    for (col, &x) in m.iter_mut().zip(v) {
+                        col.push(x.max(0) as u64);
                     }
-                }
-                let v = &cell[layout.segments * nseg..];
+                    for col in other.iter_mut() {
+                        col.push(0);
+                    }
+                };
+            for s in 0..layout.segments {
+                let v = &cell[s * nseg..(s + 1) * nseg];
                 if v.iter().any(|&x| x != 0) {
-                    push(layout.segments, &mut all_values, &mut seg_values, v);
+                    push(s, &mut seg_values, &mut all_values, v);
                 }
+            }
+            let v = &cell[layout.segments * nseg..];
+            if v.iter().any(|&x| x != 0) {
+                push(layout.segments, &mut all_values, &mut seg_values, v);
             }
         }
     }

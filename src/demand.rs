@@ -357,53 +357,50 @@ pub fn clear(
         for &x in &touched {
             let (c, g) = (x / layout.ages, x % layout.ages);
             let r = region_of.get(c).copied().unwrap_or(0);
-            {
-                let at = layout.cell(c, g);
-                let cell = &values[at..at + measures];
-                let v = |s: usize, m: Seg| cell[layout.seg(s, m)] as f64;
-                for s in 0..segments {
-                    let q = &mut supply[i][r * kinds.len() + s];
-                    let (il, ol) = (v(s, Seg::ImpInterestedLinked), v(s, Seg::ImpOtherLinked));
-                    let (iu, ou) = (
-                        v(s, Seg::ImpInterestedUnlinked),
-                        v(s, Seg::ImpOtherUnlinked),
-                    );
-                    q.clicks[0] += il * t.ctr_relevant + ol * t.ctr_irrelevant;
-                    q.clicks[1] += iu * t.ctr_relevant + ou * t.ctr_irrelevant;
-                    q.impressions[0] += il + ol;
-                    q.impressions[1] += iu + ou;
-                    q.relevant += (il + iu) * t.ctr_relevant;
-                    let q = &mut supply[i][r * kinds.len() + segments + s];
-                    let linked = [
-                        Seg::CaImpCustomerLinked,
-                        Seg::CaImpInterestedLinked,
-                        Seg::CaImpOtherLinked,
-                    ];
-                    let unlinked = [
-                        Seg::CaImpCustomerUnlinked,
-                        Seg::CaImpInterestedUnlinked,
-                        Seg::CaImpOtherUnlinked,
-                    ];
-                    let ctrs = [t.ctr_customer, t.ctr_relevant, t.ctr_irrelevant];
-                    for (side, list) in [linked, unlinked].iter().enumerate() {
-                        for (m, ctr) in list.iter().zip(ctrs) {
-                            q.clicks[side] += v(s, *m) * ctr;
-                            q.impressions[side] += v(s, *m);
-                        }
-                        q.relevant +=
-                            v(s, list[0]) * t.ctr_customer + v(s, list[1]) * t.ctr_relevant;
-                    }
-                }
-                let q = &mut supply[i][r * kinds.len() + 2 * segments];
-                let (l, u) = (
-                    cell[layout.all(All::ImpUntargetedLinked)] as f64,
-                    cell[layout.all(All::ImpUntargetedUnlinked)] as f64,
+            let at = layout.cell(c, g);
+            let cell = &values[at..at + measures];
+            let v = |s: usize, m: Seg| cell[layout.seg(s, m)] as f64;
+            for s in 0..segments {
+                let q = &mut supply[i][r * kinds.len() + s];
+                let (il, ol) = (v(s, Seg::ImpInterestedLinked), v(s, Seg::ImpOtherLinked));
+                let (iu, ou) = (
+                    v(s, Seg::ImpInterestedUnlinked),
+                    v(s, Seg::ImpOtherUnlinked),
                 );
-                q.clicks[0] += l * t.ctr_untargeted;
-                q.clicks[1] += u * t.ctr_untargeted;
-                q.impressions[0] += l;
-                q.impressions[1] += u;
+                q.clicks[0] += il * t.ctr_relevant + ol * t.ctr_irrelevant;
+                q.clicks[1] += iu * t.ctr_relevant + ou * t.ctr_irrelevant;
+                q.impressions[0] += il + ol;
+                q.impressions[1] += iu + ou;
+                q.relevant += (il + iu) * t.ctr_relevant;
+                let q = &mut supply[i][r * kinds.len() + segments + s];
+                let linked = [
+                    Seg::CaImpCustomerLinked,
+                    Seg::CaImpInterestedLinked,
+                    Seg::CaImpOtherLinked,
+                ];
+                let unlinked = [
+                    Seg::CaImpCustomerUnlinked,
+                    Seg::CaImpInterestedUnlinked,
+                    Seg::CaImpOtherUnlinked,
+                ];
+                let ctrs = [t.ctr_customer, t.ctr_relevant, t.ctr_irrelevant];
+                for (side, list) in [linked, unlinked].iter().enumerate() {
+                    for (m, ctr) in list.iter().zip(ctrs) {
+                        q.clicks[side] += v(s, *m) * ctr;
+                        q.impressions[side] += v(s, *m);
+                    }
+                    q.relevant += v(s, list[0]) * t.ctr_customer + v(s, list[1]) * t.ctr_relevant;
+                }
             }
+            let q = &mut supply[i][r * kinds.len() + 2 * segments];
+            let (l, u) = (
+                cell[layout.all(All::ImpUntargetedLinked)] as f64,
+                cell[layout.all(All::ImpUntargetedUnlinked)] as f64,
+            );
+            q.clicks[0] += l * t.ctr_untargeted;
+            q.clicks[1] += u * t.ctr_untargeted;
+            q.impressions[0] += l;
+            q.impressions[1] += u;
         }
     }
     let none = cells

@@ -228,7 +228,6 @@ impl<'a> Sweep<'a> {
         let Accumulator { mut counts, common } = acc;
         let l = &self.layout;
         let per = l.per_level();
-        let measures = l.measures();
         let targeting = [
             0..l.segments * Seg::COUNT,
             l.all(All::LinkedAccountDays)..l.all(All::ImpUntargetedUnlinked) + 1,
@@ -258,10 +257,7 @@ impl<'a> Sweep<'a> {
                 let (from, to) = (&before[source], &mut after[0]);
                 for (f_level, t_level) in from.chunks(per).zip(to.chunks_mut(per)) {
                     for &c in &cells {
-                        let (f_cell, t_cell) = (
-                            &f_level[c * measures..(c + 1) * measures],
-                            &mut t_level[c * measures..(c + 1) * measures],
-                        );
+                        let (f_cell, t_cell) = (&f_level[l.block(c)], &mut t_level[l.block(c)]);
                         for r in &targeting {
                             for (t, f) in t_cell[r.clone()].iter_mut().zip(&f_cell[r.clone()]) {
                                 *t += f;
@@ -273,8 +269,7 @@ impl<'a> Sweep<'a> {
         }
         for arm in &mut counts.arms {
             for &c in &cells {
-                let r = c * measures..(c + 1) * measures;
-                for (x, y) in arm[r.clone()].iter_mut().zip(&common[r]) {
+                for (x, y) in arm[l.block(c)].iter_mut().zip(&common[l.block(c)]) {
                     *x += y;
                 }
             }
@@ -861,10 +856,11 @@ impl Accumulator {
     /// The sum of two accumulators: only the cells `other` touched are added.
     fn merge(self, other: Accumulator, layout: &Layout) -> Self {
         let mut common = self.common;
-        let measures = layout.measures();
         for c in other.counts.touched_cells(layout) {
-            let r = c * measures..(c + 1) * measures;
-            for (x, y) in common[r.clone()].iter_mut().zip(&other.common[r]) {
+            for (x, y) in common[layout.block(c)]
+                .iter_mut()
+                .zip(&other.common[layout.block(c)])
+            {
                 *x += y;
             }
         }
