@@ -491,6 +491,9 @@ fn clear_market(
     let return0: Vec<f64> = (0..market.tiers.len())
         .map(|k| ratio(out0.value[k], out0.spend[k]))
         .collect();
+    // An arm and level's outcome depends on its supply only through its clicks: levels and
+    // arms with the clicks of one solved before take its outcome (at a few users, most).
+    let mut solved_at: std::collections::HashMap<u64, Cleared> = Default::default();
     supply
         .iter()
         .enumerate()
@@ -499,6 +502,9 @@ fn clear_market(
                 return summarize(&market, &alpha0, &out0);
             }
             market.clicks = q.total_clicks();
+            if let Some(c) = solved_at.get(&market.clicks.to_bits()) {
+                return *c;
+            }
             let mut budgets = base.clone();
             let mut solved = (
                 alpha0.clone(),
@@ -533,7 +539,9 @@ fn clear_market(
                     break;
                 }
             }
-            summarize(&market, &solved.0, &solved.1)
+            let c = summarize(&market, &solved.0, &solved.1);
+            solved_at.insert(market.clicks.to_bits(), c);
+            c
         })
         .collect()
 }
