@@ -250,15 +250,21 @@ pub const COUNTRY_METRICS: &[&str] = &[
     "people_opted_out",
 ];
 
-/// A non-negative float rounded to a whole number (half up), still as a float.
-fn whole(x: Expr) -> Expr {
-    (x + lit(0.5)).cast(DataType::Int64).cast(DataType::Float64)
+/// A non-negative float rounded to a whole number (half up), still as a float; `None` where
+/// it is not a number or beyond 64-bit integers.
+fn whole(x: f64) -> Option<f64> {
+    // 2^63: a float below it and at least -2^63 truncates into a 64-bit integer.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let y = x + 0.5;
+    (y.is_finite() && (-LIMIT..LIMIT).contains(&y)).then_some(y as i64 as f64)
 }
 
-fn ratio(a: Expr, b: Expr) -> Expr {
-    when(b.clone().gt(lit(0.0)))
-        .then(a / b)
-        .otherwise(lit(NULL).cast(DataType::Float64))
+/// `a / b` where both are defined and `b` is positive, else undefined.
+fn ratio(a: impl Into<Option<f64>>, b: impl Into<Option<f64>>) -> Option<f64> {
+    match (a.into(), b.into()) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
 }
 
 /// Derived sums of a margin table, computed with the counts (per segment, where the click
@@ -273,96 +279,207 @@ const DERIVED: [&str; 6] = [
     "ca_value",
 ];
 
-/// The metrics of a margin table whose count columns are every measure and [`DERIVED`] sum
-/// (as floats).
-fn rate_columns(ctx: &Context) -> Vec<Expr> {
+/// The metric columns of a margin table whose count columns are every measure and
+/// [`DERIVED`] sum (as floats, without nulls), row by row: the rates, ratios and scaled counts
+/// the output tables report. Computed directly rather than through a polars plan, whose
+/// building and optimising cost more than the arithmetic at the table sizes of one
+/// replication; each is the same sequence of float operations as polars made of the
+/// expressions before (which divides by a constant as a product with its reciprocal), so the
+/// outputs kept their bits.
+fn rate_columns(df: &DataFrame, ctx: &Context) -> PolarsResult<Vec<Column>> {
+    let get = |name: &str| -> PolarsResult<Vec<f64>> {
+        Ok(df
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
+    };
+    let c = |m: Seg| get(m.measure().name);
+    let a = |m: All| get(m.measure().name);
+    let n = df.height();
     let scale = ctx.scale();
-    let h = lit(f64::from(ctx.horizon_days));
-    let c = |m: Seg| col(m.measure().name);
-    let a = |m: All| col(m.measure().name);
-    let ca_imp = c(Seg::CaImpCustomerLinked)
-        + c(Seg::CaImpCustomerUnlinked)
-        + c(Seg::CaImpInterestedLinked)
-        + c(Seg::CaImpInterestedUnlinked)
-        + c(Seg::CaImpOtherLinked)
-        + c(Seg::CaImpOtherUnlinked);
-    let interest_imp = c(Seg::ImpInterestedLinked)
-        + c(Seg::ImpOtherLinked)
-        + c(Seg::ImpInterestedUnlinked)
-        + c(Seg::ImpOtherUnlinked);
-    let all_imp = interest_imp.clone()
-        + ca_imp.clone()
-        + a(All::ImpUntargetedLinked)
-        + a(All::ImpUntargetedUnlinked);
-    let linked_imp = c(Seg::ImpInterestedLinked)
-        + c(Seg::ImpOtherLinked)
-        + c(Seg::CaImpCustomerLinked)
-        + c(Seg::CaImpInterestedLinked)
-        + c(Seg::CaImpOtherLinked)
-        + a(All::ImpUntargetedLinked);
-    let unlinked_imp = all_imp.clone() - linked_imp.clone();
-    let clicks = col("clicks_linked") + col("clicks_unlinked");
-    let value = col("value_linked") + col("value_unlinked");
-    let account_days = a(All::Accounts) * h.clone();
-    let unlinked_days = account_days.clone() - a(All::LinkedAccountDays);
-    let per_day = |v: Expr, days: Expr| ratio(v, days);
-    let links = a(All::LinkTrue) + a(All::LinkMetadata);
-    let mislinks = a(All::LinkMislinkRecycled) + a(All::LinkMislinkShared);
-    let ctr_untargeted = lit(ctx.targeting.ctr_untargeted);
-    let targeted_clicks = clicks.clone()
-        - col("ca_clicks")
-        - (a(All::ImpUntargetedLinked) + a(All::ImpUntargetedUnlinked)) * ctr_untargeted.clone();
-    vec![
-        ratio(a(All::OptedOut), a(All::Users)).alias("achieved_rate"),
-        ratio(a(All::AdUse), a(All::Users)).alias("share_in_ad_use"),
-        ratio(c(Seg::TruePositiveDays), c(Seg::AudienceDays)).alias("precision"),
-        ratio(c(Seg::TruePositiveDays), c(Seg::InterestedDays)).alias("recall"),
-        ratio(
-            lit(2.0) * c(Seg::TruePositiveDays),
-            c(Seg::AudienceDays) + c(Seg::InterestedDays),
-        )
-        .alias("f1"),
-        ratio(clicks.clone(), all_imp.clone()).alias("ctr"),
-        ratio(ca_imp.clone(), all_imp).alias("ca_impression_share"),
-        ratio(col("ca_clicks"), clicks.clone()).alias("ca_click_share"),
-        ratio(
-            ratio(col("clicks_linked"), linked_imp),
-            ratio(col("clicks_unlinked"), unlinked_imp),
-        )
-        .alias("value_ratio_linked"),
-        ratio(ratio(targeted_clicks, interest_imp), ctr_untargeted).alias("value_ratio_targeted"),
-        ratio(
-            per_day(col("value_linked"), a(All::LinkedAccountDays)),
-            per_day(value.clone(), account_days.clone()),
-        )
-        .alias("value_ratio_in_ad_use"),
-        ratio(
-            per_day(col("value_unlinked"), unlinked_days),
-            per_day(value.clone(), account_days),
-        )
-        .alias("value_ratio_not_in_ad_use"),
-        // Whole units: sums of integer-valued floats are exact in any order.
-        whole(clicks).alias("clicks"),
-        whole(value).alias("value"),
-        whole(col("ca_value")).alias("ca_value_whole"),
-        ratio(
-            c(Seg::CaRightDays) + c(Seg::CaWrongDays),
-            c(Seg::CaUploadedDays),
-        )
-        .alias("ca_match_rate"),
-        ratio(c(Seg::CaRightDays), c(Seg::CaUploadedDays)).alias("ca_right_rate"),
-        ratio(c(Seg::CaWrongDays), c(Seg::CaUploadedDays)).alias("ca_wrong_rate"),
-        ratio(links.clone(), links.clone() + mislinks.clone()).alias("link_precision"),
-        ratio(links, a(All::SharedWithAccount)).alias("link_recall"),
-        (a(All::Users) * lit(scale)).alias("people"),
-        (a(All::Shared) * lit(scale)).alias("people_shared"),
-        (a(All::AdUse) * lit(scale)).alias("people_in_ad_use"),
-        (mislinks * lit(scale)).alias("people_mislinked"),
-        (a(All::MislinkReceived) * lit(scale)).alias("accounts_received_foreign"),
-        (a(All::ExposureDays) * lit(scale)).alias("exposure_person_days"),
-        (a(All::OptedOut) * lit(scale)).alias("people_opted_out"),
-        ratio(c(Seg::OptedOutInterested), c(Seg::UsersInterested)).alias("opted_out_share"),
+    let h = f64::from(ctx.horizon_days);
+    let ctr_untargeted = ctx.targeting.ctr_untargeted;
+    let [cl, cu, il, iu, ol, ou] = [
+        Seg::CaImpCustomerLinked,
+        Seg::CaImpCustomerUnlinked,
+        Seg::CaImpInterestedLinked,
+        Seg::CaImpInterestedUnlinked,
+        Seg::CaImpOtherLinked,
+        Seg::CaImpOtherUnlinked,
     ]
+    .map(c);
+    let [cl, cu, il, iu, ol, ou] = [cl?, cu?, il?, iu?, ol?, ou?];
+    let [imp_il, imp_ol, imp_iu, imp_ou] = [
+        Seg::ImpInterestedLinked,
+        Seg::ImpOtherLinked,
+        Seg::ImpInterestedUnlinked,
+        Seg::ImpOtherUnlinked,
+    ]
+    .map(c);
+    let [imp_il, imp_ol, imp_iu, imp_ou] = [imp_il?, imp_ol?, imp_iu?, imp_ou?];
+    let (tp, audience, interested) = (
+        c(Seg::TruePositiveDays)?,
+        c(Seg::AudienceDays)?,
+        c(Seg::InterestedDays)?,
+    );
+    let (right, wrong, uploaded) = (
+        c(Seg::CaRightDays)?,
+        c(Seg::CaWrongDays)?,
+        c(Seg::CaUploadedDays)?,
+    );
+    let (out_interested, users_interested) =
+        (c(Seg::OptedOutInterested)?, c(Seg::UsersInterested)?);
+    let (ul, uu) = (a(All::ImpUntargetedLinked)?, a(All::ImpUntargetedUnlinked)?);
+    let (users, opted_out, ad_use, shared) = (
+        a(All::Users)?,
+        a(All::OptedOut)?,
+        a(All::AdUse)?,
+        a(All::Shared)?,
+    );
+    let (accounts, linked_days) = (a(All::Accounts)?, a(All::LinkedAccountDays)?);
+    let (link_true, link_metadata, mis_recycled, mis_shared) = (
+        a(All::LinkTrue)?,
+        a(All::LinkMetadata)?,
+        a(All::LinkMislinkRecycled)?,
+        a(All::LinkMislinkShared)?,
+    );
+    let (with_account, received, exposure) = (
+        a(All::SharedWithAccount)?,
+        a(All::MislinkReceived)?,
+        a(All::ExposureDays)?,
+    );
+    let [
+        clicks_linked,
+        clicks_unlinked,
+        ca_clicks,
+        value_linked,
+        value_unlinked,
+        ca_value,
+    ] = DERIVED.map(get);
+    let [
+        clicks_linked,
+        clicks_unlinked,
+        ca_clicks,
+        value_linked,
+        value_unlinked,
+        ca_value,
+    ] = [
+        clicks_linked?,
+        clicks_unlinked?,
+        ca_clicks?,
+        value_linked?,
+        value_unlinked?,
+        ca_value?,
+    ];
+
+    const NAMES: [&str; 28] = [
+        "achieved_rate",
+        "share_in_ad_use",
+        "precision",
+        "recall",
+        "f1",
+        "ctr",
+        "ca_impression_share",
+        "ca_click_share",
+        "value_ratio_linked",
+        "value_ratio_targeted",
+        "value_ratio_in_ad_use",
+        "value_ratio_not_in_ad_use",
+        "clicks",
+        "value",
+        "ca_value_whole",
+        "ca_match_rate",
+        "ca_right_rate",
+        "ca_wrong_rate",
+        "link_precision",
+        "link_recall",
+        "people",
+        "people_shared",
+        "people_in_ad_use",
+        "people_mislinked",
+        "accounts_received_foreign",
+        "exposure_person_days",
+        "people_opted_out",
+        "opted_out_share",
+    ];
+    let mut out: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); NAMES.len()];
+    for i in 0..n {
+        let ca_imp = cl[i] + cu[i] + il[i] + iu[i] + ol[i] + ou[i];
+        let interest_imp = imp_il[i] + imp_ol[i] + imp_iu[i] + imp_ou[i];
+        let all_imp = interest_imp + ca_imp + ul[i] + uu[i];
+        let linked_imp = imp_il[i] + imp_ol[i] + cl[i] + il[i] + ol[i] + ul[i];
+        let unlinked_imp = all_imp - linked_imp;
+        let clicks = clicks_linked[i] + clicks_unlinked[i];
+        let value = value_linked[i] + value_unlinked[i];
+        let account_days = accounts[i] * h;
+        let unlinked_days = account_days - linked_days[i];
+        let links = link_true[i] + link_metadata[i];
+        let mislinks = mis_recycled[i] + mis_shared[i];
+        let targeted_clicks = clicks - ca_clicks[i] - (ul[i] + uu[i]) * ctr_untargeted;
+        // One value per name, in the order of NAMES.
+        let row: [Option<f64>; NAMES.len()] = [
+            ratio(opted_out[i], users[i]),
+            ratio(ad_use[i], users[i]),
+            ratio(tp[i], audience[i]),
+            ratio(tp[i], interested[i]),
+            ratio(2.0 * tp[i], audience[i] + interested[i]),
+            ratio(clicks, all_imp),
+            ratio(ca_imp, all_imp),
+            ratio(ca_clicks[i], clicks),
+            ratio(
+                ratio(clicks_linked[i], linked_imp),
+                ratio(clicks_unlinked[i], unlinked_imp),
+            ),
+            ratio(targeted_clicks, interest_imp)
+                .filter(|_| ctr_untargeted > 0.0)
+                .map(|r| r * (1.0 / ctr_untargeted)),
+            ratio(
+                ratio(value_linked[i], linked_days[i]),
+                ratio(value, account_days),
+            ),
+            ratio(
+                ratio(value_unlinked[i], unlinked_days),
+                ratio(value, account_days),
+            ),
+            // Whole units: sums of integer-valued floats are exact in any order.
+            whole(clicks),
+            whole(value),
+            whole(ca_value[i]),
+            ratio(right[i] + wrong[i], uploaded[i]),
+            ratio(right[i], uploaded[i]),
+            ratio(wrong[i], uploaded[i]),
+            ratio(links, links + mislinks),
+            ratio(links, with_account[i]),
+            Some(users[i] * scale),
+            Some(shared[i] * scale),
+            Some(ad_use[i] * scale),
+            Some(mislinks * scale),
+            Some(received[i] * scale),
+            Some(exposure[i] * scale),
+            Some(opted_out[i] * scale),
+            ratio(out_interested[i], users_interested[i]),
+        ];
+        for (column, v) in out.iter_mut().zip(row) {
+            column.push(v);
+        }
+    }
+    Ok(NAMES
+        .iter()
+        .zip(out)
+        .map(|(name, v)| Column::new((*name).into(), v))
+        .collect())
+}
+
+/// `df` with its [`rate_columns`].
+fn with_rates(mut df: DataFrame, ctx: &Context) -> PolarsResult<DataFrame> {
+    for column in rate_columns(&df, ctx)? {
+        df.with_column(column)?;
+    }
+    Ok(df)
 }
 
 /// One replication's margins: its counts summed over the keys an output table drops.
@@ -803,126 +920,187 @@ const ROUTE_METRICS: [&str; 4] = [
     "revenue_change_foreign_musd",
 ];
 
-/// Revenue per (arm, level) of one replication, anchored per region on the `none` arm.
-fn revenue(per_country: LazyFrame, ctx: &Context) -> PolarsResult<LazyFrame> {
-    let regions = df!(
-        "country" => ctx.regions.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
-        "region" => ctx.regions.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
-        // The horizon's advertising revenue per S account (ARPU times the advertising share,
-        // summed over the days, docs/model.md §8.2).
-        "arpu" => ctx.regions.iter().map(|r| r.2.iter().sum::<f64>()).collect::<Vec<_>>(),
-    )?;
-    let by_region = per_country
-        .select([
-            col("arm"),
-            col("level"),
-            col("country"),
-            col("value"),
-            col("ca_value_whole"),
-            col(All::Accounts.measure().name).alias("accounts"),
-        ])
-        .join(
-            regions.lazy(),
-            [col("country")],
-            [col("country")],
-            join_args(JoinType::Inner),
-        )
-        .group_by_stable([col("arm"), col("level"), col("region")])
-        .agg([
-            col("value").sum(),
-            col("ca_value_whole").sum(),
-            col("accounts").sum(),
-            col("arpu").first(),
-        ]);
-    let none = by_region
-        .clone()
-        .filter(col("arm").eq(lit(ctx.none_arm.as_str())))
-        .select([
-            col("region"),
-            col("value").alias("value_none"),
-            col("accounts").alias("accounts_none"),
-        ]);
-    let anchor = lit(ctx.scale());
-    Ok(by_region
-        .join(
-            none,
-            [col("region")],
-            [col("region")],
-            join_args(JoinType::Inner),
-        )
-        .with_columns([
-            // Whole dollars per region (named in $M after the sum): the sum over regions is exact.
-            // The Custom Audience part is the value share of the horizon's anchor.
-            whole(
-                col("arpu")
-                    * col("accounts_none")
-                    * anchor.clone()
-                    * ratio(col("ca_value_whole"), col("value_none")).fill_null(lit(0.0)),
-            )
-            .alias("ca_revenue_musd"),
-            whole(col("arpu") * col("accounts_none") * anchor).alias("revenue_none_musd"),
-        ])
-        .group_by_stable([col("arm"), col("level")])
-        .agg([
-            col("ca_revenue_musd").sum() / lit(1e6),
-            col("revenue_none_musd").sum() / lit(1e6),
-        ])
-        .select([
-            col("arm"),
-            col("level"),
-            col("ca_revenue_musd"),
-            col("revenue_none_musd"),
-        ]))
+/// Revenue per (arm, level) of one replication, anchored per region on the `none` arm:
+/// `arm`, `level`, `ca_revenue_musd` and `revenue_none_musd`, one row per (arm, level) of
+/// `per_country` (its `country` rows with [`rate_columns`]) in their order of first
+/// appearance. Regions without a `none` row, and countries without a region, add nothing.
+fn revenue(per_country: &DataFrame, ctx: &Context) -> PolarsResult<DataFrame> {
+    let arms = per_country.column("arm")?.str()?;
+    let levels = per_country.column("level")?.u32()?;
+    let countries = per_country.column("country")?.str()?;
+    let f64s = |name: &str| -> PolarsResult<Vec<Option<f64>>> {
+        Ok(per_country
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?
+            .f64()?
+            .iter()
+            .collect())
+    };
+    let (value, ca_value, accounts) = (
+        f64s("value")?,
+        f64s("ca_value_whole")?,
+        f64s(All::Accounts.measure().name)?,
+    );
+    // Per country: its region and the horizon's advertising revenue per S account (ARPU
+    // times the advertising share, summed over the days, docs/model.md §8.2).
+    let region_of: std::collections::HashMap<&str, (&str, f64)> = ctx
+        .regions
+        .iter()
+        .rev()
+        .map(|r| (r.0.as_str(), (r.1.as_str(), r.2.iter().sum::<f64>())))
+        .collect();
+    // Sums per (arm, level, region), in order of first appearance: value, the Custom
+    // Audience part of it, accounts; and the region's revenue per account.
+    type Key<'k> = (Option<&'k str>, Option<u32>, &'k str);
+    let mut groups: Vec<(Key, [f64; 3], f64)> = Vec::new();
+    let mut index: std::collections::HashMap<Key, usize> = Default::default();
+    for i in 0..per_country.height() {
+        let Some(&(region, arpu)) = countries.get(i).and_then(|c| region_of.get(c)) else {
+            continue;
+        };
+        let key = (arms.get(i), levels.get(i), region);
+        let g = *index.entry(key).or_insert_with(|| {
+            groups.push((key, [0.0; 3], arpu));
+            groups.len() - 1
+        });
+        // Whole numbers: their sums are exact in any order.
+        for (sum, v) in groups[g]
+            .1
+            .iter_mut()
+            .zip([value[i], ca_value[i], accounts[i]])
+        {
+            *sum += v.unwrap_or(0.0);
+        }
+    }
+    let none: std::collections::HashMap<&str, (f64, f64)> = groups
+        .iter()
+        .rev()
+        .filter(|((arm, _, _), _, _)| *arm == Some(ctx.none_arm.as_str()))
+        .map(|((_, _, region), sums, _)| (*region, (sums[0], sums[2])))
+        .collect();
+    let scale = ctx.scale();
+    // Whole dollars per region (in $M after the sum): the sum over regions is exact. The
+    // Custom Audience part is the value share of the horizon's anchor.
+    type ArmLevel<'k> = (Option<&'k str>, Option<u32>);
+    let mut rows: Vec<(ArmLevel, [f64; 2])> = Vec::new();
+    let mut at: std::collections::HashMap<ArmLevel, usize> = Default::default();
+    for ((arm, level, region), sums, arpu) in &groups {
+        let Some(&(value_none, accounts_none)) = none.get(region) else {
+            continue;
+        };
+        let share = ratio(sums[1], value_none).unwrap_or(0.0);
+        let parts = [
+            whole(arpu * accounts_none * scale * share),
+            whole(arpu * accounts_none * scale),
+        ];
+        let r = *at.entry((*arm, *level)).or_insert_with(|| {
+            rows.push(((*arm, *level), [0.0; 2]));
+            rows.len() - 1
+        });
+        for (sum, v) in rows[r].1.iter_mut().zip(parts) {
+            *sum += v.unwrap_or(0.0);
+        }
+    }
+    let n = rows.len();
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("arm".into(), rows.iter().map(|r| r.0.0).collect::<Vec<_>>()),
+            Column::new(
+                "level".into(),
+                rows.iter().map(|r| r.0.1).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "ca_revenue_musd".into(),
+                rows.iter()
+                    .map(|r| r.1[0] * (1.0 / 1e6))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "revenue_none_musd".into(),
+                rows.iter()
+                    .map(|r| r.1[1] * (1.0 / 1e6))
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )
+}
+
+/// `left` with every column of `right` but `arm` and `level`, as floats, matched on (arm,
+/// level) as a left join: a row of `left` with no row of `right` gets nulls. `right` has one
+/// row per (arm, level).
+fn join_on_arm_level(left: &mut DataFrame, right: &DataFrame) -> PolarsResult<()> {
+    let (l_arm, l_level) = (left.column("arm")?.str()?, left.column("level")?.u32()?);
+    let (r_arm, r_level) = (right.column("arm")?.str()?, right.column("level")?.u32()?);
+    let at: std::collections::HashMap<(Option<&str>, Option<u32>), usize> = (0..right.height())
+        .rev()
+        .map(|j| ((r_arm.get(j), r_level.get(j)), j))
+        .collect();
+    let rows: Vec<Option<usize>> = (0..left.height())
+        .map(|i| {
+            let key = (l_arm.get(i), l_level.get(i));
+            key.0.and(key.1).and_then(|_| at.get(&key).copied())
+        })
+        .collect();
+    let mut added = Vec::new();
+    for column in right.columns() {
+        let name = column.name().as_str();
+        if name == "arm" || name == "level" {
+            continue;
+        }
+        let values = column.as_materialized_series().cast(&DataType::Float64)?;
+        let values = values.f64()?;
+        let joined: Vec<Option<f64>> = rows.iter().map(|j| j.and_then(|j| values.get(j))).collect();
+        added.push(Column::new(column.name().clone(), joined));
+    }
+    for column in added {
+        left.with_column(column)?;
+    }
+    Ok(())
 }
 
 /// One replication's metric tables, rows in the order of its margins.
 fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 7]> {
-    let country = m.country.lazy().with_columns(rate_columns(ctx));
-    let per_level = m
-        .level
-        .lazy()
-        .with_columns(rate_columns(ctx))
-        .join(
-            revenue(country.clone(), ctx)?,
-            [col("arm"), col("level")],
-            [col("arm"), col("level")],
-            join_args(JoinType::Left),
-        )
-        .join(
-            m.revenue_routes.lazy(),
-            [col("arm"), col("level")],
-            [col("arm"), col("level")],
-            join_args(JoinType::Left),
-        )
-        .join(
-            m.market.summary.lazy(),
-            [col("arm"), col("level")],
-            [col("arm"), col("level")],
-            join_args(JoinType::Left),
-        )
-        // The revenue change is the sum of its days, each at its own anchor (docs/model.md
-        // §8.2, §8.4).
-        .with_columns([
-            (col("revenue_none_musd") + col("revenue_change_musd")).alias("revenue_musd"),
-            (col("revenue_change_musd") / lit(ctx.revenue.ad_revenue_over(ctx.horizon_days)))
-                .alias("revenue_change_share"),
-        ]);
-    let mut summary = per_level.collect()?;
+    let country = with_rates(m.country, ctx)?;
+    let mut summary = with_rates(m.level, ctx)?;
+    join_on_arm_level(&mut summary, &revenue(&country, ctx)?)?;
+    join_on_arm_level(&mut summary, &m.revenue_routes)?;
+    join_on_arm_level(&mut summary, &m.market.summary)?;
+    // The revenue change is the sum of its days, each at its own anchor (docs/model.md
+    // §8.2, §8.4).
+    let change: Vec<Option<f64>> = summary
+        .column("revenue_change_musd")?
+        .f64()?
+        .iter()
+        .collect();
+    let none: Vec<Option<f64>> = summary.column("revenue_none_musd")?.f64()?.iter().collect();
+    let over = ctx.revenue.ad_revenue_over(ctx.horizon_days);
+    let total: Vec<Option<f64>> = none
+        .iter()
+        .zip(&change)
+        .map(|(n, c)| n.zip(*c).map(|(n, c)| n + c))
+        .collect();
+    let share: Vec<Option<f64>> = change.iter().map(|c| c.map(|c| c * (1.0 / over))).collect();
+    summary.with_column(Column::new("revenue_musd".into(), total))?;
+    summary.with_column(Column::new("revenue_change_share".into(), share))?;
     paired(&mut summary, &ctx.none_arm)?;
     against_baseline(&mut summary, &ctx.baseline_arm)?;
     against_first_level(&mut summary, "value_ratio_in_ad_use")?;
-    let segments = m.segment.lazy().with_columns(rate_columns(ctx));
-    let timeline = m
-        .timeline
-        .lazy()
-        .with_columns([(col("people") * lit(ctx.scale())).alias("people")]);
-    let ages = m.age.lazy().with_columns(rate_columns(ctx));
+    let mut timeline = m.timeline;
+    let people: Vec<Option<f64>> = timeline
+        .column("people")?
+        .f64()?
+        .iter()
+        .map(|p| p.map(|p| p * ctx.scale()))
+        .collect();
+    timeline.with_column(Column::new("people".into(), people))?;
     Ok([
         summary,
-        segments.collect()?,
-        country.collect()?,
-        timeline.collect()?,
-        ages.collect()?,
+        with_rates(m.segment, ctx)?,
+        country,
+        timeline,
+        with_rates(m.age, ctx)?,
         m.revenue_days,
         m.market.rows,
     ])
@@ -1224,14 +1402,6 @@ impl Estimator {
     }
 }
 
-/// Join arguments that keep the left frame's row order, so that later float sums add in a
-/// fixed order and results are identical from run to run.
-fn join_args(how: JoinType) -> JoinArgs {
-    let mut args = JoinArgs::new(how);
-    args.maintain_order = MaintainOrderJoin::Left;
-    args
-}
-
 /// Every metric column of the summary table, in order (each with `_lo` and `_hi`).
 pub fn summary_metric_names() -> Vec<String> {
     let mut names: Vec<String> = METRICS
@@ -1366,10 +1536,7 @@ mod tests {
             "accounts" => [300.0, 200.0, 300.0, 200.0],
         )
         .unwrap();
-        let r = revenue(per_country.lazy(), &ctx)
-            .unwrap()
-            .collect()
-            .unwrap();
+        let r = revenue(&per_country, &ctx).unwrap();
         let get = |c: &str, i: usize| r.column(c).unwrap().f64().unwrap().get(i).unwrap();
         // none: ARPU x accounts x scale x ad share, summed over regions, in every arm:
         // (10 x 300 + 2 x 200) x 10^6 x 6239/6436 = 3,295.96 $M. (The change comes from the
