@@ -286,20 +286,13 @@ const DERIVED: [&str; 6] = [
 /// replication; each is the same sequence of float operations as polars made of the
 /// expressions before (which divides by a constant as a product with its reciprocal), so the
 /// outputs kept their bits.
-fn rate_columns(df: &DataFrame, ctx: &Context) -> PolarsResult<Vec<Column>> {
-    let get = |name: &str| -> PolarsResult<Vec<f64>> {
-        Ok(df
-            .column(name)?
-            .as_materialized_series()
-            .cast(&DataType::Float64)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
+fn rate_columns<'g>(
+    get: impl Fn(&str) -> PolarsResult<&'g [f64]>,
+    n: usize,
+    ctx: &Context,
+) -> PolarsResult<Vec<Column>> {
     let c = |m: Seg| get(m.measure().name);
     let a = |m: All| get(m.measure().name);
-    let n = df.height();
     let scale = ctx.scale();
     let h = f64::from(ctx.horizon_days);
     let ctr_untargeted = ctx.targeting.ctr_untargeted;
@@ -474,14 +467,6 @@ fn rate_columns(df: &DataFrame, ctx: &Context) -> PolarsResult<Vec<Column>> {
         .collect())
 }
 
-/// `df` with its [`rate_columns`].
-fn with_rates(mut df: DataFrame, ctx: &Context) -> PolarsResult<DataFrame> {
-    for column in rate_columns(&df, ctx)? {
-        df.with_column(column)?;
-    }
-    Ok(df)
-}
-
 /// One replication's margins: its counts summed over the keys an output table drops.
 struct Margins {
     /// Per (arm, level): every measure, and the k-anonymity figures.
@@ -502,12 +487,36 @@ struct Margins {
     market: crate::demand::MarketTables,
 }
 
-/// Rows of a margin table under construction: keys and one sum per measure.
+/// The key columns of one replication's margin tables, which are the same in every
+/// replication (a function of the arms, levels and labels alone): built for the first and
+/// shared with the others (a column's clone shares its buffers), by table name.
+#[derive(Clone, Debug, Default)]
+struct KeyColumns(std::collections::HashMap<&'static str, Vec<Column>>);
+
+impl KeyColumns {
+    /// The key columns of `table`, of `rows` rows, built by `build` unless already built.
+    fn of(
+        &mut self,
+        table: &'static str,
+        rows: usize,
+        build: impl Fn() -> PolarsResult<Vec<Column>>,
+    ) -> PolarsResult<Vec<Column>> {
+        match self.0.get(table) {
+            Some(c) if c.first().map_or(0, |c| c.len()) == rows => Ok(c.clone()),
+            _ => {
+                let columns = build()?;
+                self.0.insert(table, columns.clone());
+                Ok(columns)
+            }
+        }
+    }
+}
+
+/// Rows of a margin table under construction: keys (as indices) and one sum per measure.
 struct MarginRows {
-    arm: Vec<String>,
+    arm: Vec<u32>,
     level: Vec<u32>,
-    rate: Vec<f64>,
-    key: Vec<String>,
+    key: Vec<u32>,
     sums: Vec<Vec<f64>>,
 }
 
@@ -516,18 +525,17 @@ impl MarginRows {
         MarginRows {
             arm: Vec::new(),
             level: Vec::new(),
-            rate: Vec::new(),
             key: Vec::new(),
             sums: vec![Vec::new(); Seg::COUNT + All::COUNT + DERIVED.len()],
         }
     }
 
-    /// Starts a row of (arm, level, key) with zero sums; returns the row's index.
-    fn row(&mut self, names: &Names, a: usize, k: usize, key: &str) -> usize {
-        self.arm.push(names.arms[a].clone());
+    /// Starts a row of (arm `a`, level `k`, key label `key`) with zero sums; returns the
+    /// row's index.
+    fn row(&mut self, a: usize, k: usize, key: usize) -> usize {
+        self.arm.push(a as u32);
         self.level.push(k as u32);
-        self.rate.push(names.rates[a][k]);
-        self.key.push(key.to_string());
+        self.key.push(key as u32);
         for s in &mut self.sums {
             s.push(0.0);
         }
@@ -609,28 +617,54 @@ impl MarginRows {
         self.sums[at + 3][i] + self.sums[at + 4][i]
     }
 
-    fn frame(self, key_name: Option<&str>) -> PolarsResult<DataFrame> {
+    /// The rows as a frame: keys (`arm`, `level`, `rate` and, with `key`, the column of that
+    /// name whose labels the rows index), sums and their [`rate_columns`].
+    fn frame(
+        self,
+        table: &'static str,
+        key: Option<(&str, &[String])>,
+        names: &Names,
+        keys: &mut KeyColumns,
+        ctx: &Context,
+    ) -> PolarsResult<DataFrame> {
         let n = self.arm.len();
-        let mut columns = vec![
-            StringChunked::from_iter_values("arm".into(), self.arm.iter().map(String::as_str))
-                .into_column(),
-            Series::from_vec("level".into(), self.level).into_column(),
-            Series::from_vec("rate".into(), self.rate).into_column(),
-        ];
-        if let Some(k) = key_name {
-            columns.push(
-                StringChunked::from_iter_values(k.into(), self.key.iter().map(String::as_str))
-                    .into_column(),
-            );
-        }
-        let names = Seg::ALL
+        let measures: Vec<&str> = Seg::ALL
             .iter()
             .chain(All::ALL)
             .map(|m| m.name)
-            .chain(DERIVED);
-        for (name, v) in names.zip(self.sums) {
+            .chain(DERIVED)
+            .collect();
+        let rates = rate_columns(
+            |name| match measures.iter().position(|m| *m == name) {
+                Some(i) => Ok(self.sums[i].as_slice()),
+                None => polars_bail!(ColumnNotFound: "{name}"),
+            },
+            n,
+            ctx,
+        )?;
+        let mut columns = keys.of(table, n, || {
+            let arms = self.arm.iter().map(|&a| names.arms[a as usize].as_str());
+            let rates: Vec<f64> = self
+                .arm
+                .iter()
+                .zip(&self.level)
+                .map(|(&a, &k)| names.rates[a as usize][k as usize])
+                .collect();
+            let mut columns = vec![
+                StringChunked::from_iter_values("arm".into(), arms).into_column(),
+                Series::from_vec("level".into(), self.level.clone()).into_column(),
+                Series::from_vec("rate".into(), rates).into_column(),
+            ];
+            if let Some((name, labels)) = key {
+                let values = self.key.iter().map(|&i| labels[i as usize].as_str());
+                columns.push(StringChunked::from_iter_values(name.into(), values).into_column());
+            }
+            Ok(columns)
+        })?;
+        for (name, v) in measures.into_iter().zip(self.sums) {
             columns.push(Series::from_vec(name.into(), v).into_column());
         }
+        columns.extend(rates);
         DataFrame::new(n, columns)
     }
 }
@@ -642,6 +676,7 @@ fn margins(
     layout: &Layout,
     counts: &Counts,
     ctx: &Context,
+    keys: &mut KeyColumns,
 ) -> PolarsResult<Margins> {
     let (mut level, mut segment, mut country, mut age) = (
         MarginRows::new(),
@@ -650,14 +685,9 @@ fn margins(
         MarginRows::new(),
     );
     let (mut min_cell, mut under_k) = (Vec::new(), Vec::new());
-    let (mut t_arm, mut t_level, mut t_rate, mut t_day, mut t_channel, mut t_count) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    // The timeline's people per (arm, level, day, channel) of the arms with one; its keys
+    // are the same in every replication ([`timeline_keys`]).
+    let mut t_count = Vec::new();
     let measures = layout.measures();
     let scale = ctx.scale();
     // Per region: the `none` arm's value and accounts, which anchor its revenue.
@@ -688,12 +718,12 @@ fn margins(
                     .any(|&v| v != 0);
             }
             let reached = |c: usize, g: usize| reached[c * layout.ages + g];
-            let i = level.row(names, a, k, "");
+            let i = level.row(a, k, 0);
             // The k-anonymity figures on a day's average audience (audience-days / H).
             let days = f64::from(ctx.horizon_days.max(1));
             let (mut smallest, mut small) = (f64::INFINITY, 0u64);
             for c in 0..layout.countries {
-                let j = country.row(names, a, k, &names.countries[c]);
+                let j = country.row(a, k, c);
                 for g in (0..layout.ages).filter(|&g| reached(c, g)) {
                     level.add(i, layout, cell(c, g), 0..layout.segments, true, ctx);
                     country.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
@@ -717,13 +747,13 @@ fn margins(
             min_cell.push(smallest.is_finite().then_some(smallest));
             under_k.push(small as f64);
             for g in 0..layout.ages {
-                let j = age.row(names, a, k, &names.ages[g]);
+                let j = age.row(a, k, g);
                 for c in (0..layout.countries).filter(|&c| reached(c, g)) {
                     age.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
                 }
             }
             for s in 0..layout.segments {
-                let j = segment.row(names, a, k, &names.segments[s]);
+                let j = segment.row(a, k, s);
                 for c in 0..layout.countries {
                     for g in (0..layout.ages).filter(|&g| reached(c, g)) {
                         segment.add(j, layout, cell(c, g), s..s + 1, false, ctx);
@@ -733,12 +763,7 @@ fn margins(
             if !names.is_none[a] {
                 let t = counts.timeline_level(layout, a, k);
                 for d in 0..=layout.days {
-                    for ch in [Channel::Notice, Channel::Settings, Channel::InAdUse] {
-                        t_arm.push(names.arms[a].as_str());
-                        t_level.push(k as u32);
-                        t_rate.push(names.rates[a][k]);
-                        t_day.push(d as u32);
-                        t_channel.push(ch.measure().name);
+                    for ch in TIMELINE_CHANNELS {
                         let people: i64 =
                             (0..layout.regions).map(|r| t[layout.day(r, d, ch)]).sum();
                         t_count.push(people as f64);
@@ -747,21 +772,13 @@ fn margins(
             }
         }
     }
-    let mut level = level.frame(None)?;
+    let mut level = level.frame("summary", None, names, keys, ctx)?;
     level.with_column(Column::new("min_audience_cell".into(), min_cell))?;
     level.with_column(Series::from_vec("cells_under_k".into(), under_k).into_column())?;
-    let n = t_arm.len();
-    let timeline = DataFrame::new(
-        n,
-        vec![
-            StringChunked::from_iter_values("arm".into(), t_arm.into_iter()).into_column(),
-            Series::from_vec("level".into(), t_level).into_column(),
-            Series::from_vec("rate".into(), t_rate).into_column(),
-            Series::from_vec("day".into(), t_day).into_column(),
-            StringChunked::from_iter_values("channel".into(), t_channel.into_iter()).into_column(),
-            Series::from_vec("people".into(), t_count).into_column(),
-        ],
-    )?;
+    let n = t_count.len();
+    let mut columns = keys.of("timeline", n, || timeline_keys(names, layout))?;
+    columns.push(Series::from_vec("people".into(), t_count).into_column());
+    let timeline = DataFrame::new(n, columns)?;
     let anchor: Vec<f64> = (0..layout.regions)
         .map(|r| none_accounts[r] * scale * day_anchor[r].iter().sum::<f64>())
         .collect();
@@ -777,14 +794,56 @@ fn margins(
     )?;
     Ok(Margins {
         level,
-        segment: segment.frame(Some("segment"))?,
-        country: country.frame(Some("country"))?,
-        age: age.frame(Some("age_band"))?,
+        segment: segment.frame(
+            "segments",
+            Some(("segment", &names.segments)),
+            names,
+            keys,
+            ctx,
+        )?,
+        country: country.frame(
+            "countries",
+            Some(("country", &names.countries)),
+            names,
+            keys,
+            ctx,
+        )?,
+        age: age.frame("ages", Some(("age_band", &names.ages)), names, keys, ctx)?,
         timeline,
         revenue_days,
         revenue_routes,
         market,
     })
+}
+
+/// The channels of the timeline table, in row order within a day.
+const TIMELINE_CHANNELS: [Channel; 3] = [Channel::Notice, Channel::Settings, Channel::InAdUse];
+
+/// The key columns of one replication's timeline margin (`arm`, `level`, `rate`, `day`,
+/// `channel`): a row per arm with a timeline (not the `none` arm), level, day and channel.
+fn timeline_keys(names: &Names, layout: &Layout) -> PolarsResult<Vec<Column>> {
+    let (mut arm, mut level, mut rate, mut day, mut channel) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for a in (0..layout.levels.len()).filter(|&a| !names.is_none[a]) {
+        for k in 0..layout.levels[a] {
+            for d in 0..=layout.days {
+                for ch in TIMELINE_CHANNELS {
+                    arm.push(names.arms[a].as_str());
+                    level.push(k as u32);
+                    rate.push(names.rates[a][k]);
+                    day.push(d as u32);
+                    channel.push(ch.measure().name);
+                }
+            }
+        }
+    }
+    Ok(vec![
+        StringChunked::from_iter_values("arm".into(), arm.into_iter()).into_column(),
+        Series::from_vec("level".into(), level).into_column(),
+        Series::from_vec("rate".into(), rate).into_column(),
+        Series::from_vec("day".into(), day).into_column(),
+        StringChunked::from_iter_values("channel".into(), channel.into_iter()).into_column(),
+    ])
 }
 
 /// The label of the rows of `revenue_days` that sum every region.
@@ -1062,8 +1121,8 @@ fn join_on_arm_level(left: &mut DataFrame, right: &DataFrame) -> PolarsResult<()
 
 /// One replication's metric tables, rows in the order of its margins.
 fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 7]> {
-    let country = with_rates(m.country, ctx)?;
-    let mut summary = with_rates(m.level, ctx)?;
+    let country = m.country;
+    let mut summary = m.level;
     join_on_arm_level(&mut summary, &revenue(&country, ctx)?)?;
     join_on_arm_level(&mut summary, &m.revenue_routes)?;
     join_on_arm_level(&mut summary, &m.market.summary)?;
@@ -1097,10 +1156,10 @@ fn per_replication(m: Margins, ctx: &Context) -> PolarsResult<[DataFrame; 7]> {
     timeline.with_column(Column::new("people".into(), people))?;
     Ok([
         summary,
-        with_rates(m.segment, ctx)?,
+        m.segment,
         country,
         timeline,
-        with_rates(m.age, ctx)?,
+        m.age,
         m.revenue_days,
         m.market.rows,
     ])
@@ -1336,6 +1395,8 @@ pub struct Estimator {
     names: Names,
     layout: Layout,
     tables: [Fold; 7],
+    /// The margins' key columns, built for the first replication.
+    keys: KeyColumns,
 }
 
 impl Estimator {
@@ -1346,6 +1407,7 @@ impl Estimator {
             ctx,
             names,
             layout,
+            keys: KeyColumns::default(),
             tables: [
                 Fold::new(&["arm", "level", "rate"], summary_metric_names()),
                 Fold::new(&["arm", "level", "rate", "segment"], list(SEGMENT_METRICS)),
@@ -1372,7 +1434,7 @@ impl Estimator {
 
     /// Adds one replication's finished counts.
     pub fn add(&mut self, counts: &Counts) -> PolarsResult<()> {
-        let m = margins(&self.names, &self.layout, counts, &self.ctx)?;
+        let m = margins(&self.names, &self.layout, counts, &self.ctx, &mut self.keys)?;
         for (fold, df) in self.tables.iter_mut().zip(per_replication(m, &self.ctx)?) {
             fold.add(&df)?;
         }
@@ -1577,7 +1639,7 @@ mod tests {
         counts.arms[0][at(0, 1)] = 5;
         counts.arms[0][at(1, 0)] = 200;
         let ctx = context(1_000_000_000 / 40); // 40 people per simulated account
-        let m = margins(&names, &layout, &counts, &ctx).unwrap();
+        let m = margins(&names, &layout, &counts, &ctx, &mut KeyColumns::default()).unwrap();
         let get = |c: &str| m.level.column(c).unwrap().f64().unwrap().get(0);
         // Smallest non-empty: 0.5 x 40 = 20 people; under 100: 3 x 40 = 120 no, 20 yes,
         // 800 no: one cell.
