@@ -16,7 +16,8 @@
 //!   [`crate::folder::ROW_GROUP_ROWS`] plus one batch), the day-by-day table's rows likewise
 //!   (at most a row group plus one replication's), and the metadata the writer keeps per row
 //!   group until the file is finished;
-//! - a fixed base: the program, polars, the charts and the report.
+//! - a base: the program, polars, the charts and the report, and per level of the arms the
+//!   estimator's tables of one replication and its folds across them.
 //!
 //! Pages of the cells no user falls in are never written, so a one-replication run's arrays
 //! count only the pages of the cells its users are expected to reach; later replications
@@ -34,7 +35,12 @@ use crate::scenario::Resolved;
 
 /// Fixed memory of a run: the program, polars' and rayon's runtime, the charts and the
 /// report (fitted to `/usr/bin/time -v` on the reference machine: reports/performance.md).
-pub const BASE_BYTES: u64 = 60 << 20;
+pub const BASE_BYTES: u64 = 40_000_000;
+
+/// Memory of a run per level of its arms: the estimator's margin and metric tables of one
+/// replication, the folds across replications, the charts' series (fitted as [`BASE_BYTES`]:
+/// 10 users and 10^8 users x 1 replication at 43 levels, 100 users x 200 at 203).
+pub const BYTES_PER_ARM_LEVEL: u64 = 100_000;
 
 /// Resident bytes per row of the count tables waiting to be written, while they are gathered,
 /// joined into one row group and encoded (fitted as [`BASE_BYTES`]).
@@ -232,7 +238,7 @@ impl Plan {
             crate::policy::ThresholdMethod::Sample => s.policy.calibration_users,
         };
         let memory = Memory {
-            base: BASE_BYTES,
+            base: BASE_BYTES + arm_levels as u64 * BYTES_PER_ARM_LEVEL,
             accumulators,
             in_flight,
             calibration: u64::from(calibration_users) * 8,
@@ -244,7 +250,8 @@ impl Plan {
         let simulate = (users as f64 * layout.levels.len() as f64 * NS_PER_USER_ARM
             + f64::from(calibration_users) * NS_PER_CALIBRATION_USER)
             / cores
-            + (counts / 8) as f64 * NS_PER_COUNT;
+            // Merging, prefix sums, margins and markets skip the cells no user reached.
+            + (counts / 8) as f64 * touched_share(resolved, layout, users) * NS_PER_COUNT;
         // The writer's thread shares the cores with the simulation, and is itself one thread.
         let write = rows as f64 * NS_PER_ROW;
         let per_rep = simulate.max(write).max((simulate * cores + write) / cores);
