@@ -35,7 +35,7 @@ use crate::scenario::Resolved;
 
 /// Fixed memory of a run: the program, polars' and rayon's runtime, the charts and the
 /// report (fitted to `/usr/bin/time -v` on the reference machine: reports/performance.md).
-pub const BASE_BYTES: u64 = 40_000_000;
+pub const BASE_BYTES: u64 = 42_000_000;
 
 /// Memory of a run per level of its arms: the estimator's margin and metric tables of one
 /// replication, the folds across replications, the charts' series (fitted as [`BASE_BYTES`]:
