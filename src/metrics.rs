@@ -1635,6 +1635,73 @@ mod tests {
     }
 
     #[test]
+    fn metric_columns_are_the_ratios_of_their_sums_and_undefined_over_nothing() {
+        // Two rows: row 0 with hand-picked sums, row 1 all zero. Context: 10 days, 1000
+        // simulated users for 10^9 people (a scale of 10^6).
+        let ctx = context(1000);
+        let mut sums: std::collections::HashMap<&str, Vec<f64>> = Seg::ALL
+            .iter()
+            .chain(All::ALL)
+            .map(|m| m.name)
+            .chain(DERIVED)
+            .map(|n| (n, vec![0.0; 2]))
+            .collect();
+        let mut set = |name: &'static str, v: f64| sums.get_mut(name).unwrap()[0] = v;
+        set(All::Users.measure().name, 10.0);
+        set(All::OptedOut.measure().name, 3.0);
+        set(Seg::TruePositiveDays.measure().name, 4.0);
+        set(Seg::AudienceDays.measure().name, 8.0);
+        set(Seg::InterestedDays.measure().name, 16.0);
+        set(Seg::CaRightDays.measure().name, 3.0);
+        set(Seg::CaWrongDays.measure().name, 1.0);
+        set(Seg::CaUploadedDays.measure().name, 8.0);
+        // 100 interest impressions, 40 of them linked; no Custom Audience or untargeted ones.
+        set(Seg::ImpInterestedLinked.measure().name, 40.0);
+        set(Seg::ImpOtherUnlinked.measure().name, 60.0);
+        set("clicks_linked", 0.8);
+        set("clicks_unlinked", 0.6);
+        set("value_linked", 2.5);
+        let columns = rate_columns(|n| Ok(sums[n].as_slice()), 2, &ctx).unwrap();
+        let get = |name: &str| -> Vec<Option<f64>> {
+            let c: Vec<&Column> = columns.iter().filter(|c| c.name() == name).collect();
+            assert_eq!(c.len(), 1, "{name} once");
+            c[0].f64().unwrap().iter().collect()
+        };
+        let close = |name: &str, want: f64| {
+            let got = get(name)[0].unwrap();
+            assert!((got - want).abs() < 1e-12, "{name}: {got} against {want}");
+        };
+        close("achieved_rate", 0.3);
+        close("precision", 0.5);
+        close("recall", 0.25);
+        close("f1", 1.0 / 3.0);
+        close("ca_match_rate", 0.5);
+        close("ca_wrong_rate", 0.125);
+        close("ctr", 0.014);
+        // Linked: 0.8 clicks on 40 impressions against 0.6 on 60: twice the rate.
+        close("value_ratio_linked", 2.0);
+        // Targeted clicks per impression over the untargeted rate: 0.014 / 0.0035.
+        close("value_ratio_targeted", 0.014 / ctx.targeting.ctr_untargeted);
+        close("people", 10.0 * 1e6);
+        close("people_opted_out", 3.0 * 1e6);
+        // Whole units, half up: 1.4 clicks are 1, 2.5 dollars of value are 3.
+        close("clicks", 1.0);
+        close("value", 3.0);
+        // Nothing to divide by: undefined, not zero; counts scale to zero.
+        for name in [
+            "achieved_rate",
+            "precision",
+            "ctr",
+            "value_ratio_linked",
+            "ca_match_rate",
+        ] {
+            assert_eq!(get(name)[1], None, "{name}");
+        }
+        assert_eq!(get("people")[1], Some(0.0));
+        assert_eq!(columns.len(), 28);
+    }
+
+    #[test]
     fn k_anonymity_counts_cells_of_a_days_average_audience_under_k() {
         // One country, two age bands, two segments, one level of one arm; 10 days.
         let layout = Layout {
