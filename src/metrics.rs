@@ -566,7 +566,7 @@ impl MarginRows {
             }
             let v = |m: Seg| block[m as usize] as f64;
             for m in 0..Seg::COUNT {
-                self.sums[m][i] += cell[s * Seg::COUNT + m] as f64;
+                self.sums[m][i] += block[m] as f64;
             }
             let ca_linked = v(Seg::CaImpCustomerLinked) * t.ctr_customer
                 + v(Seg::CaImpInterestedLinked) * t.ctr_relevant
