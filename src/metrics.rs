@@ -565,8 +565,9 @@ impl MarginRows {
                 continue;
             }
             let v = |m: Seg| block[m as usize] as f64;
-            for m in 0..Seg::COUNT {
-                self.sums[m][i] += block[m] as f64;
+            // The segment measures are the first sums, in measure order.
+            for (sum, &x) in self.sums.iter_mut().zip(block) {
+                sum[i] += x as f64;
             }
             let ca_linked = v(Seg::CaImpCustomerLinked) * t.ctr_customer
                 + v(Seg::CaImpInterestedLinked) * t.ctr_relevant
