@@ -426,11 +426,26 @@ impl<'a> Sweep<'a> {
         // Flip levels of the last arm computed: arms with equal rates have equal thresholds.
         let mut flips: Option<(usize, usize, usize)> = None;
         for (ai, arm) in self.arms.iter().enumerate() {
+            let reads_m = usize::from(arm.m_evidence == MEvidence::BusinessMessaging);
+            let account = if reads_m == 1 { &account } else { &plain };
+            let day_values = &mut day_values[reads_m];
+            let diff = &mut acc.counts.arms[ai];
+            let targets = self.targeting_source[ai] == ai;
+            if arm.kind == ArmKind::None {
+                // Nothing is shared at any level: every state count is zero, the timeline
+                // gets nothing, and the account is shown without M data (variant 0) on all H
+                // days, written at the first level.
+                if let Some(account) = account.as_ref().filter(|_| targets) {
+                    let row = &mut diff[cell..cell + measures];
+                    let value = self.targeting(row, account, Variant::ALL[0], days);
+                    day_values[0].get_or_insert(value);
+                }
+                continue;
+            }
             let levels = arm.rates.len();
             let never = levels;
             let source = self.flip_source[ai];
             let (f_user, f_sender) = match flips {
-                _ if arm.kind == ArmKind::None => (never, never),
                 Some((s, f_user, f_sender)) if s == source => (f_user, f_sender),
                 _ => {
                     let t = &thresholds[source];
@@ -440,13 +455,8 @@ impl<'a> Sweep<'a> {
                     (f_user, f_sender)
                 }
             };
-            let reads_m = usize::from(arm.m_evidence == MEvidence::BusinessMessaging);
-            let account = if reads_m == 1 { &account } else { &plain };
-            let day_values = &mut day_values[reads_m];
             let mut cuts = [0, f_user.min(levels), f_sender.min(levels), levels];
             cuts.sort_unstable();
-            let diff = &mut acc.counts.arms[ai];
-            let targets = self.targeting_source[ai] == ai;
             let mut spans = [(0, 0, (0, 0), (0, 0)); 3];
             let mut n_spans = 0;
             let mut shown: Option<[i64; 4]> = None;
@@ -728,7 +738,7 @@ impl Account {
     /// a day in `variant`, with the units of the day's supply it gets (they add up to
     /// [`IMPRESSION_UNITS`], split exactly: docs/model.md §6) and whether the holder is
     /// interested in the segment; returns how many (0: the day is untargeted).
-    #[inline]
+    #[inline(always)]
     fn campaigns(&self, variant: Variant, mut f: impl FnMut(usize, Campaign, bool, u64)) -> u32 {
         let flags = &self.flags;
         let flagged = flags.platform
@@ -744,23 +754,26 @@ impl Account {
             return 0;
         }
         let (each, extra) = split(n);
-        let mut k = 0;
-        let mut units = || {
-            k += 1;
-            each + u64::from(k <= extra)
-        };
         let interested = |s: usize| self.interests >> s & 1 == 1;
-        for_bits(flagged, |s| {
-            f(s, Campaign::Interest, interested(s), units())
-        });
-        for_bits(right | wrong, |s| {
-            let campaign = if right >> s & 1 == 1 {
-                Campaign::Customer
-            } else {
-                Campaign::WrongPerson
-            };
-            f(s, campaign, interested(s), units())
-        });
+        // Interest campaigns first, then Custom Audience ones, through one call of `f` (so
+        // that it is inlined once).
+        let mut k = 0;
+        for pass in 0..2 {
+            let mut bits = if pass == 0 { flagged } else { right | wrong };
+            while bits != 0 {
+                let s = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let campaign = if pass == 0 {
+                    Campaign::Interest
+                } else if right >> s & 1 == 1 {
+                    Campaign::Customer
+                } else {
+                    Campaign::WrongPerson
+                };
+                k += 1;
+                f(s, campaign, interested(s), each + u64::from(k <= extra));
+            }
+        }
         n
     }
 }
@@ -872,7 +885,7 @@ impl Accumulator {
 }
 
 /// Calls `f` with the index of every set bit of `bits`, lowest first.
-#[inline]
+#[inline(always)]
 fn for_bits(mut bits: u64, mut f: impl FnMut(usize)) {
     while bits != 0 {
         f(bits.trailing_zeros() as usize);
