@@ -758,12 +758,9 @@ impl Account {
         // Interest campaigns first, then Custom Audience ones, through one call of `f` (so
         // that it is inlined once).
         let mut k = 0;
-        for pass in 0..2 {
-            let mut bits = if pass == 0 { flagged } else { right | wrong };
-            while bits != 0 {
-                let s = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let campaign = if pass == 0 {
+        for (interest, bits) in [(true, flagged), (false, right | wrong)] {
+            for_bits(bits, |s| {
+                let campaign = if interest {
                     Campaign::Interest
                 } else if right >> s & 1 == 1 {
                     Campaign::Customer
@@ -772,7 +769,7 @@ impl Account {
                 };
                 k += 1;
                 f(s, campaign, interested(s), each + u64::from(k <= extra));
-            }
+            });
         }
         n
     }
