@@ -577,13 +577,18 @@ pub fn cells_frame(
 ) -> PolarsResult<DataFrame> {
     let (nseg, nall) = (Seg::COUNT, All::COUNT);
     let measures = layout.measures();
-    // Keys as indices first; a row's segment index is `layout.segments` for "all".
-    let (mut arm, mut level, mut country, mut age, mut segment) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut seg_values: Vec<Vec<u64>> = vec![Vec::new(); nseg];
-    let mut all_values: Vec<Vec<u64>> = vec![Vec::new(); nall];
     // Cells no user fell in have no rows.
     let touched = counts.touched_cells(layout);
+    // At most a row per touched cell, segment and "all" of each level: the columns are sized
+    // for that at once rather than grown (and copied) as rows come.
+    let most = levels.len() * touched.len() * (layout.segments + 1);
+    let keys = || Vec::<u32>::with_capacity(most);
+    let column = || Vec::<u64>::with_capacity(most);
+    // Keys as indices first; a row's segment index is `layout.segments` for "all".
+    let (mut arm, mut level, mut country, mut age, mut segment) =
+        (keys(), keys(), keys(), keys(), keys());
+    let mut seg_values: Vec<Vec<u64>> = (0..nseg).map(|_| column()).collect();
+    let mut all_values: Vec<Vec<u64>> = (0..nall).map(|_| column()).collect();
     for &(a, k) in levels {
         let values = counts.level(layout, a, k);
         for &x in &touched {
@@ -654,9 +659,17 @@ pub fn timeline_frame(
     replication: u32,
     counts: &Counts,
 ) -> PolarsResult<DataFrame> {
-    let (mut arm, mut level, mut region, mut day) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut values: Vec<Vec<i64>> = vec![Vec::new(); Channel::COUNT];
+    // At most a row per (region, day) of each level of the arms with a timeline.
+    let most = (0..layout.levels.len())
+        .filter(|&a| !names.is_none[a])
+        .map(|a| layout.levels[a])
+        .sum::<usize>()
+        * layout.timeline_rows_per_level();
+    let keys = || Vec::<u32>::with_capacity(most);
+    let (mut arm, mut level, mut region, mut day) = (keys(), keys(), keys(), keys());
+    let mut values: Vec<Vec<i64>> = (0..Channel::COUNT)
+        .map(|_| Vec::with_capacity(most))
+        .collect();
     for a in 0..layout.levels.len() {
         if names.is_none[a] {
             continue;

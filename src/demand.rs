@@ -360,7 +360,13 @@ pub fn clear(
             let at = layout.cell(c, g);
             let cell = &values[at..at + measures];
             let v = |s: usize, m: Seg| cell[layout.seg(s, m)] as f64;
-            for s in 0..segments {
+            // A segment with no count adds +0.0 to every sum, too.
+            let zero = |s: usize| {
+                cell[s * Seg::COUNT..(s + 1) * Seg::COUNT]
+                    .iter()
+                    .all(|&x| x == 0)
+            };
+            for s in (0..segments).filter(|&s| !zero(s)) {
                 let q = &mut supply[i][r * kinds.len() + s];
                 let (il, ol) = (v(s, Seg::ImpInterestedLinked), v(s, Seg::ImpOtherLinked));
                 let (iu, ou) = (

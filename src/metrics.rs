@@ -15,6 +15,7 @@
 //! parameters.
 
 use polars::prelude::*;
+use polars_arrow::bitmap::MutableBitmap;
 
 use crate::cells::{All, Channel, Counts, Layout, Names, Seg};
 use crate::revenue::RevenueConfig;
@@ -399,7 +400,9 @@ fn rate_columns<'g>(
         "people_opted_out",
         "opted_out_share",
     ];
-    let mut out: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); NAMES.len()];
+    // Values and validity apart (an undefined value is a null over 0.0), as polars holds them.
+    let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(n); NAMES.len()];
+    let mut valid: Vec<MutableBitmap> = vec![MutableBitmap::with_capacity(n); NAMES.len()];
     for i in 0..n {
         let ca_imp = cl[i] + cu[i] + il[i] + iu[i] + ol[i] + ou[i];
         let interest_imp = imp_il[i] + imp_ol[i] + imp_iu[i] + imp_ou[i];
@@ -456,14 +459,19 @@ fn rate_columns<'g>(
             Some(opted_out[i] * scale),
             ratio(out_interested[i], users_interested[i]),
         ];
-        for (column, v) in out.iter_mut().zip(row) {
-            column.push(v);
+        for ((column, valid), v) in out.iter_mut().zip(&mut valid).zip(row) {
+            column.push(v.unwrap_or(0.0));
+            valid.push(v.is_some());
         }
     }
     Ok(NAMES
         .iter()
         .zip(out)
-        .map(|(name, v)| Column::new((*name).into(), v))
+        .zip(valid)
+        .map(|((name, v), valid)| {
+            let valid = (valid.unset_bits() > 0).then(|| valid.into());
+            Float64Chunked::from_vec_validity((*name).into(), v, valid).into_column()
+        })
         .collect())
 }
 
@@ -512,6 +520,76 @@ impl KeyColumns {
     }
 }
 
+/// What a (country, age) cell adds to a margin row, one value per sum of [`MarginRows`] (in
+/// `out`, which it overwrites): segment measures summed over `segments`, all-segment measures
+/// as they are (with `all`, else zero), and the [`DERIVED`] sums: the segments' clicks and
+/// value, and with `all` the untargeted ones. A segment with no count adds nothing. Computed
+/// once per cell and added to each row the cell belongs to; the measures are integer-valued
+/// floats, whose sums are exact below 2^53 in any grouping, and the derived sums are the same
+/// sequence of operations for every row, so the rows' sums keep their bits.
+fn contribution(
+    out: &mut [f64],
+    layout: &Layout,
+    cell: &[i64],
+    segments: std::ops::Range<usize>,
+    all: bool,
+    ctx: &Context,
+) {
+    out.fill(0.0);
+    let t = &ctx.targeting;
+    let mut derived = [0.0; DERIVED.len()];
+    for s in segments {
+        let block = &cell[s * Seg::COUNT..(s + 1) * Seg::COUNT];
+        if block.iter().all(|&x| x == 0) {
+            continue;
+        }
+        let v = |m: Seg| block[m as usize] as f64;
+        // The segment measures are the first sums, in measure order.
+        for (sum, &x) in out.iter_mut().zip(block) {
+            *sum += x as f64;
+        }
+        let ca_linked = v(Seg::CaImpCustomerLinked) * t.ctr_customer
+            + v(Seg::CaImpInterestedLinked) * t.ctr_relevant
+            + v(Seg::CaImpOtherLinked) * t.ctr_irrelevant;
+        let ca_unlinked = v(Seg::CaImpCustomerUnlinked) * t.ctr_customer
+            + v(Seg::CaImpInterestedUnlinked) * t.ctr_relevant
+            + v(Seg::CaImpOtherUnlinked) * t.ctr_irrelevant;
+        let linked = v(Seg::ImpInterestedLinked) * t.ctr_relevant
+            + v(Seg::ImpOtherLinked) * t.ctr_irrelevant
+            + ca_linked;
+        let unlinked = v(Seg::ImpInterestedUnlinked) * t.ctr_relevant
+            + v(Seg::ImpOtherUnlinked) * t.ctr_irrelevant
+            + ca_unlinked;
+        let cpc = ctx
+            .cpc
+            .get(s)
+            .copied()
+            .unwrap_or(ctx.revenue.cost_per_click_usd);
+        let ca = ca_linked + ca_unlinked;
+        for (d, x) in
+            derived
+                .iter_mut()
+                .zip([linked, unlinked, ca, linked * cpc, unlinked * cpc, ca * cpc])
+        {
+            *d += x;
+        }
+    }
+    if all {
+        let base = layout.segments * Seg::COUNT;
+        for m in 0..All::COUNT {
+            out[Seg::COUNT + m] = cell[base + m] as f64;
+        }
+        let cpc = ctx.revenue.cost_per_click_usd;
+        let linked = cell[base + All::ImpUntargetedLinked as usize] as f64 * t.ctr_untargeted;
+        let unlinked = cell[base + All::ImpUntargetedUnlinked as usize] as f64 * t.ctr_untargeted;
+        derived[0] += linked;
+        derived[1] += unlinked;
+        derived[3] += linked * cpc;
+        derived[4] += unlinked * cpc;
+    }
+    out[Seg::COUNT + All::COUNT..].copy_from_slice(&derived);
+}
+
 /// Rows of a margin table under construction: keys (as indices) and one sum per measure.
 struct MarginRows {
     arm: Vec<u32>,
@@ -542,78 +620,10 @@ impl MarginRows {
         self.arm.len() - 1
     }
 
-    /// Adds a (country, age) cell's measures to row `i`: segment measures summed over
-    /// `segments`, all-segment measures as they are.
-    /// Adds a (country, age) cell's measures to row `i`: segment measures summed over
-    /// `segments`, all-segment measures as they are (with `all`), and the [`DERIVED`] sums:
-    /// the segments' clicks and value, and with `all` the untargeted ones.
-    fn add(
-        &mut self,
-        i: usize,
-        layout: &Layout,
-        cell: &[i64],
-        segments: std::ops::Range<usize>,
-        all: bool,
-        ctx: &Context,
-    ) {
-        let t = &ctx.targeting;
-        let mut derived = [0.0; DERIVED.len()];
-        for s in segments {
-            // A segment with no count adds +0.0 to every sum, which leaves it as it is.
-            let block = &cell[s * Seg::COUNT..(s + 1) * Seg::COUNT];
-            if block.iter().all(|&x| x == 0) {
-                continue;
-            }
-            let v = |m: Seg| block[m as usize] as f64;
-            // The segment measures are the first sums, in measure order.
-            for (sum, &x) in self.sums.iter_mut().zip(block) {
-                sum[i] += x as f64;
-            }
-            let ca_linked = v(Seg::CaImpCustomerLinked) * t.ctr_customer
-                + v(Seg::CaImpInterestedLinked) * t.ctr_relevant
-                + v(Seg::CaImpOtherLinked) * t.ctr_irrelevant;
-            let ca_unlinked = v(Seg::CaImpCustomerUnlinked) * t.ctr_customer
-                + v(Seg::CaImpInterestedUnlinked) * t.ctr_relevant
-                + v(Seg::CaImpOtherUnlinked) * t.ctr_irrelevant;
-            let linked = v(Seg::ImpInterestedLinked) * t.ctr_relevant
-                + v(Seg::ImpOtherLinked) * t.ctr_irrelevant
-                + ca_linked;
-            let unlinked = v(Seg::ImpInterestedUnlinked) * t.ctr_relevant
-                + v(Seg::ImpOtherUnlinked) * t.ctr_irrelevant
-                + ca_unlinked;
-            let cpc = ctx
-                .cpc
-                .get(s)
-                .copied()
-                .unwrap_or(ctx.revenue.cost_per_click_usd);
-            let ca = ca_linked + ca_unlinked;
-            for (d, x) in derived.iter_mut().zip([
-                linked,
-                unlinked,
-                ca,
-                linked * cpc,
-                unlinked * cpc,
-                ca * cpc,
-            ]) {
-                *d += x;
-            }
-        }
-        if all {
-            let base = layout.segments * Seg::COUNT;
-            for m in 0..All::COUNT {
-                self.sums[Seg::COUNT + m][i] += cell[base + m] as f64;
-            }
-            let cpc = ctx.revenue.cost_per_click_usd;
-            let linked = cell[base + All::ImpUntargetedLinked as usize] as f64 * t.ctr_untargeted;
-            let unlinked =
-                cell[base + All::ImpUntargetedUnlinked as usize] as f64 * t.ctr_untargeted;
-            derived[0] += linked;
-            derived[1] += unlinked;
-            derived[3] += linked * cpc;
-            derived[4] += unlinked * cpc;
-        }
-        for (k, d) in derived.into_iter().enumerate() {
-            self.sums[Seg::COUNT + All::COUNT + k][i] += d;
+    /// Adds a contribution ([`contribution`]) to row `i`, sum by sum.
+    fn add(&mut self, i: usize, contribution: &[f64]) {
+        for (sum, &x) in self.sums.iter_mut().zip(contribution) {
+            sum[i] += x;
         }
     }
 
@@ -709,6 +719,12 @@ fn margins(
     let (mut none_value, mut none_accounts) =
         (vec![0.0; layout.regions], vec![0.0; layout.regions]);
     let touched = counts.touched_cells(layout);
+    // Each reached cell's contribution to a row ([`contribution`]), by cell, for the level,
+    // country and age rows it belongs to; and one segment's, for the segment rows.
+    let width = Seg::COUNT + All::COUNT + DERIVED.len();
+    let mut parts = vec![0.0; layout.countries * layout.ages * width];
+    let mut one = vec![0.0; width];
+    let mut reached = vec![false; layout.countries * layout.ages];
     for a in 0..layout.levels.len() {
         for k in 0..layout.levels[a] {
             let values = counts.level(layout, a, k);
@@ -717,13 +733,19 @@ fn margins(
             // A cell with no count adds nothing to any row (every sum starts at +0.0 and adding
             // +0.0 leaves a sum as it is), so the cells no user reached are skipped: at a few
             // users, most of them.
-            let mut reached = vec![false; layout.countries * layout.ages];
             for &x in &touched {
-                reached[x] = cell(x / layout.ages, x % layout.ages)
-                    .iter()
-                    .any(|&v| v != 0);
+                let (c, g) = (x / layout.ages, x % layout.ages);
+                reached[x] = cell(c, g).iter().any(|&v| v != 0);
+                if reached[x] {
+                    let part = &mut parts[x * width..(x + 1) * width];
+                    contribution(part, layout, cell(c, g), 0..layout.segments, true, ctx);
+                }
             }
             let reached = |c: usize, g: usize| reached[c * layout.ages + g];
+            let part = |c: usize, g: usize| {
+                let x = c * layout.ages + g;
+                &parts[x * width..(x + 1) * width]
+            };
             let i = level.row(a, k, 0);
             // The k-anonymity figures on a day's average audience (audience-days / H).
             let days = f64::from(ctx.horizon_days.max(1));
@@ -731,15 +753,16 @@ fn margins(
             for c in 0..layout.countries {
                 let j = country.row(a, k, c);
                 for g in (0..layout.ages).filter(|&g| reached(c, g)) {
-                    level.add(i, layout, cell(c, g), 0..layout.segments, true, ctx);
-                    country.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
+                    level.add(i, part(c, g));
+                    country.add(j, part(c, g));
                 }
                 if names.is_none[a] {
                     let r = region_of.get(c).copied().unwrap_or(0);
                     none_value[r] += country.value(j).round();
                     none_accounts[r] += country.sums[Seg::COUNT + All::Accounts as usize][j];
                 }
-                for g in 0..layout.ages {
+                // A cell no user reached has no audience.
+                for g in (0..layout.ages).filter(|&g| reached(c, g)) {
                     for s in 0..layout.segments {
                         let audience = cell(c, g)[layout.seg(s, Seg::AudienceDays)].max(0) as f64;
                         if audience > 0.0 {
@@ -755,14 +778,21 @@ fn margins(
             for g in 0..layout.ages {
                 let j = age.row(a, k, g);
                 for c in (0..layout.countries).filter(|&c| reached(c, g)) {
-                    age.add(j, layout, cell(c, g), 0..layout.segments, true, ctx);
+                    age.add(j, part(c, g));
                 }
             }
             for s in 0..layout.segments {
                 let j = segment.row(a, k, s);
                 for c in 0..layout.countries {
                     for g in (0..layout.ages).filter(|&g| reached(c, g)) {
-                        segment.add(j, layout, cell(c, g), s..s + 1, false, ctx);
+                        let cell = cell(c, g);
+                        if cell[s * Seg::COUNT..(s + 1) * Seg::COUNT]
+                            .iter()
+                            .any(|&x| x != 0)
+                        {
+                            contribution(&mut one, layout, cell, s..s + 1, false, ctx);
+                            segment.add(j, &one);
+                        }
                     }
                 }
             }
@@ -795,8 +825,8 @@ fn margins(
         counts,
         ctx,
         &day_anchor,
-        &none_value,
-        &none_accounts,
+        (&none_value, &none_accounts),
+        keys,
     )?;
     Ok(Margins {
         level,
@@ -868,8 +898,8 @@ fn revenue_days(
     counts: &Counts,
     ctx: &Context,
     day_anchor: &[Vec<f64>],
-    none_value: &[f64],
-    none_accounts: &[f64],
+    (none_value, none_accounts): (&[f64], &[f64]),
+    keys: &mut KeyColumns,
 ) -> PolarsResult<(DataFrame, DataFrame)> {
     // The `none` arm's value of a day is the same every day: its quarter over H.
     let h = f64::from(ctx.horizon_days.max(1));
@@ -892,52 +922,61 @@ fn revenue_days(
         .collect();
     let mut region_labels: Vec<&str> = names.regions.iter().map(String::as_str).collect();
     region_labels.push(ALL_REGIONS);
-    let (mut arm, mut level, mut rate, mut region, mut day, mut change) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for a in 0..layout.levels.len() {
-        if names.is_none[a] {
-            continue;
-        }
+    // Rows: (arm, level) of the arms with a timeline, then region, then day.
+    let rows = || {
+        (0..layout.levels.len())
+            .filter(|&a| !names.is_none[a])
+            .flat_map(|a| (0..layout.levels[a]).map(move |k| (a, k)))
+            .flat_map(|(a, k)| (0..region_labels.len()).map(move |r| (a, k, r)))
+            .flat_map(|(a, k, r)| (0..layout.days).map(move |d| (a, k, r, d)))
+    };
+    let mut change = Vec::with_capacity(rows().count());
+    for a in (0..layout.levels.len()).filter(|&a| !names.is_none[a]) {
         for k in 0..layout.levels[a] {
             let t = counts.timeline_level(layout, a, k);
-            for (r, label) in region_labels.iter().enumerate() {
+            for r in 0..region_labels.len() {
                 for d in 0..layout.days {
                     let value = |r: usize| {
                         t[layout.day(r, d, Channel::ValueGain)] as f64 * per_quantum[r][d]
                     };
-                    let v = if r < layout.regions {
+                    change.push(if r < layout.regions {
                         value(r)
                     } else {
                         (0..layout.regions).map(value).sum()
-                    };
-                    arm.push(names.arms[a].as_str());
-                    level.push(k as u32);
-                    rate.push(names.rates[a][k]);
-                    region.push(*label);
-                    day.push(d as u32);
-                    change.push(v);
+                    });
                 }
             }
         }
     }
-    let n = arm.len();
-    let days = DataFrame::new(
-        n,
-        vec![
-            StringChunked::from_iter_values("arm".into(), arm.into_iter()).into_column(),
-            Series::from_vec("level".into(), level).into_column(),
-            Series::from_vec("rate".into(), rate).into_column(),
-            StringChunked::from_iter_values("region".into(), region.into_iter()).into_column(),
-            Series::from_vec("day".into(), day).into_column(),
-            Series::from_vec("revenue_change_musd".into(), change).into_column(),
-        ],
-    )?;
+    let n = change.len();
+    // The key columns are the same in every replication: built for the first.
+    let mut columns = keys.of("revenue_days", n, || {
+        let arms = rows().map(|(a, ..)| names.arms[a].as_str());
+        let regions = rows().map(|(_, _, r, _)| region_labels[r]);
+        Ok(vec![
+            StringChunked::from_iter_values("arm".into(), arms).into_column(),
+            Series::from_vec(
+                "level".into(),
+                rows().map(|(_, k, ..)| k as u32).collect::<Vec<_>>(),
+            )
+            .into_column(),
+            Series::from_vec(
+                "rate".into(),
+                rows()
+                    .map(|(a, k, ..)| names.rates[a][k])
+                    .collect::<Vec<_>>(),
+            )
+            .into_column(),
+            StringChunked::from_iter_values("region".into(), regions).into_column(),
+            Series::from_vec(
+                "day".into(),
+                rows().map(|(.., d)| d as u32).collect::<Vec<_>>(),
+            )
+            .into_column(),
+        ])
+    })?;
+    columns.push(Series::from_vec("revenue_change_musd".into(), change).into_column());
+    let days = DataFrame::new(n, columns)?;
     let (mut r_arm, mut r_level) = (Vec::new(), Vec::new());
     let mut routes: [Vec<f64>; 5] = Default::default();
     let channels = [Channel::ValueGain]
