@@ -620,6 +620,15 @@ pub fn cells_frame(
             }
         }
     }
+    // Down to the rows written: the frames wait for a row group, so spare capacity would
+    // stay allocated (shrinking in place, without a copy).
+    for v in [&mut arm, &mut level, &mut country, &mut age, &mut segment] {
+        v.shrink_to_fit();
+    }
+    seg_values
+        .iter_mut()
+        .chain(&mut all_values)
+        .for_each(Vec::shrink_to_fit);
     let n = arm.len();
     let is_all: Vec<bool> = segment
         .iter()
@@ -689,6 +698,11 @@ pub fn timeline_frame(
             }
         }
     }
+    // Down to the rows written, as in `cells_frame`.
+    for v in [&mut arm, &mut level, &mut region, &mut day] {
+        v.shrink_to_fit();
+    }
+    values.iter_mut().for_each(Vec::shrink_to_fit);
     let n = arm.len();
     let rates: Vec<f64> = arm
         .iter()
